@@ -1,0 +1,101 @@
+//! Row-major GEMM over `matrixmultiply`, with the rows of `c` split across rayon threads.
+
+use rayon::prelude::*;
+
+/// Rows of `c` per parallel task: big enough that a task amortises its packing.
+const ROWS_PER_TASK: usize = 64;
+
+/// `c[m,n] = alpha · op(a) · op(b) + beta · c`, all row-major. Stored `a` is `[m,k]`, or
+/// `[k,m]` when `trans_a`; stored `b` is `[k,n]`, or `[n,k]` when `trans_b`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Element (i, p) of op(a) sits at i*rsa + p*csa; likewise for b.
+    let (rsa, csa) = if trans_a { (1, m) } else { (k, 1) };
+    let (rsb, csb) = if trans_b { (1, k) } else { (n, 1) };
+    let run = |row0: usize, c_rows: &mut [f32]| {
+        let rows = c_rows.len() / n;
+        // SAFETY: the strides above address only elements inside `a` and `b` (lengths
+        // asserted) for rows row0..row0+rows, and `c_rows` holds exactly `rows * n`.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                k,
+                n,
+                alpha,
+                a.as_ptr().add(row0 * rsa),
+                rsa as isize,
+                csa as isize,
+                b.as_ptr(),
+                rsb as isize,
+                csb as isize,
+                beta,
+                c_rows.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    };
+    let c = &mut c[..m * n];
+    let work = m * n * k.max(1);
+    if m >= 2 * ROWS_PER_TASK && work > 1 << 18 && rayon::current_num_threads() > 1 {
+        c.par_chunks_mut(ROWS_PER_TASK * n)
+            .enumerate()
+            .for_each(|(t, rows)| run(t * ROWS_PER_TASK, rows));
+    } else {
+        run(0, c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: &[f32], ta: bool, b: &[f32], tb: bool) -> Vec<f32> {
+        let mut c = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0f64;
+                for p in 0..k {
+                    let av = if ta { a[p * m + i] } else { a[i * k + p] };
+                    let bv = if tb { b[j * k + p] } else { b[p * n + j] };
+                    s += av as f64 * bv as f64;
+                }
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn gemm_matches_naive_all_transposes() {
+        let mut rng = crate::rng::Rng::new(7);
+        for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (130, 17, 33), (257, 9, 1)] {
+            let a = rng.normal_vec(m * k);
+            let b = rng.normal_vec(k * n);
+            for ta in [false, true] {
+                for tb in [false, true] {
+                    let want = naive(m, n, k, &a, ta, &b, tb);
+                    let mut got = vec![0.0; m * n];
+                    gemm(m, n, k, 1.0, &a, ta, &b, tb, 0.0, &mut got);
+                    let err = crate::testing::rel_err(&got, &want);
+                    assert!(err < 1e-5, "m{m} n{n} k{k} ta{ta} tb{tb}: {err}");
+                }
+            }
+        }
+    }
+}

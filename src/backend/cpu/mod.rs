@@ -1,0 +1,186 @@
+//! The CPU backend: the reference every other backend is checked against, and the fallback
+//! on machines without a GPU. Readable first; the big products go through `matrixmultiply`
+//! and particles/rows run in parallel with rayon, so it is fast enough to train on.
+
+mod activation;
+mod gemm;
+mod lora;
+mod matmul;
+mod optim;
+mod softmax;
+mod svgd;
+
+pub use gemm::gemm;
+
+use crate::backend::{
+    AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs, MatmulArgs,
+};
+use crate::error::{BellaError, Result};
+use crate::tensor::{Storage, Tensor};
+use std::any::Any;
+
+/// Host memory: a plain vector.
+pub struct CpuStorage(pub Vec<f32>);
+
+impl Storage for CpuStorage {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn duplicate(&self) -> Result<Box<dyn Storage>> {
+        Ok(Box::new(CpuStorage(self.0.clone())))
+    }
+}
+
+/// The data of a CPU tensor (errors if the tensor lives elsewhere).
+pub fn data(t: &Tensor) -> Result<&[f32]> {
+    t.storage()
+        .as_any()
+        .downcast_ref::<CpuStorage>()
+        .map(|s| s.0.as_slice())
+        .ok_or_else(|| wrong_device(t))
+}
+
+/// Mutable data of a CPU tensor (copy-on-write if shared).
+pub fn data_mut(t: &mut Tensor) -> Result<&mut [f32]> {
+    let dev = t.device();
+    t.storage_mut()?
+        .as_any_mut()
+        .downcast_mut::<CpuStorage>()
+        .map(|s| s.0.as_mut_slice())
+        .ok_or_else(|| BellaError::invalid(format!("cpu backend given a tensor on {dev}")))
+}
+
+fn wrong_device(t: &Tensor) -> BellaError {
+    BellaError::invalid(format!("cpu backend given a tensor on {}", t.device()))
+}
+
+/// Wrap host data as a CPU tensor.
+pub fn tensor(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
+    Tensor::from_storage(shape, BackendKind::Cpu, Box::new(CpuStorage(data)))
+}
+
+#[derive(Default, Clone, Copy)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+impl Backend for CpuBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cpu
+    }
+    fn describe(&self) -> String {
+        format!("CPU, {} threads (rayon)", rayon::current_num_threads())
+    }
+    fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        tensor(shape, data.to_vec())
+    }
+    fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
+        Ok(data(t)?.to_vec())
+    }
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        tensor(shape, vec![0.0; crate::tensor::numel(shape)])
+    }
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+    fn lora_forward(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
+        lora::forward(args)
+    }
+    fn lora_backward(&self, args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>> {
+        lora::backward(args, grad)
+    }
+    fn matmul(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+        matmul::matmul(args, out)
+    }
+    fn pairwise_sqdist(&self, theta: &Tensor, k: usize, d: usize) -> Result<Tensor> {
+        tensor(&[k, k], svgd::pairwise_sqdist(data(theta)?, k, d))
+    }
+    fn rbf_kernel(
+        &self,
+        theta: &Tensor,
+        k: usize,
+        d: usize,
+        bandwidth: Option<f32>,
+    ) -> Result<(Tensor, f32)> {
+        let sq = svgd::pairwise_sqdist(data(theta)?, k, d);
+        let (kern, h) = svgd::rbf_from_sqdist(&sq, k, bandwidth);
+        Ok((tensor(&[k, k], kern)?, h))
+    }
+    fn svgd_direction(
+        &self,
+        theta: &Tensor,
+        score: &Tensor,
+        kernel: &Tensor,
+        k: usize,
+        d: usize,
+        bandwidth: f32,
+    ) -> Result<Tensor> {
+        let phi = svgd::direction(data(theta)?, data(score)?, data(kernel)?, k, d, bandwidth);
+        tensor(&[k, d], phi)
+    }
+    fn adamw_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamW,
+    ) -> Result<()> {
+        optim::adamw(data_mut(param)?, data(grad)?, data_mut(m)?, data_mut(v)?, hp);
+        Ok(())
+    }
+    fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
+        tensor(x.shape(), activation::map(data(x)?, activation::relu))
+    }
+    fn relu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        let dx = activation::zip(data(x)?, data(dy)?, activation::relu_grad);
+        tensor(x.shape(), dx)
+    }
+    fn gelu_forward(&self, x: &Tensor) -> Result<Tensor> {
+        tensor(x.shape(), activation::map(data(x)?, activation::gelu))
+    }
+    fn gelu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        let dx = activation::zip(data(x)?, data(dy)?, activation::gelu_grad);
+        tensor(x.shape(), dx)
+    }
+    fn softmax_xent(
+        &self,
+        logits: &Tensor,
+        labels: &[u32],
+        k: usize,
+        m: usize,
+        c: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let (loss, dlogits) = softmax::xent(data(logits)?, labels, k, m, c);
+        Ok((tensor(&[k], loss)?, tensor(&[k, m, c], dlogits)?))
+    }
+    fn ensemble_stats(
+        &self,
+        logits: &Tensor,
+        k: usize,
+        m: usize,
+        c: usize,
+    ) -> Result<EnsembleStats> {
+        let s = softmax::ensemble_stats(data(logits)?, k, m, c);
+        Ok(EnsembleStats {
+            probs: tensor(&[m, c], s.probs)?,
+            entropy: tensor(&[m], s.entropy)?,
+            expected_entropy: tensor(&[m], s.expected_entropy)?,
+            mutual_info: tensor(&[m], s.mutual_info)?,
+        })
+    }
+    fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<Tensor> {
+        let out = activation::zip(data(x)?, data(y)?, |a, b| alpha * a + beta * b);
+        tensor(x.shape(), out)
+    }
+}

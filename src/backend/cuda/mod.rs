@@ -1,0 +1,9 @@
+//! Placeholder: this backend is being written.
+use crate::backend::Backend;
+use crate::error::{BellaError, Result};
+use std::sync::Arc;
+
+/// Open the backend, or say why it is not available.
+pub fn open() -> Result<Arc<dyn Backend>> {
+    Err(BellaError::unavailable("cuda", "not implemented yet"))
+}

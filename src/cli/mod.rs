@@ -1,0 +1,51 @@
+//! Command-line interface. Each subcommand lives in its own file with its arguments.
+
+mod bench;
+mod doctor;
+mod op;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bella",
+    version,
+    about = "Bayesian low-rank learning kernels: LoRA particles, ensembles and SVGD on CPU, wgpu and CUDA"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train particles on a frozen base (no arguments: the embedded default task).
+    Train(train::TrainArgs),
+    /// Evaluate saved adapters on the default task's splits.
+    Eval(train::EvalArgs),
+    /// Run one op on named tensors from a safetensors file.
+    Op(op::OpArgs),
+    /// Every op on every available backend against the CPU reference.
+    Doctor(doctor::DoctorArgs),
+    /// Time every op per shape and backend.
+    Bench(bench::BenchArgs),
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => train::eval(a),
+        Command::Op(a) => op::run(a),
+        Command::Doctor(a) => doctor::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

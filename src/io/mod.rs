@@ -1,0 +1,2 @@
+//! Files: safetensors in and out (memory-mapped, validated, dtypes converted).
+pub mod safetensors;

@@ -1,0 +1,166 @@
+//! safetensors reading and writing. Files come from other tools (PyTorch, NumPy), so every
+//! float dtype they write (f32, f16, bf16, f64) is converted to f32 and every integer dtype
+//! (and bool) is kept as integers. The header is validated by the `safetensors` crate
+//! (offsets inside the file, contiguous and non-overlapping, sizes matching dtype × shape);
+//! anything it rejects becomes a clear error naming the file. Writes are atomic
+//! (temporary file, then rename), so an interrupted write never leaves a half file.
+
+use crate::error::{BellaError, Result};
+use crate::ops::named::{HostData, HostTensor, Named};
+use ::safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::path::Path;
+
+/// Read every tensor of a safetensors file.
+pub fn read(path: &Path) -> Result<Named> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| BellaError::io(format!("cannot open {}: {e}", path.display())))?;
+    let len = file.metadata()?.len();
+    if len < 8 {
+        return Err(BellaError::io(format!(
+            "{}: not a safetensors file (only {len} bytes; the header length alone takes 8)",
+            path.display()
+        )));
+    }
+    // SAFETY: the map is read-only and dropped before this function returns; a file changed
+    // underneath us by another process can only give wrong values, which are then checked.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| BellaError::io(format!("cannot map {}: {e}", path.display())))?;
+    parse(&map).map_err(|e| BellaError::io(format!("{}: {e}", path.display())))
+}
+
+/// Parse safetensors bytes.
+pub fn parse(bytes: &[u8]) -> std::result::Result<Named, String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("invalid safetensors: {e}"))?;
+    let mut out = Named::new();
+    for (name, view) in st.tensors() {
+        let t = convert(&view).map_err(|e| format!("tensor `{name}`: {e}"))?;
+        out.insert(name, t);
+    }
+    Ok(out)
+}
+
+fn convert(view: &TensorView) -> std::result::Result<HostTensor, String> {
+    let shape = view.shape().to_vec();
+    let b = view.data();
+    let numel: usize = shape.iter().product();
+    let size = view.dtype().bitsize() / 8;
+    if b.len() != numel * size {
+        return Err(format!(
+            "holds {} bytes, its dtype and shape {:?} need {}",
+            b.len(),
+            shape,
+            numel * size
+        ));
+    }
+    // Little-endian fixed-size values; the data may be unaligned, so decode bytes.
+    fn each<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+        b.chunks_exact(N)
+            .map(|c| f(c.try_into().expect("chunks_exact gives N bytes")))
+            .collect()
+    }
+    let data = match view.dtype() {
+        Dtype::F32 => HostData::Float(each(b, f32::from_le_bytes)),
+        Dtype::F64 => HostData::Float(each(b, |c| f64::from_le_bytes(c) as f32)),
+        Dtype::F16 => HostData::Float(each(b, |c| half::f16::from_le_bytes(c).to_f32())),
+        Dtype::BF16 => HostData::Float(each(b, |c| half::bf16::from_le_bytes(c).to_f32())),
+        Dtype::BOOL => HostData::Int(b.iter().map(|&v| (v != 0) as i64).collect()),
+        Dtype::U8 => HostData::Int(b.iter().map(|&v| v as i64).collect()),
+        Dtype::I8 => HostData::Int(b.iter().map(|&v| v as i8 as i64).collect()),
+        Dtype::I16 => HostData::Int(each(b, |c| i16::from_le_bytes(c) as i64)),
+        Dtype::U16 => HostData::Int(each(b, |c| u16::from_le_bytes(c) as i64)),
+        Dtype::I32 => HostData::Int(each(b, |c| i32::from_le_bytes(c) as i64)),
+        Dtype::U32 => HostData::Int(each(b, |c| u32::from_le_bytes(c) as i64)),
+        Dtype::I64 => HostData::Int(each(b, i64::from_le_bytes)),
+        Dtype::U64 => HostData::Int(each(b, |c| {
+            i64::try_from(u64::from_le_bytes(c)).unwrap_or(i64::MAX)
+        })),
+        other => return Err(format!("unsupported dtype {other:?} (use f32, f16, bf16, f64 or an integer type)")),
+    };
+    Ok(HostTensor { shape, data })
+}
+
+/// Write tensors (floats as f32, integers as i64), atomically.
+pub fn write(path: &Path, tensors: &[(String, HostTensor)]) -> Result<()> {
+    write_with_metadata(path, tensors, None)
+}
+
+/// Like [`write`], with string metadata in the header (checkpoints record their run there).
+pub fn write_with_metadata(
+    path: &Path,
+    tensors: &[(String, HostTensor)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
+    let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| match &t.data {
+            HostData::Float(v) => (n.clone(), Dtype::F32, t.shape.clone(), bytemuck::cast_slice(v).to_vec()),
+            HostData::Int(v) => (n.clone(), Dtype::I64, t.shape.clone(), bytemuck::cast_slice(v).to_vec()),
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, d, s, b)| {
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| BellaError::io(format!("tensor `{n}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let tmp = temp_path(path);
+    ::safetensors::serialize_to_file(views, metadata, &tmp)
+        .map_err(|e| BellaError::io(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        BellaError::io(format!("cannot move {} to {}: {e}", tmp.display(), path.display()))
+    })
+}
+
+/// A sibling temporary name, so the final rename stays on one file system.
+pub fn temp_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Read the string metadata of a safetensors file's header.
+pub fn read_metadata(path: &Path) -> Result<std::collections::HashMap<String, String>> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| BellaError::io(format!("cannot read {}: {e}", path.display())))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| BellaError::io(format!("{}: invalid safetensors: {e}", path.display())))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_dtypes() {
+        let dir = std::env::temp_dir().join(format!("bella-st-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.safetensors");
+        let ts = vec![
+            ("a".to_string(), HostTensor::float(&[2, 3], vec![1., 2., 3., 4., 5., -6.5])),
+            ("l".to_string(), HostTensor::int(&[3], vec![0, 7, 2])),
+            ("s".to_string(), HostTensor::scalar(0.25)),
+        ];
+        write(&p, &ts).unwrap();
+        let back = read(&p).unwrap();
+        for (n, t) in &ts {
+            assert_eq!(&back[n], t, "{n}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse(b"").is_err());
+        assert!(parse(&[255, 255, 255, 255, 0, 0, 0, 0, b'{']).is_err());
+        let mut lying = Vec::new();
+        let header = br#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+        lying.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        lying.extend_from_slice(header);
+        lying.extend_from_slice(&[0u8; 8]); // 8 of the 16 promised bytes
+        assert!(parse(&lying).is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! Ops on named host tensors: the interface of `bella op` (safetensors in, safetensors out)
+//! and of `bella doctor`. Names are DESIGN.md's. Scalars are 0-d or 1-element tensors;
+//! integer-valued inputs (labels, flags, `step`) may be any integer dtype or a float holding
+//! an integral value.
+
+use super::*;
+use crate::backend::AdamW;
+use std::collections::BTreeMap;
+
+/// A host tensor as read from (or written to) a file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: HostData,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostData {
+    Float(Vec<f32>),
+    Int(Vec<i64>),
+}
+
+impl HostTensor {
+    pub fn float(shape: &[usize], data: Vec<f32>) -> Self {
+        HostTensor {
+            shape: shape.to_vec(),
+            data: HostData::Float(data),
+        }
+    }
+    pub fn int(shape: &[usize], data: Vec<i64>) -> Self {
+        HostTensor {
+            shape: shape.to_vec(),
+            data: HostData::Int(data),
+        }
+    }
+    pub fn scalar(v: f32) -> Self {
+        Self::float(&[], vec![v])
+    }
+    /// The values as f32 (integers converted).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.data {
+            HostData::Float(v) => v.clone(),
+            HostData::Int(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+    pub fn len(&self) -> usize {
+        match &self.data {
+            HostData::Float(v) => v.len(),
+            HostData::Int(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub type Named = BTreeMap<String, HostTensor>;
+
+struct Inputs<'a> {
+    op: &'a str,
+    be: &'a dyn Backend,
+    map: &'a Named,
+}
+
+impl Inputs<'_> {
+    fn get(&self, name: &str) -> Result<&HostTensor> {
+        self.map.get(name).ok_or_else(|| BellaError::Missing {
+            op: self.op.to_string(),
+            tensor: name.to_string(),
+        })
+    }
+    fn tensor(&self, name: &str) -> Result<Tensor> {
+        let t = self.get(name)?;
+        self.be.upload(&t.shape, &t.to_f32())
+    }
+    fn opt_tensor(&self, name: &str) -> Result<Option<Tensor>> {
+        self.map.get(name).map(|_| self.tensor(name)).transpose()
+    }
+    fn opt_scalar(&self, name: &str) -> Result<Option<f64>> {
+        let Some(t) = self.map.get(name) else {
+            return Ok(None);
+        };
+        if t.len() != 1 {
+            return Err(BellaError::shape(self.op, name, "a scalar (0-d or 1 element)", &t.shape));
+        }
+        Ok(Some(match &t.data {
+            HostData::Float(v) => v[0] as f64,
+            HostData::Int(v) => v[0] as f64,
+        }))
+    }
+    fn scalar(&self, name: &str) -> Result<f32> {
+        self.get(name)?;
+        Ok(self.opt_scalar(name)?.unwrap_or_default() as f32)
+    }
+    /// An integer-valued scalar (flags, `step`), given as any integer or an integral float.
+    fn integer(&self, name: &str) -> Result<i64> {
+        self.get(name)?;
+        let v = self.opt_scalar(name)?.unwrap_or_default();
+        integral(self.op, name, v)
+    }
+    fn flag(&self, name: &str) -> Result<bool> {
+        match self.integer(name)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(BellaError::invalid(format!("{}: `{name}` must be 0 or 1, got {v}", self.op))),
+        }
+    }
+    fn labels(&self, name: &str) -> Result<Vec<u32>> {
+        let t = self.get(name)?;
+        if t.shape.len() != 1 {
+            return Err(BellaError::shape(self.op, name, "[M]", &t.shape));
+        }
+        let vals: Vec<i64> = match &t.data {
+            HostData::Int(v) => v.clone(),
+            HostData::Float(v) => v
+                .iter()
+                .map(|&x| integral(self.op, name, x as f64))
+                .collect::<Result<_>>()?,
+        };
+        vals.iter()
+            .map(|&l| {
+                u32::try_from(l).map_err(|_| {
+                    BellaError::invalid(format!("{}: label {l} is negative or too large", self.op))
+                })
+            })
+            .collect()
+    }
+}
+
+fn integral(op: &str, name: &str, v: f64) -> Result<i64> {
+    if v.fract() != 0.0 || !v.is_finite() || v.abs() > 2f64.powi(53) {
+        return Err(BellaError::invalid(format!("{op}: `{name}` must be an integer, got {v}")));
+    }
+    Ok(v as i64)
+}
+
+fn out(be: &dyn Backend, name: &str, t: &Tensor) -> Result<(String, HostTensor)> {
+    Ok((name.to_string(), HostTensor::float(t.shape(), be.download(t)?)))
+}
+
+/// Run op `name` on named inputs; returns the named outputs of its contract.
+pub fn run_named(be: &dyn Backend, name: &str, inputs: &Named) -> Result<Vec<(String, HostTensor)>> {
+    let i = Inputs { op: name, be, map: inputs };
+    match name {
+        "lora_forward" => {
+            let (x, w, a, b) = (i.tensor("x")?, i.tensor("weight")?, i.tensor("lora_a")?, i.tensor("lora_b")?);
+            let bias = i.opt_tensor("bias")?;
+            let adapter = Adapter::from_tensors(name, &a, &b)?;
+            let r = lora_forward(be, &x, &w, bias.as_ref(), &adapter, i.scalar("scale")?)?;
+            Ok(vec![out(be, "y", &r.y)?, out(be, "h", &r.h)?])
+        }
+        "lora_backward" => {
+            let g = lora_backward(
+                be,
+                &i.tensor("dy")?,
+                &i.tensor("x")?,
+                &i.tensor("weight")?,
+                &i.tensor("lora_a")?,
+                &i.tensor("lora_b")?,
+                &i.tensor("h")?,
+                i.scalar("scale")?,
+            )?;
+            Ok(vec![
+                out(be, "dx", &g.dx)?,
+                out(be, "d_lora_a", &g.d_lora_a)?,
+                out(be, "d_lora_b", &g.d_lora_b)?,
+            ])
+        }
+        "matmul" => {
+            let alpha = i.opt_scalar("alpha")?.map(|v| v as f32).unwrap_or(1.0);
+            let ta = i.map.contains_key("trans_a").then(|| i.flag("trans_a")).transpose()?;
+            let tb = i.map.contains_key("trans_b").then(|| i.flag("trans_b")).transpose()?;
+            let c = matmul(
+                be,
+                &i.tensor("a")?,
+                &i.tensor("b")?,
+                ta.unwrap_or(false),
+                tb.unwrap_or(false),
+                alpha,
+            )?;
+            Ok(vec![out(be, "c", &c)?])
+        }
+        "pairwise_sqdist" => {
+            let d = pairwise_sqdist(be, &i.tensor("theta")?)?;
+            Ok(vec![out(be, "sqdist", &d)?])
+        }
+        "rbf_kernel" => {
+            let h = i.opt_scalar("bandwidth")?.map(|v| v as f32);
+            let (k, h) = rbf_kernel(be, &i.tensor("theta")?, h)?;
+            Ok(vec![out(be, "kernel", &k)?, ("bandwidth".into(), HostTensor::float(&[1], vec![h]))])
+        }
+        "svgd_direction" => {
+            let phi = svgd_direction(
+                be,
+                &i.tensor("theta")?,
+                &i.tensor("score")?,
+                &i.tensor("kernel")?,
+                i.scalar("bandwidth")?,
+            )?;
+            Ok(vec![out(be, "phi", &phi)?])
+        }
+        "adamw_step" => {
+            let step = i.integer("step")?;
+            let step = u32::try_from(step)
+                .ok()
+                .filter(|&s| s >= 1)
+                .ok_or_else(|| BellaError::invalid(format!("adamw_step: step must be ≥ 1, got {step}")))?;
+            let hp = AdamW {
+                lr: i.scalar("lr")?,
+                beta1: i.scalar("beta1")?,
+                beta2: i.scalar("beta2")?,
+                eps: i.scalar("eps")?,
+                weight_decay: i.scalar("weight_decay")?,
+                step,
+            };
+            let (mut p, g, mut m, mut v) = (i.tensor("param")?, i.tensor("grad")?, i.tensor("m")?, i.tensor("v")?);
+            adamw_step(be, &mut p, &g, &mut m, &mut v, &hp)?;
+            Ok(vec![out(be, "param", &p)?, out(be, "m", &m)?, out(be, "v", &v)?])
+        }
+        "relu_forward" => Ok(vec![out(be, "y", &relu_forward(be, &i.tensor("x")?)?)?]),
+        "gelu_forward" => Ok(vec![out(be, "y", &gelu_forward(be, &i.tensor("x")?)?)?]),
+        "relu_backward" => {
+            let dx = relu_backward(be, &i.tensor("x")?, &i.tensor("dy")?)?;
+            Ok(vec![out(be, "dx", &dx)?])
+        }
+        "gelu_backward" => {
+            let dx = gelu_backward(be, &i.tensor("x")?, &i.tensor("dy")?)?;
+            Ok(vec![out(be, "dx", &dx)?])
+        }
+        "softmax_xent" => {
+            let labels = i.labels("labels")?;
+            let (loss, dl) = softmax_xent(be, &i.tensor("logits")?, &labels)?;
+            Ok(vec![out(be, "loss", &loss)?, out(be, "dlogits", &dl)?])
+        }
+        "ensemble_stats" => {
+            let s = ensemble_stats(be, &i.tensor("logits")?)?;
+            Ok(vec![
+                out(be, "probs", &s.probs)?,
+                out(be, "entropy", &s.entropy)?,
+                out(be, "expected_entropy", &s.expected_entropy)?,
+                out(be, "mutual_info", &s.mutual_info)?,
+            ])
+        }
+        other => Err(BellaError::Unknown {
+            what: "op",
+            name: other.to_string(),
+        }),
+    }
+}
