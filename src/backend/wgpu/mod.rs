@@ -1,14 +1,359 @@
-//! Placeholder: this backend is being written.
-use crate::backend::Backend;
+//! The wgpu backend: every op of DESIGN.md as a hand-written WGSL compute shader
+//! (`shaders/<family>.wgsl`, loaded with `include_str!`), checked against the CPU reference.
+//!
+//! - Pipelines and bind-group layouts are built once, on first use, and cached
+//!   ([`kernels::Kernels`]); device buffers come from a pool ([`pool::Pool`]).
+//! - Each op encodes all its dispatches into one compute pass and one submission.
+//! - Device limits: the device is requested with the adapter's own limits; workgroup
+//!   counts past 65535 per dimension are folded into 2-D; a tensor past the storage-binding
+//!   limit is refused with an error naming the op. Validation, out-of-memory and internal
+//!   errors are captured with error scopes and returned as `BellaError::Device`.
+//! - Offsets of `Strided` views and `OutSlot`s travel as uniform parameters (element
+//!   offsets), never as binding offsets (which would have to be 256-byte aligned).
+//!
+//! # Kernel timing
+//!
+//! Where the adapter has `TIMESTAMP_QUERY`, timestamps are written at the start and end of
+//! each op's compute pass. Timing is off by default; a bench does:
+//!
+//! ```no_run
+//! # fn main() -> bella::error::Result<()> {
+//! let gpu = bella::backend::wgpu::WgpuBackend::new()?;
+//! if gpu.set_timing(true) {
+//!     // ... run one op ...
+//!     let ns: Option<f64> = gpu.time_last_submit_ns();
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! `time_last_submit_ns` waits for the last timed submission and returns the GPU time of its
+//! compute pass in nanoseconds (`None` without timestamp support or before any timed op).
+//!
+//! The median of the RBF bandwidth heuristic runs on the host over the downloaded K×K
+//! distances (K is small); the distances and the exponentials run on the device.
+
+mod activation;
+mod gpu;
+mod kernels;
+mod lora;
+mod matmul;
+mod optim;
+mod pool;
+mod softmax;
+mod svgd;
+#[cfg(test)]
+mod tests;
+
+use crate::backend::{
+    AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs, MatmulArgs,
+};
 use crate::error::{BellaError, Result};
-use std::sync::Arc;
+use crate::tensor::{numel, Storage, Tensor};
+use gpu::{Gpu, NAME};
+use kernels::{Binding, Kernels, Step};
+use pool::{Pool, WgpuStorage};
+use std::sync::{Arc, Mutex};
+
+/// Shared by the backend and every tensor it made (tensors return buffers to the pool).
+pub struct Inner {
+    gpu: Gpu,
+    pool: Pool,
+    kernels: Kernels,
+}
+
+/// The wgpu backend. Cheap to clone; all clones share one device.
+#[derive(Clone)]
+pub struct WgpuBackend {
+    ctx: Arc<Inner>,
+}
+
+/// One device per process: opening it again returns the same one.
+static OPENED: Mutex<Option<WgpuBackend>> = Mutex::new(None);
 
 /// Open the backend, or say why it is not available.
 pub fn open() -> Result<Arc<dyn Backend>> {
-    Err(BellaError::unavailable("wgpu", "not implemented yet"))
+    Ok(Arc::new(WgpuBackend::new()?))
 }
 
 /// True when wgpu finds a hardware (non-CPU) adapter; `auto` prefers those over the CPU.
 pub fn has_real_gpu() -> bool {
-    false
+    gpu::has_real_gpu()
+}
+
+impl WgpuBackend {
+    pub fn new() -> Result<WgpuBackend> {
+        let mut opened = OPENED
+            .lock()
+            .map_err(|_| BellaError::device(NAME, "device lock poisoned"))?;
+        if let Some(b) = opened.as_ref() {
+            return Ok(b.clone());
+        }
+        let backend = WgpuBackend {
+            ctx: Arc::new(Inner {
+                gpu: Gpu::open()?,
+                pool: Pool::default(),
+                kernels: Kernels::default(),
+            }),
+        };
+        *opened = Some(backend.clone());
+        Ok(backend)
+    }
+
+    /// Switch kernel timing on or off; returns whether the adapter supports it.
+    pub fn set_timing(&self, on: bool) -> bool {
+        match &self.ctx.gpu.timer {
+            Some(t) => {
+                if let Ok(mut s) = t.state.lock() {
+                    s.enabled = on;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// GPU nanoseconds of the last timed op's compute pass (see the module docs).
+    pub fn time_last_submit_ns(&self) -> Option<f64> {
+        let timer = self.ctx.gpu.timer.as_ref()?;
+        timer.last_ns(&self.ctx.gpu).ok().flatten()
+    }
+
+    /// The adapter's limits as the device was opened with them.
+    pub fn limits(&self) -> wgpu::Limits {
+        self.ctx.gpu.limits.clone()
+    }
+
+    fn alloc(&self, len: usize) -> Result<WgpuStorage> {
+        WgpuStorage::new(&self.ctx, len)
+    }
+
+    /// Copy a storage's values to the host (waits for the device).
+    fn read(&self, s: &WgpuStorage) -> Result<Vec<f32>> {
+        if s.len() == 0 {
+            return Ok(Vec::new());
+        }
+        let gpu = &self.ctx.gpu;
+        let bytes = s.binding_bytes();
+        let staging = self.ctx.pool.take(gpu, bytes, pool::READBACK)?;
+        let read = gpu.scoped("download", || {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(s.buffer(), 0, &staging, 0, bytes);
+            gpu.queue.submit([enc.finish()]);
+            let (tx, rx) = std::sync::mpsc::channel();
+            staging.map_async(wgpu::MapMode::Read, ..bytes, move |r| drop(tx.send(r)));
+            gpu.wait("download")?;
+            rx.recv()
+                .map_err(|_| BellaError::device(NAME, "download: mapping was dropped"))?
+                .map_err(|e| BellaError::device(NAME, format!("download: mapping failed: {e}")))?;
+            let mut values = {
+                let view = staging
+                    .get_mapped_range(..bytes)
+                    .map_err(|e| BellaError::device(NAME, format!("download: {e}")))?;
+                bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+            };
+            staging.unmap();
+            values.truncate(s.len());
+            Ok(values)
+        });
+        if read.is_ok() {
+            self.ctx.pool.give(staging);
+        }
+        read
+    }
+
+    fn run(&self, op: &str, steps: &[Step]) -> Result<()> {
+        kernels::run(&self.ctx.gpu, &self.ctx.pool, &self.ctx.kernels, op, steps)
+    }
+}
+
+/// This backend's storage of `t`, or an error naming the op.
+fn storage<'t>(op: &str, t: &'t Tensor) -> Result<&'t WgpuStorage> {
+    t.storage()
+        .as_any()
+        .downcast_ref::<WgpuStorage>()
+        .ok_or_else(|| {
+            BellaError::invalid(format!(
+                "{op}: wgpu backend given a tensor on {}",
+                t.device()
+            ))
+        })
+}
+
+/// Exclusive access to `t`'s storage (copy-on-write when shared).
+fn storage_mut<'t>(op: &str, t: &'t mut Tensor) -> Result<&'t WgpuStorage> {
+    let dev = t.device();
+    t.storage_mut()?
+        .as_any_mut()
+        .downcast_mut::<WgpuStorage>()
+        .map(|s| &*s)
+        .ok_or_else(|| BellaError::invalid(format!("{op}: wgpu backend given a tensor on {dev}")))
+}
+
+fn bind(s: &WgpuStorage) -> Binding<'_> {
+    Binding {
+        buffer: s.buffer(),
+        bytes: s.binding_bytes(),
+    }
+}
+
+fn tensor(shape: &[usize], s: WgpuStorage) -> Result<Tensor> {
+    Tensor::from_storage(shape, BackendKind::Wgpu, Box::new(s))
+}
+
+impl Backend for WgpuBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Wgpu
+    }
+
+    fn describe(&self) -> String {
+        let i = &self.ctx.gpu.info;
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            i.name, i.device_type, i.backend, i.driver, i.driver_info
+        )
+    }
+
+    fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return Err(BellaError::invalid(format!(
+                "upload: {} values for shape {shape:?}",
+                data.len()
+            )));
+        }
+        let s = self.alloc(data.len())?;
+        if !data.is_empty() {
+            let gpu = &self.ctx.gpu;
+            gpu.scoped("upload", || {
+                gpu.queue
+                    .write_buffer(s.buffer(), 0, bytemuck::cast_slice(data));
+                Ok(())
+            })?;
+        }
+        tensor(shape, s)
+    }
+
+    fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
+        self.read(storage("download", t)?)
+    }
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        let s = self.alloc(numel(shape))?;
+        let gpu = &self.ctx.gpu;
+        gpu.scoped("zeros", || {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            enc.clear_buffer(s.buffer(), 0, Some(s.binding_bytes()));
+            gpu.queue.submit([enc.finish()]);
+            Ok(())
+        })?;
+        tensor(shape, s)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.ctx.gpu.wait("synchronize")
+    }
+
+    fn lora_forward(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
+        lora::forward(self, args)
+    }
+
+    fn lora_backward(&self, args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>> {
+        lora::backward(self, args, grad)
+    }
+
+    fn matmul(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+        matmul::matmul(self, args, out)
+    }
+
+    fn pairwise_sqdist(&self, theta: &Tensor, k: usize, d: usize) -> Result<Tensor> {
+        svgd::pairwise_sqdist(self, theta, k, d)
+    }
+
+    fn rbf_kernel(
+        &self,
+        theta: &Tensor,
+        k: usize,
+        d: usize,
+        bandwidth: Option<f32>,
+    ) -> Result<(Tensor, f32)> {
+        svgd::rbf_kernel(self, theta, k, d, bandwidth)
+    }
+
+    fn svgd_direction(
+        &self,
+        theta: &Tensor,
+        score: &Tensor,
+        kernel: &Tensor,
+        k: usize,
+        d: usize,
+        bandwidth: f32,
+    ) -> Result<Tensor> {
+        svgd::direction(self, theta, score, kernel, k, d, bandwidth)
+    }
+
+    fn adamw_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamW,
+    ) -> Result<()> {
+        optim::adamw_step(self, param, grad, m, v, hp)
+    }
+
+    fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
+        activation::unary(self, kernels::Kernel::ReluForward, "relu_forward", x)
+    }
+
+    fn relu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        activation::binary(
+            self,
+            kernels::Kernel::ReluBackward,
+            "relu_backward",
+            x,
+            dy,
+            1.0,
+            1.0,
+        )
+    }
+
+    fn gelu_forward(&self, x: &Tensor) -> Result<Tensor> {
+        activation::unary(self, kernels::Kernel::GeluForward, "gelu_forward", x)
+    }
+
+    fn gelu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        activation::binary(
+            self,
+            kernels::Kernel::GeluBackward,
+            "gelu_backward",
+            x,
+            dy,
+            1.0,
+            1.0,
+        )
+    }
+
+    fn softmax_xent(
+        &self,
+        logits: &Tensor,
+        labels: &[u32],
+        k: usize,
+        m: usize,
+        c: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        softmax::xent(self, logits, labels, k, m, c)
+    }
+
+    fn ensemble_stats(
+        &self,
+        logits: &Tensor,
+        k: usize,
+        m: usize,
+        c: usize,
+    ) -> Result<EnsembleStats> {
+        softmax::ensemble_stats(self, logits, k, m, c)
+    }
+
+    fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<Tensor> {
+        activation::binary(self, kernels::Kernel::Axpby, "axpby", x, y, alpha, beta)
+    }
 }

@@ -1,0 +1,329 @@
+//! The WGSL kernels: sources, cached pipelines and bind-group layouts, and the one routine
+//! that encodes a sequence of dispatches into a single compute pass and submission.
+//!
+//! Binding convention of every entry point: binding 0 is its uniform parameter struct,
+//! then `reads` read-only storage buffers, then `writes` read-write ones, in that order.
+
+use super::gpu::{Gpu, NAME};
+use super::pool::{Pool, UNIFORM};
+use crate::error::{BellaError, Result};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Lora,
+    Matmul,
+    Svgd,
+    Optim,
+    Activation,
+    Softmax,
+}
+
+impl Family {
+    fn source(self) -> &'static str {
+        match self {
+            Family::Lora => include_str!("../../../shaders/lora.wgsl"),
+            Family::Matmul => include_str!("../../../shaders/matmul.wgsl"),
+            Family::Svgd => include_str!("../../../shaders/svgd.wgsl"),
+            Family::Optim => include_str!("../../../shaders/optim.wgsl"),
+            Family::Activation => include_str!("../../../shaders/activation.wgsl"),
+            Family::Softmax => include_str!("../../../shaders/softmax.wgsl"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    LoraForward,
+    LoraDx,
+    Matmul,
+    MatmulSkinny,
+    PairwiseSqdist,
+    RbfFromSqdist,
+    SvgdDirection,
+    AdamwStep,
+    ReluForward,
+    ReluBackward,
+    GeluForward,
+    GeluBackward,
+    Axpby,
+    XentRows,
+    XentMean,
+    EnsembleStats,
+}
+
+/// Where a kernel lives and how many read-only / read-write storage buffers it binds.
+struct Spec {
+    family: Family,
+    entry: &'static str,
+    reads: u32,
+    writes: u32,
+}
+
+impl Kernel {
+    fn spec(self) -> Spec {
+        use Family::*;
+        let (family, entry, reads, writes) = match self {
+            Kernel::LoraForward => (Lora, "lora_forward", 5, 1),
+            Kernel::LoraDx => (Lora, "lora_dx", 4, 1),
+            Kernel::Matmul => (Matmul, "matmul", 2, 1),
+            Kernel::MatmulSkinny => (Matmul, "matmul_skinny", 2, 1),
+            Kernel::PairwiseSqdist => (Svgd, "pairwise_sqdist", 1, 1),
+            Kernel::RbfFromSqdist => (Svgd, "rbf_from_sqdist", 1, 1),
+            Kernel::SvgdDirection => (Svgd, "svgd_direction", 3, 1),
+            Kernel::AdamwStep => (Optim, "adamw_step", 1, 3),
+            Kernel::ReluForward => (Activation, "relu_forward", 1, 1),
+            Kernel::ReluBackward => (Activation, "relu_backward", 2, 1),
+            Kernel::GeluForward => (Activation, "gelu_forward", 1, 1),
+            Kernel::GeluBackward => (Activation, "gelu_backward", 2, 1),
+            Kernel::Axpby => (Activation, "axpby", 2, 1),
+            Kernel::XentRows => (Softmax, "xent_rows", 2, 2),
+            Kernel::XentMean => (Softmax, "xent_mean", 1, 1),
+            Kernel::EnsembleStats => (Softmax, "ensemble_stats", 1, 4),
+        };
+        Spec {
+            family,
+            entry,
+            reads,
+            writes,
+        }
+    }
+}
+
+/// Uniform parameters, packed as the WGSL structs declare them (4-byte scalars in order),
+/// padded to the 16-byte size uniform structs have.
+#[derive(Default)]
+pub struct Params(Vec<u32>);
+
+impl Params {
+    pub fn u(mut self, v: usize) -> Self {
+        self.0.push(v as u32);
+        self
+    }
+    pub fn f(mut self, v: f32) -> Self {
+        self.0.push(v.to_bits());
+        self
+    }
+    fn bytes(&self) -> Vec<u8> {
+        let mut words = self.0.clone();
+        words.resize(words.len().div_ceil(4).max(1) * 4, 0);
+        bytemuck::cast_slice(&words).to_vec()
+    }
+}
+
+/// One storage binding: a buffer and the bytes of it the kernel may touch.
+#[derive(Clone, Copy)]
+pub struct Binding<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub bytes: u64,
+}
+
+/// One dispatch: `groups` workgroups, numbered linearly (the kernels unfold the 2-D grid).
+pub struct Step<'a> {
+    pub kernel: Kernel,
+    pub params: Params,
+    pub bindings: Vec<Binding<'a>>,
+    pub groups: u64,
+}
+
+/// Shader modules, layouts and pipelines, each built once on first use.
+#[derive(Default)]
+pub struct Kernels {
+    modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
+    layouts: Mutex<HashMap<(u32, u32), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    pipelines: Mutex<HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>>,
+}
+
+fn poisoned() -> BellaError {
+    BellaError::device(NAME, "kernel cache lock poisoned by an earlier panic")
+}
+
+impl Kernels {
+    fn layout(
+        &self,
+        gpu: &Gpu,
+        reads: u32,
+        writes: u32,
+    ) -> Result<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
+        let mut layouts = self.layouts.lock().map_err(|_| poisoned())?;
+        if let Some(l) = layouts.get(&(reads, writes)) {
+            return Ok(l.clone());
+        }
+        let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        entries.extend((1..=reads).map(|b| storage(b, true)));
+        entries.extend((reads + 1..=reads + writes).map(|b| storage(b, false)));
+        let bgl = gpu
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("bella"),
+                entries: &entries,
+            });
+        let pl = gpu
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("bella"),
+                bind_group_layouts: &[Some(&bgl)],
+                immediate_size: 0,
+            });
+        layouts.insert((reads, writes), (bgl.clone(), pl.clone()));
+        Ok((bgl, pl))
+    }
+
+    fn module(&self, gpu: &Gpu, family: Family) -> Result<wgpu::ShaderModule> {
+        let mut modules = self.modules.lock().map_err(|_| poisoned())?;
+        if let Some(m) = modules.get(&family) {
+            return Ok(m.clone());
+        }
+        let m = gpu
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&format!("{family:?}")),
+                source: wgpu::ShaderSource::Wgsl(family.source().into()),
+            });
+        modules.insert(family, m.clone());
+        Ok(m)
+    }
+
+    /// The pipeline of `kernel` and its bind-group layout, built on first use.
+    pub fn pipeline(
+        &self,
+        gpu: &Gpu,
+        kernel: Kernel,
+    ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
+        if let Some(p) = self.pipelines.lock().map_err(|_| poisoned())?.get(&kernel) {
+            return Ok(p.clone());
+        }
+        let spec = kernel.spec();
+        let built = gpu.scoped(&format!("building kernel `{}`", spec.entry), || {
+            let module = self.module(gpu, spec.family)?;
+            let (bgl, layout) = self.layout(gpu, spec.reads, spec.writes)?;
+            let pipeline = gpu
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(spec.entry),
+                    layout: Some(&layout),
+                    module: &module,
+                    entry_point: Some(spec.entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+            Ok((pipeline, bgl))
+        })?;
+        self.pipelines
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(kernel, built.clone());
+        Ok(built)
+    }
+}
+
+/// Encode `steps` into one compute pass, submit once, and turn any wgpu error into `Err`.
+pub fn run(gpu: &Gpu, pool: &Pool, kernels: &Kernels, op: &str, steps: &[Step]) -> Result<()> {
+    let max_binding = gpu.max_binding_bytes();
+    let mut prepared = Vec::with_capacity(steps.len());
+    for step in steps.iter().filter(|s| s.groups > 0) {
+        let spec = step.kernel.spec();
+        if step.bindings.len() != (spec.reads + spec.writes) as usize {
+            return Err(BellaError::device(
+                NAME,
+                format!(
+                    "{op}: kernel `{}` given {} buffers",
+                    spec.entry,
+                    step.bindings.len()
+                ),
+            ));
+        }
+        if let Some(b) = step.bindings.iter().find(|b| b.bytes > max_binding) {
+            return Err(BellaError::device(
+                NAME,
+                format!(
+                    "{op}: kernel `{}` would bind a tensor of {} bytes, past the adapter's \
+                     storage-binding limit of {max_binding} bytes; split the work into smaller tensors",
+                    spec.entry, b.bytes
+                ),
+            ));
+        }
+        let (pipeline, bgl) = kernels.pipeline(gpu, step.kernel)?;
+        let groups = gpu.fold(&format!("{op} ({})", spec.entry), step.groups)?;
+        prepared.push((step, pipeline, bgl, groups));
+    }
+    let mut uniforms = Vec::with_capacity(prepared.len());
+    let result = gpu.scoped(op, || {
+        let mut bind_groups = Vec::with_capacity(prepared.len());
+        for (step, _, bgl, _) in &prepared {
+            let bytes = step.params.bytes();
+            let uniform = pool.take(gpu, bytes.len() as u64, UNIFORM)?;
+            gpu.queue.write_buffer(&uniform, 0, &bytes);
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniform,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(bytes.len() as u64),
+                }),
+            }];
+            for (i, b) in step.bindings.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b.buffer,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(b.bytes),
+                    }),
+                });
+            }
+            bind_groups.push(gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: bgl,
+                entries: &entries,
+            }));
+            uniforms.push(uniform);
+        }
+        let timer = gpu.timer.as_ref().filter(|t| t.enabled());
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(op),
+                timestamp_writes: timer.map(|t| wgpu::ComputePassTimestampWrites {
+                    query_set: &t.query_set,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                }),
+            });
+            for ((_, pipeline, _, (x, y)), bg) in prepared.iter().zip(&bind_groups) {
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, bg, &[]);
+                pass.dispatch_workgroups(*x, *y, 1);
+            }
+        }
+        if let Some(t) = timer {
+            t.resolve(&mut encoder);
+        }
+        gpu.queue.submit([encoder.finish()]);
+        Ok(())
+    });
+    for u in uniforms {
+        pool.give(u);
+    }
+    result
+}

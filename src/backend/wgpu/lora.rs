@@ -1,0 +1,213 @@
+//! Host side of `shaders/lora.wgsl`: `lora_forward` (h on the matmul kernel, then the fused
+//! base + low-rank pass) and `lora_backward` (g, d_lora_b, d_lora_a on the matmul kernel,
+//! then the fused dx pass), each one submission.
+
+use super::kernels::{Kernel, Params, Step};
+use super::matmul::{self, Gemm, Operand};
+use super::{bind, storage, storage_mut, tensor, WgpuBackend};
+use crate::backend::{LoraBackwardArgs, LoraForwardArgs};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+const TILE: usize = 64;
+
+pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
+    let op = "lora_forward";
+    let d = args.dims;
+    let rows = if d.x_shared { d.m } else { d.k * d.m };
+    let x = storage(op, args.x)?;
+    let w = storage(op, args.weight)?;
+    let bias = args.bias.map(|b| storage(op, b)).transpose()?;
+    let a = storage(op, args.a.tensor)?;
+    let b = storage(op, args.b.tensor)?;
+    let h = be.alloc(d.k * d.m * d.r)?;
+    let y = be.alloc(d.k * d.m * d.o)?;
+
+    // h_k = x_k A_kᵀ: [M, I] · [r, I]ᵀ.
+    let h_step = matmul::step(
+        &Gemm {
+            batch: d.k,
+            m: d.m,
+            n: d.r,
+            inner: d.i,
+            trans_a: false,
+            trans_b: true,
+            alpha: 1.0,
+        },
+        Operand {
+            binding: bind(x),
+            offset: 0,
+            stride: if d.x_shared { 0 } else { d.m * d.i },
+        },
+        Operand {
+            binding: bind(a),
+            offset: args.a.offset,
+            stride: args.a.stride,
+        },
+        Operand {
+            binding: bind(&h),
+            offset: 0,
+            stride: d.m * d.r,
+        },
+    );
+    let (tiles_rows, tiles_cols) = (rows.div_ceil(TILE), d.o.div_ceil(TILE));
+    let params = Params::default()
+        .u(d.k)
+        .u(d.m)
+        .u(d.i)
+        .u(d.o)
+        .u(d.r)
+        .u(d.x_shared as usize)
+        .u(bias.is_some() as usize)
+        .u(rows)
+        .u(args.b.offset)
+        .u(args.b.stride)
+        .u(tiles_rows)
+        .u(tiles_cols)
+        .f(args.scale);
+    let y_step = Step {
+        kernel: Kernel::LoraForward,
+        params,
+        // Without a bias, the weight stands in for the unused bias binding.
+        bindings: vec![
+            bind(x),
+            bind(w),
+            bind(bias.unwrap_or(w)),
+            bind(b),
+            bind(&h),
+            bind(&y),
+        ],
+        groups: (tiles_rows * tiles_cols) as u64,
+    };
+    be.run(op, &[h_step, y_step])?;
+    Ok((tensor(&[d.k, d.m, d.o], y)?, tensor(&[d.k, d.m, d.r], h)?))
+}
+
+pub fn backward(
+    be: &WgpuBackend,
+    args: &LoraBackwardArgs,
+    grad: &mut Tensor,
+) -> Result<Option<Tensor>> {
+    let op = "lora_backward";
+    let d = args.dims;
+    let rows = if d.x_shared { d.m } else { d.k * d.m };
+    let dy = storage(op, args.dy)?;
+    let x = storage(op, args.x)?;
+    let w = storage(op, args.weight)?;
+    let a = storage(op, args.a.tensor)?;
+    let b = storage(op, args.b.tensor)?;
+    let h = storage(op, args.h)?;
+    let gr = storage_mut(op, grad)?;
+    let g = be.alloc(d.k * d.m * d.r)?;
+    let dx = if args.need_dx {
+        Some(be.alloc(rows * d.i)?)
+    } else {
+        None
+    };
+    let dy_blocks = Operand {
+        binding: bind(dy),
+        offset: 0,
+        stride: d.m * d.o,
+    };
+    let g_blocks = Operand {
+        binding: bind(&g),
+        offset: 0,
+        stride: d.m * d.r,
+    };
+    let mut steps = vec![
+        // g_k = dy_k B_k: [M, O] · [O, r].
+        matmul::step(
+            &Gemm {
+                batch: d.k,
+                m: d.m,
+                n: d.r,
+                inner: d.o,
+                trans_a: false,
+                trans_b: false,
+                alpha: 1.0,
+            },
+            dy_blocks,
+            Operand {
+                binding: bind(b),
+                offset: args.b.offset,
+                stride: args.b.stride,
+            },
+            g_blocks,
+        ),
+        // d_lora_b_k = s · dy_kᵀ h_k: [O, M] · [M, r].
+        matmul::step(
+            &Gemm {
+                batch: d.k,
+                m: d.o,
+                n: d.r,
+                inner: d.m,
+                trans_a: true,
+                trans_b: false,
+                alpha: args.scale,
+            },
+            dy_blocks,
+            Operand {
+                binding: bind(h),
+                offset: 0,
+                stride: d.m * d.r,
+            },
+            Operand {
+                binding: bind(gr),
+                offset: args.db.offset,
+                stride: args.db.stride,
+            },
+        ),
+        // d_lora_a_k = s · g_kᵀ x_k: [r, M] · [M, I].
+        matmul::step(
+            &Gemm {
+                batch: d.k,
+                m: d.r,
+                n: d.i,
+                inner: d.m,
+                trans_a: true,
+                trans_b: false,
+                alpha: args.scale,
+            },
+            g_blocks,
+            Operand {
+                binding: bind(x),
+                offset: 0,
+                stride: if d.x_shared { 0 } else { d.m * d.i },
+            },
+            Operand {
+                binding: bind(gr),
+                offset: args.da.offset,
+                stride: args.da.stride,
+            },
+        ),
+    ];
+    if let Some(dx) = &dx {
+        let (tiles_rows, tiles_cols) = (rows.div_ceil(TILE), d.i.div_ceil(TILE));
+        let params = Params::default()
+            .u(d.k)
+            .u(d.m)
+            .u(d.i)
+            .u(d.o)
+            .u(d.r)
+            .u(d.x_shared as usize)
+            .u(rows)
+            .u(args.a.offset)
+            .u(args.a.stride)
+            .u(tiles_rows)
+            .u(tiles_cols)
+            .f(args.scale);
+        steps.push(Step {
+            kernel: Kernel::LoraDx,
+            params,
+            bindings: vec![bind(dy), bind(w), bind(a), bind(&g), bind(dx)],
+            groups: (tiles_rows * tiles_cols) as u64,
+        });
+    }
+    be.run(op, &steps)?;
+    drop(steps);
+    match dx {
+        Some(dx) if d.x_shared => Ok(Some(tensor(&[d.m, d.i], dx)?)),
+        Some(dx) => Ok(Some(tensor(&[d.k, d.m, d.i], dx)?)),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,301 @@
+//! Checks specific to this backend (the shared op-by-op comparison with the CPU is
+//! `tests/cross_backend.rs`): strided arena views at unaligned offsets, writes into slots
+//! that keep the rest of a tensor, axpby, timestamps, dispatch folding, binding limits and
+//! validation errors surfacing as `Err`.
+
+use super::kernels::{Binding, Kernel, Params, Step};
+use super::*;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::LoraDims;
+use crate::rng::Rng;
+use crate::tensor::{OutSlot, Strided};
+use crate::testing::{rel_err, required};
+
+fn gpu_or_skip() -> Option<WgpuBackend> {
+    match WgpuBackend::new() {
+        Ok(b) => Some(b),
+        Err(e) if required("wgpu") => {
+            panic!("BELLA_REQUIRE names wgpu but it is not available: {e}")
+        }
+        Err(e) => {
+            eprintln!("notice: skipping wgpu unit tests: {e}");
+            None
+        }
+    }
+}
+
+/// The same host data on both backends.
+fn both(gpu: &WgpuBackend, shape: &[usize], data: &[f32]) -> (Tensor, Tensor) {
+    (
+        CpuBackend::new().upload(shape, data).unwrap(),
+        gpu.upload(shape, data).unwrap(),
+    )
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    let e = rel_err(got, want);
+    assert!(e <= 1e-5, "{what}: relative error {e:.3e}");
+}
+
+/// LoRA forward and backward through a `[K, D]` arena with A and B at odd (not 256-byte
+/// aligned) offsets, gradients written into an arena whose other entries must survive.
+#[test]
+fn lora_through_unaligned_arena_views() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = Rng::new(Rng::fresh_seed());
+    for x_shared in [true, false] {
+        let (k, m, i, o, r) = (3, 5, 70, 66, 3);
+        let a_off = 7;
+        let b_off = a_off + r * i + 2;
+        let d = b_off + o * r + 5;
+        let arena = rng.normal_vec(k * d);
+        let x_shape = if x_shared { vec![m, i] } else { vec![k, m, i] };
+        let x = rng.normal_vec(x_shape.iter().product());
+        let w = rng.normal_vec(o * i);
+        let bias = rng.normal_vec(o);
+        let dy = rng.normal_vec(k * m * o);
+        let grad0 = rng.normal_vec(k * d);
+        let dims = LoraDims {
+            k,
+            m,
+            i,
+            o,
+            r,
+            x_shared,
+        };
+        let mut outs = Vec::new();
+        for be in [&cpu as &dyn Backend, &gpu] {
+            let ar = be.upload(&[k, d], &arena).unwrap();
+            let xt = be.upload(&x_shape, &x).unwrap();
+            let wt = be.upload(&[o, i], &w).unwrap();
+            let bt = be.upload(&[o], &bias).unwrap();
+            let a = Strided {
+                tensor: &ar,
+                offset: a_off,
+                stride: d,
+            };
+            let b = Strided {
+                tensor: &ar,
+                offset: b_off,
+                stride: d,
+            };
+            let (y, h) = be
+                .lora_forward(&LoraForwardArgs {
+                    dims,
+                    x: &xt,
+                    weight: &wt,
+                    bias: Some(&bt),
+                    a,
+                    b,
+                    scale: 0.5,
+                })
+                .unwrap();
+            let dyt = be.upload(&[k, m, o], &dy).unwrap();
+            let mut grad = be.upload(&[k, d], &grad0).unwrap();
+            let args = LoraBackwardArgs {
+                dims,
+                dy: &dyt,
+                x: &xt,
+                weight: &wt,
+                a,
+                b,
+                h: &h,
+                scale: 0.5,
+                need_dx: true,
+                da: OutSlot {
+                    offset: a_off,
+                    stride: d,
+                },
+                db: OutSlot {
+                    offset: b_off,
+                    stride: d,
+                },
+            };
+            let dx = be.lora_backward(&args, &mut grad).unwrap().unwrap();
+            outs.push([y, h, grad, dx].map(|t| be.download(&t).unwrap()));
+        }
+        for (name, (want, got)) in ["y", "h", "grad arena", "dx"]
+            .iter()
+            .zip(outs[0].iter().zip(&outs[1]))
+        {
+            assert_close(&format!("{name} (x shared: {x_shared})"), got, want);
+        }
+    }
+}
+
+/// A batched product written into a slot of a larger tensor leaves the rest untouched.
+#[test]
+fn matmul_writes_only_its_slot() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let mut rng = Rng::new(Rng::fresh_seed());
+    let (batch, m, n, inner) = (2, 3, 5, 4);
+    let a = rng.normal_vec(batch * m * inner);
+    let b = rng.normal_vec(inner * n);
+    let out0 = rng.normal_vec(100);
+    let mut results = Vec::new();
+    for be in [&CpuBackend::new() as &dyn Backend, &gpu] {
+        let at = be.upload(&[batch, m, inner], &a).unwrap();
+        let bt = be.upload(&[inner, n], &b).unwrap();
+        let mut out = be.upload(&[100], &out0).unwrap();
+        let args = MatmulArgs {
+            batch,
+            m,
+            n,
+            inner,
+            a: Strided {
+                tensor: &at,
+                offset: 0,
+                stride: m * inner,
+            },
+            b: Strided {
+                tensor: &bt,
+                offset: 0,
+                stride: 0,
+            },
+            trans_a: false,
+            trans_b: false,
+            alpha: -1.5,
+            out: OutSlot {
+                offset: 9,
+                stride: 41,
+            },
+        };
+        be.matmul(&args, &mut out).unwrap();
+        results.push(be.download(&out).unwrap());
+    }
+    assert_close("matmul slot", &results[1], &results[0]);
+    assert_eq!(
+        results[1][..9],
+        out0[..9],
+        "entries before the slot changed"
+    );
+}
+
+#[test]
+fn axpby_matches_cpu() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let mut rng = Rng::new(Rng::fresh_seed());
+    let n = 1031;
+    let (x, y) = (rng.normal_vec(n), rng.normal_vec(n));
+    let (xc, xg) = both(&gpu, &[n], &x);
+    let (yc, yg) = both(&gpu, &[n], &y);
+    let want = CpuBackend::new().axpby(0.3, &xc, -2.0, &yc).unwrap();
+    let got = gpu.axpby(0.3, &xg, -2.0, &yg).unwrap();
+    let want = CpuBackend::new().download(&want).unwrap();
+    assert_close("axpby", &gpu.download(&got).unwrap(), &want);
+}
+
+/// Copy-on-write: an in-place update of a tensor whose storage is shared leaves the other
+/// handle's values as they were.
+#[test]
+fn in_place_update_copies_shared_storage() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let n = 10;
+    let p = gpu.upload(&[n], &[1.0; 10]).unwrap();
+    let mut param = p.clone();
+    let grad = gpu.upload(&[n], &[0.5; 10]).unwrap();
+    let mut m = gpu.zeros(&[n]).unwrap();
+    let mut v = gpu.zeros(&[n]).unwrap();
+    let hp = AdamW {
+        lr: 0.1,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+    };
+    gpu.adamw_step(&mut param, &grad, &mut m, &mut v, &hp)
+        .unwrap();
+    assert_eq!(gpu.download(&p).unwrap(), vec![1.0; 10]);
+    let updated = gpu.download(&param).unwrap();
+    assert!(
+        updated.iter().all(|&u| (u - 0.9).abs() < 1e-5),
+        "{updated:?}"
+    );
+}
+
+#[test]
+fn timestamps_measure_a_kernel() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    if !gpu.set_timing(true) {
+        eprintln!("notice: adapter has no timestamp queries; nothing to check");
+        return;
+    }
+    let x = gpu.upload(&[1 << 16], &vec![1.0; 1 << 16]).unwrap();
+    gpu.gelu_forward(&x).unwrap();
+    let ns = gpu.time_last_submit_ns();
+    gpu.set_timing(false);
+    let ns = ns.expect("a timed submission was made");
+    assert!(ns > 0.0 && ns < 1e11, "implausible kernel time {ns} ns");
+}
+
+#[test]
+fn dispatches_fold_past_the_per_dimension_limit() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let max = gpu.limits().max_compute_workgroups_per_dimension as u64;
+    let g = &gpu.ctx.gpu;
+    assert_eq!(g.fold("t", 1).unwrap(), (1, 1));
+    assert_eq!(g.fold("t", max).unwrap(), (max as u32, 1));
+    let (x, y) = g.fold("t", max + 1).unwrap();
+    assert!(x as u64 * y as u64 > max && y == 2);
+    assert!(g.fold("t", max * max + 1).is_err());
+}
+
+/// A tensor past the storage-binding limit is refused with an error, not a panic.
+#[test]
+fn binding_past_the_limit_is_an_error() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let limit = gpu.ctx.gpu.max_binding_bytes();
+    if limit > 1 << 30 || (limit as u128) >= gpu.limits().max_buffer_size as u128 {
+        eprintln!("notice: storage-binding limit {limit} too large to test here");
+        return;
+    }
+    let n = (limit / 4) as usize + 1;
+    let x = gpu.zeros(&[n]).unwrap();
+    let err = gpu.relu_forward(&x).unwrap_err();
+    assert!(err.to_string().contains("storage-binding limit"), "{err}");
+}
+
+/// A wgpu validation error (here a binding larger than its buffer) comes back as `Err`.
+#[test]
+fn validation_errors_are_results() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let x = gpu.alloc(16).unwrap();
+    let y = gpu.alloc(16).unwrap();
+    let step = Step {
+        kernel: Kernel::ReluForward,
+        params: Params::default().u(16),
+        bindings: vec![
+            Binding {
+                buffer: x.buffer(),
+                bytes: x.buffer().size() + 1024,
+            },
+            Binding {
+                buffer: y.buffer(),
+                bytes: 64,
+            },
+        ],
+        groups: 1,
+    };
+    let err = gpu.run("bad binding", &[step]).unwrap_err();
+    assert!(matches!(err, BellaError::Device { .. }), "{err:?}");
+    // The device is still usable afterwards.
+    let t = gpu.upload(&[3], &[-1.0, 0.0, 2.0]).unwrap();
+    assert_eq!(
+        gpu.download(&gpu.relu_forward(&t).unwrap()).unwrap(),
+        vec![0.0, 0.0, 2.0]
+    );
+}
+
+/// lavapipe / llvmpipe are CPU adapters (so `auto` does not take them for a GPU), and
+/// `describe` says so.
+#[test]
+fn software_adapter_reports_cpu() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let info = &gpu.ctx.gpu.info;
+    if info.name.contains("llvmpipe") {
+        assert_eq!(info.device_type, wgpu::DeviceType::Cpu);
+        assert!(gpu.describe().contains("Cpu"), "{}", gpu.describe());
+    }
+}

@@ -1,0 +1,119 @@
+//! Every shader in `shaders/` validates under both WGSL compilers on the machine: `naga`
+//! (wgpu's) and `tint` (Chrome's WebGPU). A missing validator is skipped with a notice,
+//! unless `BELLA_REQUIRE` (comma list) names `wgpu`: then it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The shader families DESIGN.md asks for; each must exist.
+const FAMILIES: [&str; 6] = ["lora", "matmul", "svgd", "optim", "activation", "softmax"];
+
+fn required() -> bool {
+    std::env::var("BELLA_REQUIRE")
+        .map(|v| v.split(',').any(|s| s.trim() == "wgpu"))
+        .unwrap_or(false)
+}
+
+fn shaders() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .collect();
+    files.sort();
+    for f in FAMILIES {
+        assert!(
+            files.iter().any(|p| p.file_stem().is_some_and(|s| s == f)),
+            "shaders/{f}.wgsl is missing"
+        );
+    }
+    files
+}
+
+/// The validator's path: `$BELLA_<NAME>`, then `/usr/local/bin/<name>`, then `PATH`.
+fn find(name: &str) -> Option<PathBuf> {
+    let env = format!("BELLA_{}", name.to_uppercase());
+    let candidates = std::env::var_os(&env)
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("/usr/local/bin").join(name)])
+        .chain(
+            std::env::var_os("PATH")
+                .map(|p| {
+                    std::env::split_paths(&p)
+                        .map(|d| d.join(name))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        );
+    candidates.into_iter().find(|c| c.is_file())
+}
+
+fn validate_with(name: &str, args: &[&str]) {
+    let Some(tool) = find(name) else {
+        if required() {
+            panic!("BELLA_REQUIRE names wgpu but the `{name}` validator was not found");
+        }
+        eprintln!("notice: `{name}` not found; skipping its WGSL validation");
+        return;
+    };
+    let mut failures = Vec::new();
+    for shader in shaders() {
+        let out = Command::new(&tool)
+            .args(args)
+            .arg(&shader)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", tool.display()));
+        if !out.status.success() {
+            failures.push(format!(
+                "{} rejects {}:\n{}{}",
+                name,
+                shader.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn shaders_validate_under_naga() {
+    validate_with("naga", &[]);
+}
+
+#[test]
+fn shaders_validate_under_tint() {
+    // Translating back to WGSL runs tint's full resolver and validator.
+    validate_with("tint", &["--format", "wgsl", "--output-name", "/dev/null"]);
+}
+
+/// The validators must reject a broken shader, or the tests above prove nothing.
+#[test]
+fn validators_reject_a_broken_shader() {
+    let bad = std::env::temp_dir().join(format!("bella_bad_{}.wgsl", std::process::id()));
+    std::fs::write(
+        &bad,
+        "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }\n",
+    )
+    .expect("writing a temporary shader");
+    for (name, args) in [
+        ("naga", vec![]),
+        (
+            "tint",
+            vec!["--format", "wgsl", "--output-name", "/dev/null"],
+        ),
+    ] {
+        if let Some(tool) = find(name) {
+            let status = Command::new(&tool)
+                .args(&args)
+                .arg(&bad)
+                .output()
+                .expect("running the validator")
+                .status;
+            assert!(!status.success(), "`{name}` accepted a broken shader");
+        }
+    }
+    let _ = std::fs::remove_file(&bad);
+}
