@@ -83,7 +83,10 @@ pub struct Case {
 
 fn f(shape: &[usize], rng: &mut Rng, scale: f32) -> HostTensor {
     let n = shape.iter().product();
-    HostTensor::float(shape, rng.normal_vec(n).into_iter().map(|v| v * scale).collect())
+    HostTensor::float(
+        shape,
+        rng.normal_vec(n).into_iter().map(|v| v * scale).collect(),
+    )
 }
 
 fn scalar(v: f32) -> HostTensor {
@@ -99,7 +102,12 @@ fn case(name: String, items: Vec<(&str, HostTensor)>) -> Case {
 
 /// LoRA layer shapes `(K, M, I, O, r)`: edge cases and sizes past the kernels' tiles.
 fn lora_shapes(sizes: Sizes) -> Vec<(usize, usize, usize, usize, usize)> {
-    let mut v = vec![(1, 1, 1, 1, 1), (3, 5, 7, 6, 2), (1, 17, 33, 9, 1), (2, 1, 70, 65, 3)];
+    let mut v = vec![
+        (1, 1, 1, 1, 1),
+        (3, 5, 7, 6, 2),
+        (1, 17, 33, 9, 1),
+        (2, 1, 70, 65, 3),
+    ];
     if sizes == Sizes::Small {
         v.push((3, 37, 70, 67, 4));
     } else {
@@ -154,7 +162,11 @@ pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
                         let sa: Vec<usize> = if ta { vec![kk, m] } else { vec![m, kk] };
                         let sb: Vec<usize> = if tb { vec![n, kk] } else { vec![kk, n] };
                         let with = |b: bool, s: &[usize]| -> Vec<usize> {
-                            if b { [&[kb][..], s].concat() } else { s.to_vec() }
+                            if b {
+                                [&[kb][..], s].concat()
+                            } else {
+                                s.to_vec()
+                            }
                         };
                         let items = vec![
                             ("a", f(&with(ba, &sa), rng, 1.0)),
@@ -183,7 +195,9 @@ pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
                     }
                     let mut items = vec![("theta", f(&[k, d], rng, 0.1))];
                     match op {
-                        "rbf_kernel" if given => items.push(("bandwidth", scalar(0.7 * d as f32 * 0.02))),
+                        "rbf_kernel" if given => {
+                            items.push(("bandwidth", scalar(0.7 * d as f32 * 0.02)))
+                        }
                         "svgd_direction" => {
                             items.push(("score", f(&[k, d], rng, 1.0)));
                             let kern: Vec<f32> = (0..k * k).map(|_| rng.uniform()).collect();
@@ -249,7 +263,8 @@ pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
             }
             for (k, m, c) in shapes {
                 // Large logits check stability.
-                let mut items = vec![("logits", f(&[k, m, c], rng, if c > 5 { 30.0 } else { 3.0 }))];
+                let mut items =
+                    vec![("logits", f(&[k, m, c], rng, if c > 5 { 30.0 } else { 3.0 }))];
                 if op == "softmax_xent" {
                     let labels = (0..m).map(|_| rng.below(c) as i64).collect();
                     items.push(("labels", HostTensor::int(&[m], labels)));
@@ -276,9 +291,8 @@ pub fn compare_op(be: &dyn Backend, op: &str, sizes: Sizes, seed: u64) -> Result
     let mut result = Vec::new();
     for c in cases(op, sizes, &mut rng) {
         let want = run_named(&cpu, op, &c.inputs)?;
-        let got = run_named(be, op, &c.inputs).map_err(|e| {
-            crate::error::BellaError::invalid(format!("{op} [{}]: {e}", c.name))
-        })?;
+        let got = run_named(be, op, &c.inputs)
+            .map_err(|e| crate::error::BellaError::invalid(format!("{op} [{}]: {e}", c.name)))?;
         for ((name, w), (_, g)) in want.iter().zip(&got) {
             let err = if w.shape != g.shape {
                 f64::INFINITY

@@ -40,7 +40,12 @@ fn softmax(z: &[f64]) -> Vec<f64> {
 fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
     match op {
         "lora_forward" | "lora_backward" => {
-            let (x, w, a, b) = (get(n, "x"), get(n, "weight"), get(n, "lora_a"), get(n, "lora_b"));
+            let (x, w, a, b) = (
+                get(n, "x"),
+                get(n, "weight"),
+                get(n, "lora_a"),
+                get(n, "lora_b"),
+            );
             let (sa, sw, sx) = (shape(n, "lora_a"), shape(n, "weight"), shape(n, "x"));
             let (k, r, i_) = (sa[0], sa[1], sa[2]);
             let o = sw[0];
@@ -48,7 +53,11 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
             let m = if shared { sx[0] } else { sx[1] };
             let s = scalar(n, "scale");
             let xv = |kk: usize, mm: usize, ii: usize| {
-                if shared { x[mm * i_ + ii] } else { x[(kk * m + mm) * i_ + ii] }
+                if shared {
+                    x[mm * i_ + ii]
+                } else {
+                    x[(kk * m + mm) * i_ + ii]
+                }
             };
             if op == "lora_forward" {
                 let bias = n.get("bias").map(|_| get(n, "bias"));
@@ -57,11 +66,13 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
                 for kk in 0..k {
                     for mm in 0..m {
                         for rr in 0..r {
-                            h[(kk * m + mm) * r + rr] =
-                                (0..i_).map(|ii| xv(kk, mm, ii) * a[(kk * r + rr) * i_ + ii]).sum();
+                            h[(kk * m + mm) * r + rr] = (0..i_)
+                                .map(|ii| xv(kk, mm, ii) * a[(kk * r + rr) * i_ + ii])
+                                .sum();
                         }
                         for oo in 0..o {
-                            let base: f64 = (0..i_).map(|ii| xv(kk, mm, ii) * w[oo * i_ + ii]).sum();
+                            let base: f64 =
+                                (0..i_).map(|ii| xv(kk, mm, ii) * w[oo * i_ + ii]).sum();
                             let low: f64 = (0..r)
                                 .map(|rr| h[(kk * m + mm) * r + rr] * b[(kk * o + oo) * r + rr])
                                 .sum();
@@ -78,13 +89,18 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
                 let mut db = vec![0.0; k * o * r];
                 for kk in 0..k {
                     let g = |mm: usize, rr: usize| -> f64 {
-                        (0..o).map(|oo| dy[(kk * m + mm) * o + oo] * b[(kk * o + oo) * r + rr]).sum()
+                        (0..o)
+                            .map(|oo| dy[(kk * m + mm) * o + oo] * b[(kk * o + oo) * r + rr])
+                            .sum()
                     };
                     for oo in 0..o {
                         for rr in 0..r {
-                            db[(kk * o + oo) * r + rr] = s * (0..m)
-                                .map(|mm| dy[(kk * m + mm) * o + oo] * h[(kk * m + mm) * r + rr])
-                                .sum::<f64>();
+                            db[(kk * o + oo) * r + rr] = s
+                                * (0..m)
+                                    .map(|mm| {
+                                        dy[(kk * m + mm) * o + oo] * h[(kk * m + mm) * r + rr]
+                                    })
+                                    .sum::<f64>();
                         }
                     }
                     for mm in 0..m {
@@ -96,13 +112,23 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
                             let v: f64 = (0..o)
                                 .map(|oo| dy[(kk * m + mm) * o + oo] * w[oo * i_ + ii])
                                 .sum::<f64>()
-                                + s * (0..r).map(|rr| gm[rr] * a[(kk * r + rr) * i_ + ii]).sum::<f64>();
-                            let idx = if shared { mm * i_ + ii } else { (kk * m + mm) * i_ + ii };
+                                + s * (0..r)
+                                    .map(|rr| gm[rr] * a[(kk * r + rr) * i_ + ii])
+                                    .sum::<f64>();
+                            let idx = if shared {
+                                mm * i_ + ii
+                            } else {
+                                (kk * m + mm) * i_ + ii
+                            };
                             dx[idx] += v;
                         }
                     }
                 }
-                vec![("dx".into(), dx), ("d_lora_a".into(), da), ("d_lora_b".into(), db)]
+                vec![
+                    ("dx".into(), dx),
+                    ("d_lora_a".into(), da),
+                    ("d_lora_b".into(), db),
+                ]
             }
         }
         "matmul" => {
@@ -115,11 +141,25 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
             let (rb, cb) = (sb[sb.len() - 2], sb[sb.len() - 1]);
             let (mm, kk) = if ta { (ca, ra) } else { (ra, ca) };
             let nn = if tb { rb } else { cb };
-            let batch = if sa.len() == 3 { sa[0] } else if sb.len() == 3 { sb[0] } else { 1 };
+            let batch = if sa.len() == 3 {
+                sa[0]
+            } else if sb.len() == 3 {
+                sb[0]
+            } else {
+                1
+            };
             let mut c = vec![0.0; batch * mm * nn];
             for bi in 0..batch {
-                let ab = if sa.len() == 3 { &a[bi * ra * ca..(bi + 1) * ra * ca] } else { &a[..] };
-                let bb = if sb.len() == 3 { &b[bi * rb * cb..(bi + 1) * rb * cb] } else { &b[..] };
+                let ab = if sa.len() == 3 {
+                    &a[bi * ra * ca..(bi + 1) * ra * ca]
+                } else {
+                    &a[..]
+                };
+                let bb = if sb.len() == 3 {
+                    &b[bi * rb * cb..(bi + 1) * rb * cb]
+                } else {
+                    &b[..]
+                };
                 for i in 0..mm {
                     for j in 0..nn {
                         c[(bi * mm + i) * nn + j] = alpha
@@ -136,7 +176,11 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
             let st = shape(n, "theta");
             let (k, d) = (st[0], st[1]);
             let sq: Vec<f64> = (0..k * k)
-                .map(|ij| (0..d).map(|p| (t[(ij / k) * d + p] - t[(ij % k) * d + p]).powi(2)).sum())
+                .map(|ij| {
+                    (0..d)
+                        .map(|p| (t[(ij / k) * d + p] - t[(ij % k) * d + p]).powi(2))
+                        .sum()
+                })
                 .collect();
             match op {
                 "pairwise_sqdist" => vec![("sqdist".into(), sq)],
@@ -144,8 +188,10 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
                     let h = if n.contains_key("bandwidth") {
                         scalar(n, "bandwidth")
                     } else {
-                        let mut v: Vec<f64> =
-                            (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).map(|(i, j)| sq[i * k + j]).collect();
+                        let mut v: Vec<f64> = (0..k)
+                            .flat_map(|i| (i + 1..k).map(move |j| (i, j)))
+                            .map(|(i, j)| sq[i * k + j])
+                            .collect();
                         v.sort_by(f64::total_cmp);
                         let med = if v.is_empty() {
                             0.0
@@ -155,19 +201,28 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
                             (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
                         };
                         let h = med / ((k + 1) as f64).ln();
-                        if h > 0.0 && h.is_finite() { h } else { 1.0 }
+                        if h > 0.0 && h.is_finite() {
+                            h
+                        } else {
+                            1.0
+                        }
                     };
-                    vec![("kernel".into(), sq.iter().map(|v| (-v / h).exp()).collect()), ("bandwidth".into(), vec![h])]
+                    vec![
+                        ("kernel".into(), sq.iter().map(|v| (-v / h).exp()).collect()),
+                        ("bandwidth".into(), vec![h]),
+                    ]
                 }
                 _ => {
-                    let (score, kern, h) = (get(n, "score"), get(n, "kernel"), scalar(n, "bandwidth"));
+                    let (score, kern, h) =
+                        (get(n, "score"), get(n, "kernel"), scalar(n, "bandwidth"));
                     let mut phi = vec![0.0; k * d];
                     for i in 0..k {
                         for p in 0..d {
                             phi[i * d + p] = (0..k)
                                 .map(|j| {
                                     let kji = kern[j * k + i];
-                                    kji * score[j * d + p] + 2.0 / h * kji * (t[i * d + p] - t[j * d + p])
+                                    kji * score[j * d + p]
+                                        + 2.0 / h * kji * (t[i * d + p] - t[j * d + p])
                                 })
                                 .sum::<f64>()
                                 / k as f64;
@@ -178,7 +233,8 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
             }
         }
         "adamw_step" => {
-            let (mut p, g, mut m, mut v) = (get(n, "param"), get(n, "grad"), get(n, "m"), get(n, "v"));
+            let (mut p, g, mut m, mut v) =
+                (get(n, "param"), get(n, "grad"), get(n, "m"), get(n, "v"));
             let (lr, b1, b2, eps, wd, t) = (
                 scalar(n, "lr"),
                 scalar(n, "beta1"),
@@ -196,10 +252,19 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
             }
             vec![("param".into(), p), ("m".into(), m), ("v".into(), v)]
         }
-        "relu_forward" => vec![("y".into(), get(n, "x").iter().map(|&x| x.max(0.0)).collect())],
+        "relu_forward" => vec![(
+            "y".into(),
+            get(n, "x").iter().map(|&x| x.max(0.0)).collect(),
+        )],
         "relu_backward" => {
             let (x, dy) = (get(n, "x"), get(n, "dy"));
-            vec![("dx".into(), x.iter().zip(&dy).map(|(&x, &d)| if x > 0.0 { d } else { 0.0 }).collect())]
+            vec![(
+                "dx".into(),
+                x.iter()
+                    .zip(&dy)
+                    .map(|(&x, &d)| if x > 0.0 { d } else { 0.0 })
+                    .collect(),
+            )]
         }
         "gelu_forward" | "gelu_backward" => {
             let c = (2.0 / std::f64::consts::PI).sqrt();
@@ -213,7 +278,10 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
                 let e = 1e-6;
                 vec![(
                     "dx".into(),
-                    x.iter().zip(&dy).map(|(&v, &d)| d * (gelu(v + e) - gelu(v - e)) / (2.0 * e)).collect(),
+                    x.iter()
+                        .zip(&dy)
+                        .map(|(&v, &d)| d * (gelu(v + e) - gelu(v - e)) / (2.0 * e))
+                        .collect(),
                 )]
             }
         }
@@ -221,7 +289,9 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
             let z = get(n, "logits");
             let s = shape(n, "logits");
             let (k, m, c) = (s[0], s[1], s[2]);
-            let p: Vec<Vec<f64>> = (0..k * m).map(|row| softmax(&z[row * c..(row + 1) * c])).collect();
+            let p: Vec<Vec<f64>> = (0..k * m)
+                .map(|row| softmax(&z[row * c..(row + 1) * c]))
+                .collect();
             if op == "softmax_xent" {
                 let labels = get(n, "labels");
                 let mut loss = vec![0.0; k];
@@ -232,16 +302,24 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
                         let row = kk * m + mm;
                         loss[kk] -= p[row][l].ln() / m as f64;
                         for j in 0..c {
-                            dl[row * c + j] = (p[row][j] - if j == l { 1.0 } else { 0.0 }) / m as f64;
+                            dl[row * c + j] =
+                                (p[row][j] - if j == l { 1.0 } else { 0.0 }) / m as f64;
                         }
                     }
                 }
                 vec![("loss".into(), loss), ("dlogits".into(), dl)]
             } else {
-                let ent = |q: &[f64]| -> f64 { -q.iter().filter(|&&v| v > 0.0).map(|&v| v * v.ln()).sum::<f64>() };
+                let ent = |q: &[f64]| -> f64 {
+                    -q.iter()
+                        .filter(|&&v| v > 0.0)
+                        .map(|&v| v * v.ln())
+                        .sum::<f64>()
+                };
                 let (mut probs, mut h, mut eh, mut mi) = (vec![], vec![], vec![], vec![]);
                 for mm in 0..m {
-                    let mean: Vec<f64> = (0..c).map(|j| (0..k).map(|kk| p[kk * m + mm][j]).sum::<f64>() / k as f64).collect();
+                    let mean: Vec<f64> = (0..c)
+                        .map(|j| (0..k).map(|kk| p[kk * m + mm][j]).sum::<f64>() / k as f64)
+                        .collect();
                     let e: f64 = (0..k).map(|kk| ent(&p[kk * m + mm])).sum::<f64>() / k as f64;
                     let hh = ent(&mean);
                     probs.extend(mean);
@@ -249,7 +327,12 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
                     eh.push(e);
                     mi.push(hh - e);
                 }
-                vec![("probs".into(), probs), ("entropy".into(), h), ("expected_entropy".into(), eh), ("mutual_info".into(), mi)]
+                vec![
+                    ("probs".into(), probs),
+                    ("entropy".into(), h),
+                    ("expected_entropy".into(), eh),
+                    ("mutual_info".into(), mi),
+                ]
             }
         }
         _ => unreachable!("{op}"),
@@ -277,7 +360,11 @@ fn every_op_matches_naive_float64() {
                 assert_eq!(gn, wn);
                 let err = rel64(&g.to_f32(), w);
                 // gelu_backward's naive reference is a float64 finite difference (~1e-9).
-                assert!(err < 2e-5, "{op} [{}] `{gn}`: rel err {err:.2e} (seed {seed})", c.name);
+                assert!(
+                    err < 2e-5,
+                    "{op} [{}] `{gn}`: rel err {err:.2e} (seed {seed})",
+                    c.name
+                );
             }
         }
     }
@@ -310,7 +397,9 @@ fn hand_computed_small_cases() {
     assert_eq!(be.download(&g.dx).unwrap(), vec![2., 2.]);
     // pairwise_sqdist of (0,0), (3,4), (0,1): 25, 1, 18.
     let th = up(&be, &[3, 2], &[0., 0., 3., 4., 0., 1.]);
-    let d = be.download(&ops::pairwise_sqdist(&be, &th).unwrap()).unwrap();
+    let d = be
+        .download(&ops::pairwise_sqdist(&be, &th).unwrap())
+        .unwrap();
     assert_eq!(d, vec![0., 25., 1., 25., 0., 18., 1., 18., 0.]);
     // Median of {25, 1, 18} is 18; h = 18 / ln 4.
     let (kern, h) = ops::rbf_kernel(&be, &th, None).unwrap();
@@ -348,11 +437,26 @@ fn hand_computed_small_cases() {
     let (l2, _) = ops::softmax_xent(&be, &big, &[1]).unwrap();
     assert!((be.download(&l2).unwrap()[0] - 1000.0).abs() < 1e-3);
     // adamw_step, step 1: m̂ = g, v̂ = g², so p ← p(1 − lr·wd) − lr·g/(|g| + eps).
-    let hp = bella::backend::AdamW { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 0.0, weight_decay: 0.5, step: 1 };
-    let (mut p, g, mut m, mut v) = (up(&be, &[2], &[1., 1.]), up(&be, &[2], &[2., -3.]), be.zeros(&[2]).unwrap(), be.zeros(&[2]).unwrap());
+    let hp = bella::backend::AdamW {
+        lr: 0.1,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 0.0,
+        weight_decay: 0.5,
+        step: 1,
+    };
+    let (mut p, g, mut m, mut v) = (
+        up(&be, &[2], &[1., 1.]),
+        up(&be, &[2], &[2., -3.]),
+        be.zeros(&[2]).unwrap(),
+        be.zeros(&[2]).unwrap(),
+    );
     ops::adamw_step(&be, &mut p, &g, &mut m, &mut v, &hp).unwrap();
     let pv = be.download(&p).unwrap();
-    assert!((pv[0] - (0.95 - 0.1)).abs() < 1e-6 && (pv[1] - (0.95 + 0.1)).abs() < 1e-6, "{pv:?}");
+    assert!(
+        (pv[0] - (0.95 - 0.1)).abs() < 1e-6 && (pv[1] - (0.95 + 0.1)).abs() < 1e-6,
+        "{pv:?}"
+    );
     // ensemble_stats: two confident particles that disagree have MI = ln 2 − ~0.
     let z = up(&be, &[2, 1, 2], &[50., 0., 0., 50.]);
     let s = ops::ensemble_stats(&be, &z).unwrap();
@@ -392,8 +496,22 @@ fn lora_backward_matches_finite_differences() {
         let loss = |xv: &[f32], av: &[f32], bv: &[f32]| -> f64 {
             let (a, b) = (up(&be, &[k, r, i], av), up(&be, &[k, o, r], bv));
             let ad = Adapter::from_tensors("t", &a, &b).unwrap();
-            let y = ops::lora_forward(&be, &up(&be, &x_shape, xv), &up(&be, &[o, i], &wv), None, &ad, s).unwrap().y;
-            be.download(&y).unwrap().iter().zip(&cv).map(|(&y, &c)| y as f64 * c as f64).sum()
+            let y = ops::lora_forward(
+                &be,
+                &up(&be, &x_shape, xv),
+                &up(&be, &[o, i], &wv),
+                None,
+                &ad,
+                s,
+            )
+            .unwrap()
+            .y;
+            be.download(&y)
+                .unwrap()
+                .iter()
+                .zip(&cv)
+                .map(|(&y, &c)| y as f64 * c as f64)
+                .sum()
         };
         let (a, b) = (up(&be, &[k, r, i], &av), up(&be, &[k, o, r], &bv));
         let ad = Adapter::from_tensors("t", &a, &b).unwrap();
@@ -402,9 +520,21 @@ fn lora_backward_matches_finite_differences() {
         let h = ops::lora_forward(&be, &x, &w, None, &ad, s).unwrap().h;
         let g = ops::lora_backward(&be, &up(&be, &[k, m, o], &cv), &x, &w, &a, &b, &h, s).unwrap();
         let checks = [
-            ("dx", be.download(&g.dx).unwrap(), numeric_grad(&xv, 1e-2, |v| loss(v, &av, &bv))),
-            ("d_lora_a", be.download(&g.d_lora_a).unwrap(), numeric_grad(&av, 1e-2, |v| loss(&xv, v, &bv))),
-            ("d_lora_b", be.download(&g.d_lora_b).unwrap(), numeric_grad(&bv, 1e-2, |v| loss(&xv, &av, v))),
+            (
+                "dx",
+                be.download(&g.dx).unwrap(),
+                numeric_grad(&xv, 1e-2, |v| loss(v, &av, &bv)),
+            ),
+            (
+                "d_lora_a",
+                be.download(&g.d_lora_a).unwrap(),
+                numeric_grad(&av, 1e-2, |v| loss(&xv, v, &bv)),
+            ),
+            (
+                "d_lora_b",
+                be.download(&g.d_lora_b).unwrap(),
+                numeric_grad(&bv, 1e-2, |v| loss(&xv, &av, v)),
+            ),
         ];
         for (name, got, want) in checks {
             let err = rel64(&got, &want);
@@ -419,7 +549,11 @@ fn activation_and_xent_backwards_match_finite_differences() {
     let mut rng = Rng::new(Rng::fresh_seed());
     let n = 40;
     // Keep x away from relu's kink at 0, where the difference quotient is meaningless.
-    let xv: Vec<f32> = rng.normal_vec(n).into_iter().map(|v| if v.abs() < 0.05 { v + 0.1 } else { v }).collect();
+    let xv: Vec<f32> = rng
+        .normal_vec(n)
+        .into_iter()
+        .map(|v| if v.abs() < 0.05 { v + 0.1 } else { v })
+        .collect();
     let cv = rng.normal_vec(n);
     type Fwd = fn(&dyn Backend, &Tensor) -> bella::Result<Tensor>;
     type Bwd = fn(&dyn Backend, &Tensor, &Tensor) -> bella::Result<Tensor>;
@@ -430,9 +564,16 @@ fn activation_and_xent_backwards_match_finite_differences() {
     for (name, fwd, bwd) in pairs {
         let loss = |v: &[f32]| -> f64 {
             let y = fwd(&be, &up(&be, &[n], v)).unwrap();
-            be.download(&y).unwrap().iter().zip(&cv).map(|(&y, &c)| y as f64 * c as f64).sum()
+            be.download(&y)
+                .unwrap()
+                .iter()
+                .zip(&cv)
+                .map(|(&y, &c)| y as f64 * c as f64)
+                .sum()
         };
-        let got = be.download(&bwd(&be, &up(&be, &[n], &xv), &up(&be, &[n], &cv)).unwrap()).unwrap();
+        let got = be
+            .download(&bwd(&be, &up(&be, &[n], &xv), &up(&be, &[n], &cv)).unwrap())
+            .unwrap();
         let err = rel64(&got, &numeric_grad(&xv, 1e-3, loss));
         assert!(err < 1e-3, "{name}_backward: rel err {err:.2e}");
     }
@@ -472,7 +613,10 @@ fn svgd_spreads_particles_over_a_gaussian() {
     let var = theta.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / k as f32;
     assert!((mean - mu).abs() < 0.05, "mean {mean}");
     let target = sigma * sigma;
-    assert!((var - target).abs() < 0.3 * target, "variance {var}, target {target}");
+    assert!(
+        (var - target).abs() < 0.3 * target,
+        "variance {var}, target {target}"
+    );
 }
 
 #[test]
@@ -483,16 +627,24 @@ fn bad_shapes_are_errors_not_panics() {
     let a = up(&be, &[1, 1, 3], &[0.; 3]);
     let b = up(&be, &[1, 4, 1], &[0.; 4]);
     let ad = Adapter::from_tensors("t", &a, &b).unwrap();
-    let e = ops::lora_forward(&be, &x, &w, None, &ad, 1.0).unwrap_err().to_string();
+    let e = ops::lora_forward(&be, &x, &w, None, &ad, 1.0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("`x`") && e.contains("[2, 3]"), "{e}");
-    let e = ops::softmax_xent(&be, &up(&be, &[1, 1, 3], &[0.; 3]), &[3]).unwrap_err().to_string();
+    let e = ops::softmax_xent(&be, &up(&be, &[1, 1, 3], &[0.; 3]), &[3])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("label 3"), "{e}");
-    let e = ops::matmul(&be, &x, &x, false, false, 1.0).unwrap_err().to_string();
+    let e = ops::matmul(&be, &x, &x, false, false, 1.0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("inner"), "{e}");
     let empty = up(&be, &[0, 3], &[]);
     assert!(ops::pairwise_sqdist(&be, &empty).is_err());
     let mut named = Named::new();
     named.insert("x".into(), HostTensor::float(&[2], vec![1., 2.]));
-    let e = run_named(&be, "relu_backward", &named).unwrap_err().to_string();
+    let e = run_named(&be, "relu_backward", &named)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing input tensor `dy`"), "{e}");
 }

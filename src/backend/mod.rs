@@ -199,8 +199,13 @@ pub trait Backend: Send + Sync {
         m: usize,
         c: usize,
     ) -> Result<(Tensor, Tensor)>;
-    fn ensemble_stats(&self, logits: &Tensor, k: usize, m: usize, c: usize)
-        -> Result<EnsembleStats>;
+    fn ensemble_stats(
+        &self,
+        logits: &Tensor,
+        k: usize,
+        m: usize,
+        c: usize,
+    ) -> Result<EnsembleStats>;
     /// Utility (not one of DESIGN.md's ten): `out = alpha·x + beta·y`, elementwise. Training
     /// uses it to form SVGD scores and to add broadcast biases.
     fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<Tensor>;
@@ -219,10 +224,7 @@ pub fn open(kind: BackendKind) -> Result<std::sync::Arc<dyn Backend>> {
         #[allow(unreachable_patterns)]
         other => Err(BellaError::unavailable(
             other.name(),
-            format!(
-                "not compiled in (build with `--features {}`)",
-                other.name()
-            ),
+            format!("not compiled in (build with `--features {}`)", other.name()),
         )),
     }
 }

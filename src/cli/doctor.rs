@@ -26,7 +26,10 @@ pub struct DoctorArgs {
 pub fn run(a: DoctorArgs) -> Result<i32> {
     let kinds: Vec<BackendKind> = match &a.backend {
         Some(b) => vec![b.parse()?],
-        None => BackendKind::ALL.into_iter().filter(|k| *k != BackendKind::Cpu).collect(),
+        None => BackendKind::ALL
+            .into_iter()
+            .filter(|k| *k != BackendKind::Cpu)
+            .collect(),
     };
     let ops: Vec<&str> = match &a.op {
         Some(o) if OP_NAMES.contains(&o.as_str()) => vec![o.as_str()],
@@ -51,7 +54,11 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
         };
         println!("\n{kind}: {}", be.describe());
         println!("{:<18} {:>8} {:>12}  result", "op", "outputs", "worst err");
-        let sizes = if a.full { Sizes::Huge } else { Sizes::for_backend(kind) };
+        let sizes = if a.full {
+            Sizes::Huge
+        } else {
+            Sizes::for_backend(kind)
+        };
         for op in &ops {
             match compare_op(be.as_ref(), op, sizes, seed) {
                 Ok(comps) => {

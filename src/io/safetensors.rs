@@ -74,7 +74,11 @@ fn convert(view: &TensorView) -> std::result::Result<HostTensor, String> {
         Dtype::U64 => HostData::Int(each(b, |c| {
             i64::try_from(u64::from_le_bytes(c)).unwrap_or(i64::MAX)
         })),
-        other => return Err(format!("unsupported dtype {other:?} (use f32, f16, bf16, f64 or an integer type)")),
+        other => {
+            return Err(format!(
+                "unsupported dtype {other:?} (use f32, f16, bf16, f64 or an integer type)"
+            ))
+        }
     };
     Ok(HostTensor { shape, data })
 }
@@ -93,8 +97,18 @@ pub fn write_with_metadata(
     let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, t)| match &t.data {
-            HostData::Float(v) => (n.clone(), Dtype::F32, t.shape.clone(), bytemuck::cast_slice(v).to_vec()),
-            HostData::Int(v) => (n.clone(), Dtype::I64, t.shape.clone(), bytemuck::cast_slice(v).to_vec()),
+            HostData::Float(v) => (
+                n.clone(),
+                Dtype::F32,
+                t.shape.clone(),
+                bytemuck::cast_slice(v).to_vec(),
+            ),
+            HostData::Int(v) => (
+                n.clone(),
+                Dtype::I64,
+                t.shape.clone(),
+                bytemuck::cast_slice(v).to_vec(),
+            ),
         })
         .collect();
     let views = bytes
@@ -110,13 +124,20 @@ pub fn write_with_metadata(
         .map_err(|e| BellaError::io(format!("cannot write {}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        BellaError::io(format!("cannot move {} to {}: {e}", tmp.display(), path.display()))
+        BellaError::io(format!(
+            "cannot move {} to {}: {e}",
+            tmp.display(),
+            path.display()
+        ))
     })
 }
 
 /// A sibling temporary name, so the final rename stays on one file system.
 pub fn temp_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -140,7 +161,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("t.safetensors");
         let ts = vec![
-            ("a".to_string(), HostTensor::float(&[2, 3], vec![1., 2., 3., 4., 5., -6.5])),
+            (
+                "a".to_string(),
+                HostTensor::float(&[2, 3], vec![1., 2., 3., 4., 5., -6.5]),
+            ),
             ("l".to_string(), HostTensor::int(&[3], vec![0, 7, 2])),
             ("s".to_string(), HostTensor::scalar(0.25)),
         ];

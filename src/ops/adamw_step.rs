@@ -23,9 +23,16 @@ pub fn adamw_step(
     expect_shape(OP, "grad", grad, &shape)?;
     expect_shape(OP, "m", m, &shape)?;
     expect_shape(OP, "v", v, &shape)?;
-    expect_device(OP, be, &[("param", param), ("grad", grad), ("m", m), ("v", v)])?;
+    expect_device(
+        OP,
+        be,
+        &[("param", param), ("grad", grad), ("m", m), ("v", v)],
+    )?;
     if hp.step < 1 {
-        return Err(BellaError::invalid(format!("{OP}: step must be ≥ 1, got {}", hp.step)));
+        return Err(BellaError::invalid(format!(
+            "{OP}: step must be ≥ 1, got {}",
+            hp.step
+        )));
     }
     for (name, x) in [
         ("lr", hp.lr),
@@ -43,8 +50,14 @@ pub fn adamw_step(
         )));
     }
     // Copy-on-write makes aliasing safe, but a grad that *is* the param is surely a mistake.
-    if param.same_storage(grad) || param.same_storage(m) || param.same_storage(v) || m.same_storage(v) {
-        return Err(BellaError::invalid(format!("{OP}: param, m and v must be distinct tensors")));
+    if param.same_storage(grad)
+        || param.same_storage(m)
+        || param.same_storage(v)
+        || m.same_storage(v)
+    {
+        return Err(BellaError::invalid(format!(
+            "{OP}: param, m and v must be distinct tensors"
+        )));
     }
     be.adamw_step(param, grad, m, v, hp)
 }

@@ -112,8 +112,14 @@ pub fn lora_backward(
         scale,
         true,
         &mut grad,
-        OutSlot { offset: 0, stride: row },
-        OutSlot { offset: ri, stride: row },
+        OutSlot {
+            offset: 0,
+            stride: row,
+        },
+        OutSlot {
+            offset: ri,
+            stride: row,
+        },
     )?
     .ok_or_else(|| BellaError::invalid(format!("{OP}: backend returned no dx")))?;
     let g = be.download(&grad)?;

@@ -38,7 +38,12 @@ impl<'a> MatmulOperand<'a> {
                 },
                 Some(kb),
             )),
-            _ => Err(BellaError::shape(OP, name, "[m, n] or [Kb, m, n]", t.shape())),
+            _ => Err(BellaError::shape(
+                OP,
+                name,
+                "[m, n] or [Kb, m, n]",
+                t.shape(),
+            )),
         }
     }
 }
@@ -56,8 +61,16 @@ pub fn matmul_into(
     out: &mut Tensor,
     slot: OutSlot,
 ) -> Result<()> {
-    let (m, ka) = if trans_a { (a.cols, a.rows) } else { (a.rows, a.cols) };
-    let (kb, n) = if trans_b { (b.cols, b.rows) } else { (b.rows, b.cols) };
+    let (m, ka) = if trans_a {
+        (a.cols, a.rows)
+    } else {
+        (a.rows, a.cols)
+    };
+    let (kb, n) = if trans_b {
+        (b.cols, b.rows)
+    } else {
+        (b.rows, b.cols)
+    };
     if ka != kb {
         return Err(BellaError::invalid(format!(
             "{OP}: inner dimensions differ: op(a) is [{m}, {ka}], op(b) is [{kb}, {n}]"
@@ -69,9 +82,15 @@ pub fn matmul_into(
         )));
     }
     expect_finite(OP, "alpha", alpha)?;
-    expect_device(OP, be, &[("a", a.view.tensor), ("b", b.view.tensor), ("c", out)])?;
+    expect_device(
+        OP,
+        be,
+        &[("a", a.view.tensor), ("b", b.view.tensor), ("c", out)],
+    )?;
     if !a.view.fits(batch, a.rows * a.cols) || !b.view.fits(batch, b.rows * b.cols) {
-        return Err(BellaError::invalid(format!("{OP}: operand blocks do not fit their tensors")));
+        return Err(BellaError::invalid(format!(
+            "{OP}: operand blocks do not fit their tensors"
+        )));
     }
     let last = slot.offset + (batch - 1) * slot.stride + m * n;
     if last > out.numel() {
@@ -81,7 +100,9 @@ pub fn matmul_into(
         )));
     }
     if out.same_storage(a.view.tensor) || out.same_storage(b.view.tensor) {
-        return Err(BellaError::invalid(format!("{OP}: the output aliases an input")));
+        return Err(BellaError::invalid(format!(
+            "{OP}: the output aliases an input"
+        )));
     }
     be.matmul(
         &MatmulArgs {
@@ -115,7 +136,12 @@ pub fn matmul(
     let (ob, bb) = MatmulOperand::whole("b", b)?;
     let batch = match (ba, bb) {
         (Some(x), Some(y)) if x != y => {
-            return Err(BellaError::shape(OP, "b", format!("batch {x} like `a`"), b.shape()))
+            return Err(BellaError::shape(
+                OP,
+                "b",
+                format!("batch {x} like `a`"),
+                b.shape(),
+            ))
         }
         (Some(x), _) | (None, Some(x)) => Some(x),
         (None, None) => None,
@@ -136,7 +162,10 @@ pub fn matmul(
         trans_b,
         alpha,
         &mut out,
-        OutSlot { offset: 0, stride: m * n },
+        OutSlot {
+            offset: 0,
+            stride: m * n,
+        },
     )?;
     Ok(out)
 }

@@ -58,9 +58,19 @@ pub(crate) fn expect_shape(op: &str, name: &str, t: &Tensor, want: &[usize]) -> 
 }
 
 /// `t` must have this rank; returns its shape.
-pub(crate) fn expect_rank<'a>(op: &str, name: &str, t: &'a Tensor, rank: usize) -> Result<&'a [usize]> {
+pub(crate) fn expect_rank<'a>(
+    op: &str,
+    name: &str,
+    t: &'a Tensor,
+    rank: usize,
+) -> Result<&'a [usize]> {
     if t.rank() != rank {
-        return Err(BellaError::shape(op, name, format!("a {rank}-D tensor"), t.shape()));
+        return Err(BellaError::shape(
+            op,
+            name,
+            format!("a {rank}-D tensor"),
+            t.shape(),
+        ));
     }
     Ok(t.shape())
 }
@@ -90,7 +100,9 @@ pub(crate) fn expect_device(op: &str, be: &dyn Backend, ts: &[(&str, &Tensor)]) 
 /// Scalars must be finite.
 pub(crate) fn expect_finite(op: &str, name: &str, v: f32) -> Result<()> {
     if !v.is_finite() {
-        return Err(BellaError::invalid(format!("{op}: `{name}` must be finite, got {v}")));
+        return Err(BellaError::invalid(format!(
+            "{op}: `{name}` must be finite, got {v}"
+        )));
     }
     Ok(())
 }

@@ -81,7 +81,12 @@ impl Inputs<'_> {
             return Ok(None);
         };
         if t.len() != 1 {
-            return Err(BellaError::shape(self.op, name, "a scalar (0-d or 1 element)", &t.shape));
+            return Err(BellaError::shape(
+                self.op,
+                name,
+                "a scalar (0-d or 1 element)",
+                &t.shape,
+            ));
         }
         Ok(Some(match &t.data {
             HostData::Float(v) => v[0] as f64,
@@ -102,7 +107,10 @@ impl Inputs<'_> {
         match self.integer(name)? {
             0 => Ok(false),
             1 => Ok(true),
-            v => Err(BellaError::invalid(format!("{}: `{name}` must be 0 or 1, got {v}", self.op))),
+            v => Err(BellaError::invalid(format!(
+                "{}: `{name}` must be 0 or 1, got {v}",
+                self.op
+            ))),
         }
     }
     fn labels(&self, name: &str) -> Result<Vec<u32>> {
@@ -129,21 +137,39 @@ impl Inputs<'_> {
 
 fn integral(op: &str, name: &str, v: f64) -> Result<i64> {
     if v.fract() != 0.0 || !v.is_finite() || v.abs() > 2f64.powi(53) {
-        return Err(BellaError::invalid(format!("{op}: `{name}` must be an integer, got {v}")));
+        return Err(BellaError::invalid(format!(
+            "{op}: `{name}` must be an integer, got {v}"
+        )));
     }
     Ok(v as i64)
 }
 
 fn out(be: &dyn Backend, name: &str, t: &Tensor) -> Result<(String, HostTensor)> {
-    Ok((name.to_string(), HostTensor::float(t.shape(), be.download(t)?)))
+    Ok((
+        name.to_string(),
+        HostTensor::float(t.shape(), be.download(t)?),
+    ))
 }
 
 /// Run op `name` on named inputs; returns the named outputs of its contract.
-pub fn run_named(be: &dyn Backend, name: &str, inputs: &Named) -> Result<Vec<(String, HostTensor)>> {
-    let i = Inputs { op: name, be, map: inputs };
+pub fn run_named(
+    be: &dyn Backend,
+    name: &str,
+    inputs: &Named,
+) -> Result<Vec<(String, HostTensor)>> {
+    let i = Inputs {
+        op: name,
+        be,
+        map: inputs,
+    };
     match name {
         "lora_forward" => {
-            let (x, w, a, b) = (i.tensor("x")?, i.tensor("weight")?, i.tensor("lora_a")?, i.tensor("lora_b")?);
+            let (x, w, a, b) = (
+                i.tensor("x")?,
+                i.tensor("weight")?,
+                i.tensor("lora_a")?,
+                i.tensor("lora_b")?,
+            );
             let bias = i.opt_tensor("bias")?;
             let adapter = Adapter::from_tensors(name, &a, &b)?;
             let r = lora_forward(be, &x, &w, bias.as_ref(), &adapter, i.scalar("scale")?)?;
@@ -168,8 +194,16 @@ pub fn run_named(be: &dyn Backend, name: &str, inputs: &Named) -> Result<Vec<(St
         }
         "matmul" => {
             let alpha = i.opt_scalar("alpha")?.map(|v| v as f32).unwrap_or(1.0);
-            let ta = i.map.contains_key("trans_a").then(|| i.flag("trans_a")).transpose()?;
-            let tb = i.map.contains_key("trans_b").then(|| i.flag("trans_b")).transpose()?;
+            let ta = i
+                .map
+                .contains_key("trans_a")
+                .then(|| i.flag("trans_a"))
+                .transpose()?;
+            let tb = i
+                .map
+                .contains_key("trans_b")
+                .then(|| i.flag("trans_b"))
+                .transpose()?;
             let c = matmul(
                 be,
                 &i.tensor("a")?,
@@ -187,7 +221,10 @@ pub fn run_named(be: &dyn Backend, name: &str, inputs: &Named) -> Result<Vec<(St
         "rbf_kernel" => {
             let h = i.opt_scalar("bandwidth")?.map(|v| v as f32);
             let (k, h) = rbf_kernel(be, &i.tensor("theta")?, h)?;
-            Ok(vec![out(be, "kernel", &k)?, ("bandwidth".into(), HostTensor::float(&[1], vec![h]))])
+            Ok(vec![
+                out(be, "kernel", &k)?,
+                ("bandwidth".into(), HostTensor::float(&[1], vec![h])),
+            ])
         }
         "svgd_direction" => {
             let phi = svgd_direction(
@@ -204,7 +241,9 @@ pub fn run_named(be: &dyn Backend, name: &str, inputs: &Named) -> Result<Vec<(St
             let step = u32::try_from(step)
                 .ok()
                 .filter(|&s| s >= 1)
-                .ok_or_else(|| BellaError::invalid(format!("adamw_step: step must be ≥ 1, got {step}")))?;
+                .ok_or_else(|| {
+                    BellaError::invalid(format!("adamw_step: step must be ≥ 1, got {step}"))
+                })?;
             let hp = AdamW {
                 lr: i.scalar("lr")?,
                 beta1: i.scalar("beta1")?,
@@ -213,9 +252,18 @@ pub fn run_named(be: &dyn Backend, name: &str, inputs: &Named) -> Result<Vec<(St
                 weight_decay: i.scalar("weight_decay")?,
                 step,
             };
-            let (mut p, g, mut m, mut v) = (i.tensor("param")?, i.tensor("grad")?, i.tensor("m")?, i.tensor("v")?);
+            let (mut p, g, mut m, mut v) = (
+                i.tensor("param")?,
+                i.tensor("grad")?,
+                i.tensor("m")?,
+                i.tensor("v")?,
+            );
             adamw_step(be, &mut p, &g, &mut m, &mut v, &hp)?;
-            Ok(vec![out(be, "param", &p)?, out(be, "m", &m)?, out(be, "v", &v)?])
+            Ok(vec![
+                out(be, "param", &p)?,
+                out(be, "m", &m)?,
+                out(be, "v", &v)?,
+            ])
         }
         "relu_forward" => Ok(vec![out(be, "y", &relu_forward(be, &i.tensor("x")?)?)?]),
         "gelu_forward" => Ok(vec![out(be, "y", &gelu_forward(be, &i.tensor("x")?)?)?]),

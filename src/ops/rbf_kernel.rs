@@ -8,7 +8,11 @@ use crate::backend::Backend;
 use crate::error::{BellaError, Result};
 use crate::tensor::Tensor;
 
-pub fn rbf_kernel(be: &dyn Backend, theta: &Tensor, bandwidth: Option<f32>) -> Result<(Tensor, f32)> {
+pub fn rbf_kernel(
+    be: &dyn Backend,
+    theta: &Tensor,
+    bandwidth: Option<f32>,
+) -> Result<(Tensor, f32)> {
     let (k, d) = particles("rbf_kernel", be, theta)?;
     if let Some(h) = bandwidth {
         if !(h > 0.0 && h.is_finite()) {

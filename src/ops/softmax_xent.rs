@@ -15,7 +15,12 @@ pub fn softmax_xent(be: &dyn Backend, logits: &Tensor, labels: &[u32]) -> Result
     expect_device(OP, be, &[("logits", logits)])?;
     let (k, m, c) = (s[0], s[1], s[2]);
     if labels.len() != m {
-        return Err(BellaError::shape(OP, "labels", format!("[{m}]"), &[labels.len()]));
+        return Err(BellaError::shape(
+            OP,
+            "labels",
+            format!("[{m}]"),
+            &[labels.len()],
+        ));
     }
     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= c) {
         return Err(BellaError::invalid(format!(

@@ -94,7 +94,18 @@ pub fn backward(args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Ten
             let mut db = vec![0.0f32; or];
             gemm(d.o, d.r, d.m, s, dy_k, true, h_k, false, 0.0, &mut db);
             let mut da = vec![0.0f32; ri];
-            gemm(d.r, d.i, d.m, s, &g, true, x_of(x, &d, k), false, 0.0, &mut da);
+            gemm(
+                d.r,
+                d.i,
+                d.m,
+                s,
+                &g,
+                true,
+                x_of(x, &d, k),
+                false,
+                0.0,
+                &mut da,
+            );
             (g, da, db)
         })
         .collect();
@@ -134,7 +145,9 @@ fn input_grad(
         gemm(d.m, d.i, d.o, 1.0, &dy_sum, false, w, false, 0.0, &mut dx);
         for (k, (g, _, _)) in per_particle.iter().enumerate() {
             let a_k = block(a_all, &args.a, k, ri);
-            gemm(d.m, d.i, d.r, args.scale, g, false, a_k, false, 1.0, &mut dx);
+            gemm(
+                d.m, d.i, d.r, args.scale, g, false, a_k, false, 1.0, &mut dx,
+            );
         }
         tensor(&[d.m, d.i], dx)
     } else {

@@ -136,7 +136,13 @@ impl Backend for CpuBackend {
         v: &mut Tensor,
         hp: &AdamW,
     ) -> Result<()> {
-        optim::adamw(data_mut(param)?, data(grad)?, data_mut(m)?, data_mut(v)?, hp);
+        optim::adamw(
+            data_mut(param)?,
+            data(grad)?,
+            data_mut(m)?,
+            data_mut(v)?,
+            hp,
+        );
         Ok(())
     }
     fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {

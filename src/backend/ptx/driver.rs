@@ -9,7 +9,10 @@ use crate::error::Result;
 /// One kernel argument, in the order of the kernel's `.param` list.
 pub enum Param<'a, B> {
     /// A device pointer (`.param .u64`): the buffer's base address plus `byte_offset`.
-    Ptr { buf: &'a B, byte_offset: usize },
+    Ptr {
+        buf: &'a B,
+        byte_offset: usize,
+    },
     U32(u32),
     I32(i32),
     F32(f32),
@@ -46,8 +49,14 @@ pub trait Driver: Send + Sync + 'static {
     /// Number of f32 elements in the allocation.
     fn buf_len(&self, buf: &Self::Buf) -> usize;
     /// Device-to-device copy of `len` elements.
-    fn copy(&self, src: &Self::Buf, src_off: usize, dst: &Self::Buf, dst_off: usize, len: usize)
-        -> Result<()>;
+    fn copy(
+        &self,
+        src: &Self::Buf,
+        src_off: usize,
+        dst: &Self::Buf,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()>;
     /// Load (and cache) a PTX module under `name`; loading the same name twice is a no-op.
     fn load_module(&self, name: &str, ptx: &str) -> Result<()>;
     /// Launch `kernel` of module `module`. Errors name the kernel.
