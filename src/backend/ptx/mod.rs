@@ -1,3 +1,257 @@
 //! Host launch code for the hand-written PTX in `kernels/`, written once against the
 //! [`driver::Driver`] surface: the CUDA backend and the PTX simulator both run it.
+//!
+//! One file per kernel family (the same names as `kernels/`): each computes its launch
+//! configuration from the shapes and the device properties and passes the kernel's
+//! parameters in the order of its `.param` list.
 pub mod driver;
+
+mod activation;
+mod gemm;
+mod lora;
+mod modules;
+mod softmax;
+mod storage;
+mod svgd;
+#[cfg(all(test, feature = "ptx-sim"))]
+mod tests;
+
+pub use storage::PtxStorage;
+
+use crate::backend::{
+    AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs, MatmulArgs,
+};
+use crate::error::{BellaError, Result};
+use crate::tensor::{numel, Tensor};
+use driver::{Driver, LaunchConfig, Param};
+use std::sync::Arc;
+
+/// Every op of DESIGN.md on a [`Driver`]: real CUDA or the PTX simulator.
+pub struct PtxBackend<D: Driver> {
+    driver: Arc<D>,
+}
+
+impl<D: Driver> PtxBackend<D> {
+    /// Loads every `kernels/*.ptx` module once; a module the driver rejects is an error
+    /// naming it.
+    pub fn new(driver: D) -> Result<Self> {
+        for (name, src) in modules::MODULES {
+            driver.load_module(name, src)?;
+        }
+        Ok(PtxBackend {
+            driver: Arc::new(driver),
+        })
+    }
+
+    pub fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    fn name(&self) -> &'static str {
+        self.driver.kind().name()
+    }
+
+    /// The device buffer of a tensor of this backend.
+    pub(crate) fn buf<'t>(&self, t: &'t Tensor) -> Result<&'t D::Buf> {
+        t.storage()
+            .as_any()
+            .downcast_ref::<PtxStorage<D>>()
+            .map(|s| &s.buf)
+            .ok_or_else(|| self.wrong_device(t))
+    }
+
+    /// The device buffer of a tensor about to be written in place (copied first if shared).
+    pub(crate) fn buf_mut<'t>(&self, t: &'t mut Tensor) -> Result<&'t D::Buf> {
+        let err = self.wrong_device(t);
+        t.storage_mut()?
+            .as_any_mut()
+            .downcast_mut::<PtxStorage<D>>()
+            .map(|s| &s.buf)
+            .ok_or(err)
+    }
+
+    fn wrong_device(&self, t: &Tensor) -> BellaError {
+        BellaError::invalid(format!(
+            "{} backend given a tensor on {}",
+            self.name(),
+            t.device()
+        ))
+    }
+
+    /// A fresh zero-filled device allocation of `len` elements.
+    pub(crate) fn storage(&self, len: usize) -> Result<PtxStorage<D>> {
+        modules::u32_of(self.name(), "tensor size", len)?;
+        Ok(PtxStorage {
+            buf: self.driver.alloc_zeroed(len)?,
+            len,
+            driver: self.driver.clone(),
+        })
+    }
+
+    pub(crate) fn tensor(&self, shape: &[usize], s: PtxStorage<D>) -> Result<Tensor> {
+        Tensor::from_storage(shape, self.driver.kind(), Box::new(s))
+    }
+
+    pub(crate) fn launch(
+        &self,
+        module: &str,
+        kernel: &str,
+        cfg: LaunchConfig,
+        params: &[Param<'_, D::Buf>],
+    ) -> Result<()> {
+        self.driver.launch(module, kernel, cfg, params)
+    }
+
+    pub(crate) fn props(&self) -> &driver::DeviceProps {
+        self.driver.props()
+    }
+}
+
+/// A whole buffer as a kernel pointer argument.
+pub(crate) fn ptr<B>(buf: &B) -> Param<'_, B> {
+    Param::Ptr {
+        buf,
+        byte_offset: 0,
+    }
+}
+
+/// A buffer from element `offset` on, as a kernel pointer argument.
+pub(crate) fn ptr_at<B>(buf: &B, offset: usize) -> Param<'_, B> {
+    Param::Ptr {
+        buf,
+        byte_offset: offset * std::mem::size_of::<f32>(),
+    }
+}
+
+impl<D: Driver> Backend for PtxBackend<D> {
+    fn kind(&self) -> BackendKind {
+        self.driver.kind()
+    }
+
+    fn describe(&self) -> String {
+        let p = self.driver.props();
+        format!("{} ({} SMs), hand-written PTX", p.name, p.sm_count)
+    }
+
+    fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        if numel(shape) != data.len() {
+            return Err(BellaError::invalid(format!(
+                "upload: {} values for shape {shape:?}",
+                data.len()
+            )));
+        }
+        modules::u32_of(self.name(), "tensor size", data.len())?;
+        let s = PtxStorage {
+            buf: self.driver.upload(data)?,
+            len: data.len(),
+            driver: self.driver.clone(),
+        };
+        self.tensor(shape, s)
+    }
+
+    fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
+        if t.numel() == 0 {
+            return Ok(Vec::new());
+        }
+        self.driver.download(self.buf(t)?, t.numel())
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        let s = self.storage(numel(shape))?;
+        self.tensor(shape, s)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.driver.synchronize()
+    }
+
+    fn lora_forward(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
+        lora::forward(self, args)
+    }
+
+    fn lora_backward(&self, args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>> {
+        lora::backward(self, args, grad)
+    }
+
+    fn matmul(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+        gemm::matmul(self, args, out)
+    }
+
+    fn pairwise_sqdist(&self, theta: &Tensor, k: usize, d: usize) -> Result<Tensor> {
+        svgd::pairwise_sqdist(self, theta, k, d)
+    }
+
+    fn rbf_kernel(
+        &self,
+        theta: &Tensor,
+        k: usize,
+        d: usize,
+        bandwidth: Option<f32>,
+    ) -> Result<(Tensor, f32)> {
+        svgd::rbf_kernel(self, theta, k, d, bandwidth)
+    }
+
+    fn svgd_direction(
+        &self,
+        theta: &Tensor,
+        score: &Tensor,
+        kernel: &Tensor,
+        k: usize,
+        d: usize,
+        bandwidth: f32,
+    ) -> Result<Tensor> {
+        svgd::direction(self, theta, score, kernel, k, d, bandwidth)
+    }
+
+    fn adamw_step(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamW,
+    ) -> Result<()> {
+        activation::adamw(self, param, grad, m, v, hp)
+    }
+
+    fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
+        activation::unary(self, "relu_forward", x)
+    }
+
+    fn relu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        activation::binary(self, "relu_backward", x, dy)
+    }
+
+    fn gelu_forward(&self, x: &Tensor) -> Result<Tensor> {
+        activation::unary(self, "gelu_forward", x)
+    }
+
+    fn gelu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        activation::binary(self, "gelu_backward", x, dy)
+    }
+
+    fn softmax_xent(
+        &self,
+        logits: &Tensor,
+        labels: &[u32],
+        k: usize,
+        m: usize,
+        c: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        softmax::xent(self, logits, labels, k, m, c)
+    }
+
+    fn ensemble_stats(
+        &self,
+        logits: &Tensor,
+        k: usize,
+        m: usize,
+        c: usize,
+    ) -> Result<EnsembleStats> {
+        softmax::ensemble_stats(self, logits, k, m, c)
+    }
+
+    fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<Tensor> {
+        activation::axpby(self, alpha, x, beta, y)
+    }
+}

@@ -1,0 +1,127 @@
+//! Elementwise kernels: activations and `axpby` (kernels/activation.ptx), AdamW
+//! (kernels/optim.ptx). Each thread owns groups of 4 elements.
+
+use super::driver::{Driver, Param};
+use super::modules::{grid_1d, u32_of, ACTIVATION, BLOCK, OPTIM};
+use super::{ptr, PtxBackend};
+use crate::backend::AdamW;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Grid for `n` elements in groups of 4 per thread.
+fn grid<D: Driver>(be: &PtxBackend<D>, n: usize) -> super::driver::LaunchConfig {
+    grid_1d(be.props(), n.div_ceil(4).div_ceil(BLOCK as usize), 16)
+}
+
+/// `y = f(x)` for `relu_forward`, `gelu_forward`.
+pub fn unary<D: Driver>(be: &PtxBackend<D>, kernel: &str, x: &Tensor) -> Result<Tensor> {
+    let n = x.numel();
+    let y = be.storage(n)?;
+    if n > 0 {
+        be.launch(
+            ACTIVATION,
+            kernel,
+            grid(be, n),
+            &[
+                ptr(&y.buf),
+                ptr(be.buf(x)?),
+                Param::U32(u32_of(kernel, "n", n)?),
+            ],
+        )?;
+    }
+    be.tensor(x.shape(), y)
+}
+
+/// `dx = f'(x) · dy` for `relu_backward`, `gelu_backward`.
+pub fn binary<D: Driver>(
+    be: &PtxBackend<D>,
+    kernel: &str,
+    x: &Tensor,
+    dy: &Tensor,
+) -> Result<Tensor> {
+    let n = x.numel();
+    let dx = be.storage(n)?;
+    if n > 0 {
+        be.launch(
+            ACTIVATION,
+            kernel,
+            grid(be, n),
+            &[
+                ptr(&dx.buf),
+                ptr(be.buf(x)?),
+                ptr(be.buf(dy)?),
+                Param::U32(u32_of(kernel, "n", n)?),
+            ],
+        )?;
+    }
+    be.tensor(x.shape(), dx)
+}
+
+pub fn axpby<D: Driver>(
+    be: &PtxBackend<D>,
+    alpha: f32,
+    x: &Tensor,
+    beta: f32,
+    y: &Tensor,
+) -> Result<Tensor> {
+    let n = x.numel();
+    let out = be.storage(n)?;
+    if n > 0 {
+        be.launch(
+            ACTIVATION,
+            "axpby",
+            grid(be, n),
+            &[
+                ptr(&out.buf),
+                ptr(be.buf(x)?),
+                ptr(be.buf(y)?),
+                Param::F32(alpha),
+                Param::F32(beta),
+                Param::U32(u32_of("axpby", "n", n)?),
+            ],
+        )?;
+    }
+    be.tensor(x.shape(), out)
+}
+
+pub fn adamw<D: Driver>(
+    be: &PtxBackend<D>,
+    param: &mut Tensor,
+    grad: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    hp: &AdamW,
+) -> Result<()> {
+    let n = param.numel();
+    if n == 0 {
+        return Ok(());
+    }
+    // The same f64 bias corrections as the CPU reference.
+    let t = hp.step as i32;
+    let bc1 = (1.0 - (hp.beta1 as f64).powi(t)) as f32;
+    let bc2 = (1.0 - (hp.beta2 as f64).powi(t)) as f32;
+    let decay = 1.0 - hp.lr * hp.weight_decay;
+    let g = be.buf(grad)?;
+    let p = be.buf_mut(param)?;
+    let mb = be.buf_mut(m)?;
+    let vb = be.buf_mut(v)?;
+    be.launch(
+        OPTIM,
+        "adamw_step",
+        grid(be, n),
+        &[
+            ptr(p),
+            ptr(g),
+            ptr(mb),
+            ptr(vb),
+            Param::U32(u32_of("adamw_step", "n", n)?),
+            Param::F32(hp.lr),
+            Param::F32(hp.beta1),
+            Param::F32(hp.beta2),
+            Param::F32(hp.eps),
+            Param::F32(decay),
+            Param::F32(bc1),
+            Param::F32(bc2),
+        ],
+    )
+}

@@ -1,0 +1,295 @@
+//! `lora_forward` (kernels/lora.ptx, one fused kernel) and `lora_backward` (tiled GEMMs of
+//! kernels/matmul.ptx).
+
+use super::driver::{Driver, Param};
+use super::gemm::{Gemm, Operand};
+use super::modules::{grid_1d, u32_of, LORA};
+use super::{ptr, ptr_at, PtxBackend};
+use crate::backend::{LoraBackwardArgs, LoraForwardArgs};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// The fused kernel keeps one 64-wide tile of rank columns (`group · r ≤ 64`).
+const RANK_TILE: usize = 64;
+const TILE: usize = 64;
+
+pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
+    let d = args.dims;
+    let y = be.storage(d.k * d.m * d.o)?;
+    let h = be.storage(d.k * d.m * d.r)?;
+    if d.k == 0 || d.m == 0 || d.o == 0 || d.r == 0 {
+        return Ok((
+            be.tensor(&[d.k, d.m, d.o], y)?,
+            be.tensor(&[d.k, d.m, d.r], h)?,
+        ));
+    }
+    let x = be.buf(args.x)?;
+    let w = be.buf(args.weight)?;
+    let a = be.buf(args.a.tensor)?;
+    let b = be.buf(args.b.tensor)?;
+    let bias = args.bias.map(|t| be.buf(t)).transpose()?;
+    let x_bs = if d.x_shared { 0 } else { d.m * d.i };
+
+    // r ≤ 64: the rank product rides along the base product's pass over x, for a group of
+    // particles whose ranks fill one 64-wide tile (all K at once when K·r ≤ 64 and x is
+    // shared). r > 64 (rare): h = x Aᵀ by the tiled GEMM first, then the fused kernel
+    // does the base product and the expand with h read back.
+    let h_given = d.r > RANK_TILE;
+    let group = if h_given || !d.x_shared {
+        1
+    } else {
+        (RANK_TILE / d.r).min(d.k)
+    };
+    if h_given {
+        Gemm {
+            m: d.m,
+            n: d.r,
+            inner: d.i,
+            batch: d.k,
+            nred: 1,
+            a: Operand {
+                buf: x,
+                offset: 0,
+                block_stride: x_bs,
+                s0: d.i,
+                s1: 1,
+            },
+            // op(B)(i, rr) = A_k[rr, i]
+            b: Operand {
+                buf: a,
+                offset: args.a.offset,
+                block_stride: args.a.stride,
+                s0: 1,
+                s1: d.i,
+            },
+            c: &h.buf,
+            c_offset: 0,
+            c_block: d.m * d.r,
+            c_row: d.r,
+            alpha: 1.0,
+            beta: None,
+            bias: None,
+        }
+        .launch(be)?;
+    }
+
+    let k = "lora_forward";
+    let units = d.m.div_ceil(TILE) * d.o.div_ceil(TILE) * d.k.div_ceil(group);
+    u32_of(k, "work units", units)?;
+    let flags = u32::from(bias.is_some()) | (u32::from(h_given) << 1);
+    let params = [
+        ptr(&y.buf),
+        ptr(&h.buf),
+        ptr(x),
+        ptr(w),
+        ptr(bias.unwrap_or(w)), // not read unless flag bit 0
+        ptr_at(a, args.a.offset),
+        ptr_at(b, args.b.offset),
+        Param::U32(u32_of(k, "M", d.m)?),
+        Param::U32(u32_of(k, "O", d.o)?),
+        Param::U32(u32_of(k, "I", d.i)?),
+        Param::U32(u32_of(k, "r", d.r)?),
+        Param::U32(u32_of(k, "K", d.k)?),
+        Param::U32(u32_of(k, "x block stride", x_bs)?),
+        Param::U32(u32_of(k, "lora_a particle stride", args.a.stride)?),
+        Param::U32(u32_of(k, "lora_b particle stride", args.b.stride)?),
+        Param::U32(group as u32),
+        Param::U32(flags),
+        Param::F32(args.scale),
+    ];
+    be.launch(LORA, k, grid_1d(be.props(), units, 8), &params)?;
+    Ok((
+        be.tensor(&[d.k, d.m, d.o], y)?,
+        be.tensor(&[d.k, d.m, d.r], h)?,
+    ))
+}
+
+/// With `g_k = dy_k B_k` (`[M, r]`, a scratch buffer):
+/// `d_lora_b_k = s dy_kᵀ h_k`, `d_lora_a_k = s g_kᵀ x_k`, `dx_k = dy_k W + s g_k A_k`, and for
+/// a shared x `dx = Σ_k dx_k` summed inside the GEMM (nred = K), never materialising dx_k.
+pub fn backward<D: Driver>(
+    be: &PtxBackend<D>,
+    args: &LoraBackwardArgs,
+    grad: &mut Tensor,
+) -> Result<Option<Tensor>> {
+    let d = args.dims;
+    let s = args.scale;
+    let (mo, mr, mi) = (d.m * d.o, d.m * d.r, d.m * d.i);
+    let x_bs = if d.x_shared { 0 } else { mi };
+    let dy = be.buf(args.dy)?;
+    let x = be.buf(args.x)?;
+    let w = be.buf(args.weight)?;
+    let a = be.buf(args.a.tensor)?;
+    let b = be.buf(args.b.tensor)?;
+    let h = be.buf(args.h)?;
+    let g = be.storage(d.k * mr)?;
+
+    // g_k = dy_k B_k: op(A) = dy_k [M, O], op(B) = B_k [O, r] as stored.
+    Gemm {
+        m: d.m,
+        n: d.r,
+        inner: d.o,
+        batch: d.k,
+        nred: 1,
+        a: Operand {
+            buf: dy,
+            offset: 0,
+            block_stride: mo,
+            s0: d.o,
+            s1: 1,
+        },
+        b: Operand {
+            buf: b,
+            offset: args.b.offset,
+            block_stride: args.b.stride,
+            s0: d.r,
+            s1: 1,
+        },
+        c: &g.buf,
+        c_offset: 0,
+        c_block: mr,
+        c_row: d.r,
+        alpha: 1.0,
+        beta: None,
+        bias: None,
+    }
+    .launch(be)?;
+
+    let dx = if args.need_dx {
+        let dx_len = if d.x_shared { mi } else { d.k * mi };
+        let dx = be.storage(dx_len)?;
+        // Shared x: one output block summing all K particles; else K blocks.
+        let (batch, nred) = if d.x_shared { (1, d.k) } else { (d.k, 1) };
+        // dx = dy W: op(B) = W [O, I] as stored, shared by every particle.
+        Gemm {
+            m: d.m,
+            n: d.i,
+            inner: d.o,
+            batch,
+            nred,
+            a: Operand {
+                buf: dy,
+                offset: 0,
+                block_stride: mo,
+                s0: d.o,
+                s1: 1,
+            },
+            b: Operand {
+                buf: w,
+                offset: 0,
+                block_stride: 0,
+                s0: d.i,
+                s1: 1,
+            },
+            c: &dx.buf,
+            c_offset: 0,
+            c_block: mi,
+            c_row: d.i,
+            alpha: 1.0,
+            beta: None,
+            bias: None,
+        }
+        .launch(be)?;
+        // dx += s g A: op(B) = A_k [r, I] as stored.
+        Gemm {
+            m: d.m,
+            n: d.i,
+            inner: d.r,
+            batch,
+            nred,
+            a: Operand {
+                buf: &g.buf,
+                offset: 0,
+                block_stride: mr,
+                s0: d.r,
+                s1: 1,
+            },
+            b: Operand {
+                buf: a,
+                offset: args.a.offset,
+                block_stride: args.a.stride,
+                s0: d.i,
+                s1: 1,
+            },
+            c: &dx.buf,
+            c_offset: 0,
+            c_block: mi,
+            c_row: d.i,
+            alpha: s,
+            beta: Some(1.0),
+            bias: None,
+        }
+        .launch(be)?;
+        let shape = if d.x_shared {
+            vec![d.m, d.i]
+        } else {
+            vec![d.k, d.m, d.i]
+        };
+        Some(be.tensor(&shape, dx)?)
+    } else {
+        None
+    };
+
+    let out = be.buf_mut(grad)?;
+    // d_lora_b_k [O, r] = s dy_kᵀ h_k: op(A)(o, m) = dy_k[m, o], op(B) = h_k [M, r].
+    Gemm {
+        m: d.o,
+        n: d.r,
+        inner: d.m,
+        batch: d.k,
+        nred: 1,
+        a: Operand {
+            buf: dy,
+            offset: 0,
+            block_stride: mo,
+            s0: 1,
+            s1: d.o,
+        },
+        b: Operand {
+            buf: h,
+            offset: 0,
+            block_stride: mr,
+            s0: d.r,
+            s1: 1,
+        },
+        c: out,
+        c_offset: args.db.offset,
+        c_block: args.db.stride,
+        c_row: d.r,
+        alpha: s,
+        beta: None,
+        bias: None,
+    }
+    .launch(be)?;
+    // d_lora_a_k [r, I] = s g_kᵀ x_k: op(A)(rr, m) = g_k[m, rr], op(B) = x_k [M, I].
+    Gemm {
+        m: d.r,
+        n: d.i,
+        inner: d.m,
+        batch: d.k,
+        nred: 1,
+        a: Operand {
+            buf: &g.buf,
+            offset: 0,
+            block_stride: mr,
+            s0: 1,
+            s1: d.r,
+        },
+        b: Operand {
+            buf: x,
+            offset: 0,
+            block_stride: x_bs,
+            s0: d.i,
+            s1: 1,
+        },
+        c: out,
+        c_offset: args.da.offset,
+        c_block: args.da.stride,
+        c_row: d.i,
+        alpha: s,
+        beta: None,
+        bias: None,
+    }
+    .launch(be)?;
+    Ok(dx)
+}
