@@ -102,11 +102,14 @@ fn case(name: String, items: Vec<(&str, HostTensor)>) -> Case {
 
 /// LoRA layer shapes `(K, M, I, O, r)`: edge cases and sizes past the kernels' tiles.
 fn lora_shapes(sizes: Sizes) -> Vec<(usize, usize, usize, usize, usize)> {
+    // The last fixed shape has r > 64 and K·r > 64: kernels that group particles by rank
+    // must take their other path.
     let mut v = vec![
         (1, 1, 1, 1, 1),
         (3, 5, 7, 6, 2),
         (1, 17, 33, 9, 1),
         (2, 1, 70, 65, 3),
+        (3, 20, 18, 30, 70),
     ];
     if sizes == Sizes::Small {
         v.push((3, 37, 70, 67, 4));
