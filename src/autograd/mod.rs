@@ -1,1 +1,313 @@
-//! Being written.
+//! A small tape autograd over the ops. A [`Tape`] records one forward pass (values stay on
+//! the device of its backend); [`Tape::backward`] walks it in reverse, calling the backward
+//! ops (`lora_backward`, `matmul`, the activations' backward, the `dlogits` of
+//! `softmax_xent`). Trainable parameters are not tape variables: they live in one `[K, D]`
+//! arena, and each layer's backward rule writes its gradient blocks straight into the
+//! matching slots of a `[K, D]` gradient arena, so the optimizer and SVGD run once over it.
+//!
+//! A tape lives for one step: backward consumes it, which drops its references to the
+//! parameter arena before the optimizer updates that arena in place.
+
+mod rules;
+
+use crate::backend::Backend;
+use crate::error::{BellaError, Result};
+use crate::tensor::Tensor;
+
+/// A value recorded on a tape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Var(usize);
+
+/// Where one LoRA layer's adapters sit in the `[K, D]` arena: particle k's `A_k [r, I]`
+/// starts at `a_offset + k·D`, its `B_k [O, r]` at `b_offset + k·D`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoraSlots {
+    pub a_offset: usize,
+    pub b_offset: usize,
+    pub rank: usize,
+}
+
+/// Where one dense layer's weight `[O, I]` and optional bias `[O]` sit in the arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenseSlots {
+    pub w_offset: usize,
+    pub b_offset: Option<usize>,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+/// The `[K, D]` parameter arena and its sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct Arena<'a> {
+    pub params: &'a Tensor,
+    pub k: usize,
+    pub d: usize,
+}
+
+/// A frozen linear layer (`weight [O, I]`, optional `bias [O]`) adapted by LoRA.
+#[derive(Clone, Copy, Debug)]
+pub struct FrozenRef<'a> {
+    pub weight: &'a Tensor,
+    pub bias: Option<&'a Tensor>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    Gelu,
+}
+
+enum Rule {
+    Leaf,
+    Lora {
+        x: Var,
+        weight: Tensor,
+        params: Tensor,
+        slots: LoraSlots,
+        k: usize,
+        d: usize,
+        scale: f32,
+        h: Tensor,
+    },
+    Dense {
+        x: Var,
+        params: Tensor,
+        slots: DenseSlots,
+        k: usize,
+        d: usize,
+    },
+    Act {
+        x: Var,
+        kind: Activation,
+    },
+}
+
+struct Node {
+    value: Tensor,
+    rule: Rule,
+    /// Whether a gradient must flow into this value (it depends on parameters or on an
+    /// input that asked for its gradient).
+    needs_grad: bool,
+}
+
+/// The terminal of a tape: the mean cross-entropy per particle and `∂(Σ_k loss_k)/∂logits`.
+pub struct Loss {
+    logits: Var,
+    dlogits: Tensor,
+    /// `[K]` (shared labels) or `[1]` (the mean over particles, per-particle labels).
+    pub value: Tensor,
+    k: usize,
+}
+
+impl Loss {
+    /// The mean over particles of the loss (one small download).
+    pub fn mean(&self, be: &dyn Backend) -> Result<f32> {
+        let v = be.download(&self.value)?;
+        Ok(v.iter().sum::<f32>() / v.len() as f32)
+    }
+
+    /// The objective backward differentiates, `Σ_k loss_k` (for gradient checks).
+    pub fn total(&self, be: &dyn Backend) -> Result<f32> {
+        Ok(self.mean(be)? * self.k as f32)
+    }
+}
+
+/// Gradients of the tape's variables (only those that needed one).
+pub struct Grads(Vec<Option<Tensor>>);
+
+impl Grads {
+    pub fn get(&self, v: Var) -> Option<&Tensor> {
+        self.0.get(v.0).and_then(|g| g.as_ref())
+    }
+}
+
+pub struct Tape<'be> {
+    be: &'be dyn Backend,
+    nodes: Vec<Node>,
+}
+
+impl<'be> Tape<'be> {
+    pub fn new(be: &'be dyn Backend) -> Self {
+        Tape {
+            be,
+            nodes: Vec::new(),
+        }
+    }
+
+    pub fn backend(&self) -> &'be dyn Backend {
+        self.be
+    }
+
+    pub fn value(&self, v: Var) -> &Tensor {
+        &self.nodes[v.0].value
+    }
+
+    fn push(&mut self, value: Tensor, rule: Rule, needs_grad: bool) -> Var {
+        self.nodes.push(Node {
+            value,
+            rule,
+            needs_grad,
+        });
+        Var(self.nodes.len() - 1)
+    }
+
+    /// An input. `requires_grad` asks backward for its gradient (gradient checks).
+    pub fn input(&mut self, t: Tensor, requires_grad: bool) -> Var {
+        self.push(t, Rule::Leaf, requires_grad)
+    }
+
+    /// `y_k = x_k W0ᵀ + bias + s · (x_k A_kᵀ) B_kᵀ` for every particle; `x` is `[M, I]`
+    /// (shared) or `[K, M, I]`, `y` is `[K, M, O]`.
+    pub fn lora(
+        &mut self,
+        x: Var,
+        base: FrozenRef,
+        arena: Arena,
+        slots: LoraSlots,
+        scale: f32,
+    ) -> Result<Var> {
+        let out = rules::lora_forward(self.be, self.value(x), base, arena, slots, scale)?;
+        let rule = Rule::Lora {
+            x,
+            weight: base.weight.clone(),
+            params: arena.params.clone(),
+            slots,
+            k: arena.k,
+            d: arena.d,
+            scale,
+            h: out.h,
+        };
+        Ok(self.push(out.y, rule, true))
+    }
+
+    /// A trainable dense layer per particle: `y_k = x_k W_kᵀ + 1 b_kᵀ`, weights in the arena.
+    pub fn dense(&mut self, x: Var, arena: Arena, slots: DenseSlots) -> Result<Var> {
+        let y = rules::dense_forward(self.be, self.value(x), arena, slots)?;
+        let rule = Rule::Dense {
+            x,
+            params: arena.params.clone(),
+            slots,
+            k: arena.k,
+            d: arena.d,
+        };
+        Ok(self.push(y, rule, true))
+    }
+
+    pub fn activation(&mut self, x: Var, kind: Activation) -> Result<Var> {
+        let xv = self.value(x);
+        let y = match kind {
+            Activation::Relu => crate::ops::relu_forward(self.be, xv)?,
+            Activation::Gelu => crate::ops::gelu_forward(self.be, xv)?,
+        };
+        let needs = self.nodes[x.0].needs_grad;
+        Ok(self.push(y, Rule::Act { x, kind }, needs))
+    }
+
+    /// Mean softmax cross-entropy of `logits [K, M, C]`. `labels` has M entries (shared by
+    /// all particles) or K·M (particle k's labels at `k·M..`, for per-particle batches).
+    /// The objective whose gradient backward computes is `Σ_k loss_k`.
+    pub fn softmax_xent(&self, logits: Var, labels: &[u32]) -> Result<Loss> {
+        let lv = self.value(logits);
+        let k = lv.shape().first().copied().unwrap_or(1);
+        let (value, dlogits) = rules::xent(self.be, lv, labels)?;
+        Ok(Loss {
+            logits,
+            dlogits,
+            value,
+            k,
+        })
+    }
+
+    /// Reverse pass. Parameter gradients go into `grad` (the `[K, D]` gradient arena; each
+    /// layer overwrites its own slots); gradients of inputs that asked for one are returned.
+    pub fn backward(self, loss: Loss, grad: &mut Tensor) -> Result<Grads> {
+        let be = self.be;
+        let n = self.nodes.len();
+        let mut grads: Vec<Option<Tensor>> = vec![None; n];
+        grads[loss.logits.0] = Some(loss.dlogits);
+        for idx in (0..n).rev() {
+            let node = &self.nodes[idx];
+            let Some(dy) = grads[idx].clone() else {
+                continue;
+            };
+            let (x, dx) = match &node.rule {
+                Rule::Leaf => continue,
+                Rule::Lora {
+                    x,
+                    weight,
+                    params,
+                    slots,
+                    k,
+                    d,
+                    scale,
+                    h,
+                } => {
+                    let arena = Arena {
+                        params,
+                        k: *k,
+                        d: *d,
+                    };
+                    let need_dx = self.nodes[x.0].needs_grad;
+                    let xv = &self.nodes[x.0].value;
+                    let dx = rules::lora_backward(
+                        be, &dy, xv, weight, arena, *slots, *scale, h, need_dx, grad,
+                    )?;
+                    (*x, dx)
+                }
+                Rule::Dense {
+                    x,
+                    params,
+                    slots,
+                    k,
+                    d,
+                } => {
+                    let arena = Arena {
+                        params,
+                        k: *k,
+                        d: *d,
+                    };
+                    let need_dx = self.nodes[x.0].needs_grad;
+                    let xv = &self.nodes[x.0].value;
+                    let dx = rules::dense_backward(be, &dy, xv, arena, *slots, need_dx, grad)?;
+                    (*x, dx)
+                }
+                Rule::Act { x, kind } => {
+                    if !self.nodes[x.0].needs_grad {
+                        continue;
+                    }
+                    let xv = &self.nodes[x.0].value;
+                    let dx = match kind {
+                        Activation::Relu => crate::ops::relu_backward(be, xv, &dy)?,
+                        Activation::Gelu => crate::ops::gelu_backward(be, xv, &dy)?,
+                    };
+                    (*x, Some(dx))
+                }
+            };
+            if let Some(dx) = dx {
+                let slot = &mut grads[x.0];
+                *slot = Some(match slot.take() {
+                    None => dx,
+                    Some(prev) => crate::ops::axpby(be, 1.0, &prev, 1.0, &dx)?,
+                });
+            }
+            // Free what is no longer needed as soon as possible.
+            grads[idx] = None;
+        }
+        // Keep only the gradients of inputs that asked for them.
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !matches!(node.rule, Rule::Leaf) || !node.needs_grad {
+                grads[i] = None;
+            }
+        }
+        Ok(Grads(grads))
+    }
+}
+
+/// Check that a host value is finite, naming where it came from.
+pub fn expect_finite(what: &str, v: f32) -> Result<()> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(BellaError::NonFinite(format!("{what} is {v}")))
+    }
+}

@@ -1,0 +1,148 @@
+//! The frozen base: an MLP of linear layers with one activation between them, as host
+//! values (what files hold) and as device tensors (what the ops read).
+
+use crate::autograd::Activation;
+use crate::backend::Backend;
+use crate::error::{BellaError, Result};
+use crate::ops::{self, MatmulOperand};
+use crate::tensor::{OutSlot, Strided, Tensor};
+
+/// One linear layer in PyTorch layout: `weight [O, I]` row-major, `bias [O]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostLinear {
+    /// The module path the file uses (`layers.0`, `2`, `fc1`): adapters are named after it.
+    pub name: String,
+    pub out_features: usize,
+    pub in_features: usize,
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// An MLP: linear layers, the activation after every layer but the last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlpSpec {
+    pub layers: Vec<HostLinear>,
+    pub activation: Activation,
+}
+
+impl MlpSpec {
+    /// Layers must chain: layer l+1 takes as many inputs as layer l gives.
+    pub fn check(&self) -> Result<()> {
+        if self.layers.is_empty() {
+            return Err(BellaError::invalid("the model has no linear layers"));
+        }
+        for l in &self.layers {
+            if l.weight.len() != l.out_features * l.in_features
+                || l.out_features == 0
+                || l.in_features == 0
+            {
+                return Err(BellaError::invalid(format!(
+                    "layer `{}`: weight must be a non-empty [{}, {}]",
+                    l.name, l.out_features, l.in_features
+                )));
+            }
+            if let Some(b) = &l.bias {
+                if b.len() != l.out_features {
+                    return Err(BellaError::invalid(format!(
+                        "layer `{}`: bias has {} values, its weight has {} outputs",
+                        l.name,
+                        b.len(),
+                        l.out_features
+                    )));
+                }
+            }
+        }
+        for pair in self.layers.windows(2) {
+            if pair[1].in_features != pair[0].out_features {
+                return Err(BellaError::invalid(format!(
+                    "layers do not chain: `{}` gives {} outputs but `{}` takes {} inputs",
+                    pair[0].name, pair[0].out_features, pair[1].name, pair[1].in_features
+                )));
+            }
+        }
+        Ok(())
+    }
+    pub fn in_features(&self) -> usize {
+        self.layers[0].in_features
+    }
+    pub fn out_features(&self) -> usize {
+        self.layers[self.layers.len() - 1].out_features
+    }
+    /// Every weight and bias value.
+    pub fn param_count(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.weight.len() + l.bias.as_ref().map_or(0, |b| b.len()))
+            .sum()
+    }
+}
+
+/// The base on a device, frozen.
+pub struct FrozenMlp {
+    pub spec: MlpSpec,
+    pub weights: Vec<Tensor>,
+    pub biases: Vec<Option<Tensor>>,
+}
+
+impl FrozenMlp {
+    pub fn upload(be: &dyn Backend, spec: MlpSpec) -> Result<Self> {
+        spec.check()?;
+        let mut weights = Vec::new();
+        let mut biases = Vec::new();
+        for l in &spec.layers {
+            weights.push(be.upload(&[l.out_features, l.in_features], &l.weight)?);
+            biases.push(
+                l.bias
+                    .as_ref()
+                    .map(|b| be.upload(&[l.out_features], b))
+                    .transpose()?,
+            );
+        }
+        Ok(FrozenMlp {
+            spec,
+            weights,
+            biases,
+        })
+    }
+
+    /// Logits `[M, C]` of the base alone for `x [M, I]`, with ops only (no adapters).
+    pub fn logits(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
+        let m = x.shape()[0];
+        let mut h = x.clone();
+        let n = self.weights.len();
+        for (l, (w, b)) in self.weights.iter().zip(&self.biases).enumerate() {
+            let (o, i) = (w.shape()[0], w.shape()[1]);
+            let mut y = ops::matmul(be, &h, w, false, true, 1.0)?;
+            if let Some(b) = b {
+                let ones = be.upload(&[m, 1], &vec![1.0; m])?;
+                let mut yb = be.zeros(&[m, o])?;
+                let a = MatmulOperand {
+                    view: Strided::contiguous(&ones, m, true),
+                    rows: m,
+                    cols: 1,
+                };
+                let bv = MatmulOperand {
+                    view: Strided::contiguous(b, o, true),
+                    rows: 1,
+                    cols: o,
+                };
+                let slot = OutSlot {
+                    offset: 0,
+                    stride: 0,
+                };
+                ops::matmul_into(be, 1, a, false, bv, false, 1.0, &mut yb, slot)?;
+                y = ops::axpby(be, 1.0, &y, 1.0, &yb)?;
+            }
+            debug_assert_eq!(i, h.shape()[1]);
+            h = if l + 1 < n {
+                match self.spec.activation {
+                    Activation::Relu => ops::relu_forward(be, &y)?,
+                    Activation::Gelu => ops::gelu_forward(be, &y)?,
+                }
+            } else {
+                y
+            };
+        }
+        Ok(h)
+    }
+}

@@ -1,0 +1,160 @@
+//! Checkpoints: one safetensors file per method in the checkpoint directory, written
+//! atomically after every epoch (and once before the first), holding the particles under
+//! PEFT-style names (see `nn::Particles::to_named`), the AdamW moments as
+//! `optimizer.exp_avg` / `optimizer.exp_avg_sq` (`[K, D]`, the arena layout) and, in the
+//! header metadata, the epoch, step and training time. `run.json` holds the run's
+//! configuration and `base.safetensors` the frozen base, so `--resume` and `bella eval`
+//! rebuild exactly the same model.
+
+use super::method::{Method, TrainConfig};
+use super::trainer::RunState;
+use crate::backend::Backend;
+use crate::error::{BellaError, Result};
+use crate::io::safetensors as st;
+use crate::nn::Particles;
+use crate::ops::named::HostTensor;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const FORMAT: &str = "bella-checkpoint-1";
+
+pub struct CheckpointDir {
+    pub dir: PathBuf,
+}
+
+impl CheckpointDir {
+    pub fn new(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            BellaError::io(format!(
+                "cannot create checkpoint directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(CheckpointDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+    pub fn base_path(&self) -> PathBuf {
+        self.dir.join("base.safetensors")
+    }
+    pub fn method_path(&self, method: Method) -> PathBuf {
+        self.dir.join(format!("{}.safetensors", method.name()))
+    }
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("run.json")
+    }
+
+    pub fn save_config(&self, cfg: &TrainConfig) -> Result<()> {
+        let text = serde_json::to_string_pretty(cfg).map_err(|e| BellaError::io(e.to_string()))?;
+        write_atomic(&self.config_path(), text.as_bytes())
+    }
+
+    pub fn load_config(&self) -> Result<TrainConfig> {
+        let p = self.config_path();
+        let text = std::fs::read_to_string(&p).map_err(|e| {
+            BellaError::io(format!(
+                "no run to resume in {}: cannot read {}: {e}",
+                self.dir.display(),
+                p.display()
+            ))
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| BellaError::io(format!("{}: corrupt run configuration: {e}", p.display())))
+    }
+
+    pub fn save(
+        &self,
+        be: &dyn Backend,
+        method: Method,
+        model: &dyn Particles,
+        state: &RunState,
+    ) -> Result<()> {
+        let (k, d) = (model.k(), model.d());
+        let mut tensors = model.to_named(&be.download(&state.arena)?);
+        tensors.push((
+            "optimizer.exp_avg".into(),
+            HostTensor::float(&[k, d], be.download(&state.m)?),
+        ));
+        tensors.push((
+            "optimizer.exp_avg_sq".into(),
+            HostTensor::float(&[k, d], be.download(&state.v)?),
+        ));
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("method".to_string(), method.name().to_string()),
+            ("epoch".to_string(), state.epoch.to_string()),
+            ("step".to_string(), state.step.to_string()),
+            ("train_seconds".to_string(), state.train_seconds.to_string()),
+        ]);
+        st::write_with_metadata(&self.method_path(method), &tensors, Some(meta))
+    }
+
+    /// The state saved for `method`; any problem (missing file, not safetensors, another
+    /// method's file, missing or mis-shaped tensors) is an error naming the file.
+    pub fn load(
+        &self,
+        be: &dyn Backend,
+        method: Method,
+        model: &dyn Particles,
+    ) -> Result<RunState> {
+        let p = self.method_path(method);
+        if !p.exists() {
+            return Err(BellaError::io(format!(
+                "checkpoint {} does not exist",
+                p.display()
+            )));
+        }
+        let ctx = |e: BellaError| BellaError::io(format!("checkpoint {}: {e}", p.display()));
+        let named = st::read(&p).map_err(ctx)?;
+        let meta = st::read_metadata(&p).map_err(ctx)?;
+        let field = |key: &str| -> Result<&String> {
+            meta.get(key).ok_or_else(|| {
+                BellaError::io(format!(
+                    "checkpoint {}: metadata `{key}` missing",
+                    p.display()
+                ))
+            })
+        };
+        if field("format")? != FORMAT || field("method")? != method.name() {
+            return Err(BellaError::io(format!(
+                "checkpoint {} is not a {} checkpoint of this format",
+                p.display(),
+                method.name()
+            )));
+        }
+        let num = |key: &str| -> Result<f64> {
+            field(key)?.parse::<f64>().map_err(|e| {
+                BellaError::io(format!("checkpoint {}: metadata `{key}`: {e}", p.display()))
+            })
+        };
+        let (k, d) = (model.k(), model.d());
+        let arena = model.arena_from_named(&named).map_err(ctx)?;
+        let moment = |name: &str| crate::nn::lora::take(&named, name, &[k, d]).map_err(ctx);
+        let (m, v) = (
+            moment("optimizer.exp_avg")?,
+            moment("optimizer.exp_avg_sq")?,
+        );
+        if arena.iter().chain(&m).chain(&v).any(|x| !x.is_finite()) {
+            return Err(BellaError::io(format!(
+                "checkpoint {} holds non-finite values",
+                p.display()
+            )));
+        }
+        Ok(RunState {
+            arena: be.upload(&[k, d], &arena)?,
+            m: be.upload(&[k, d], &m)?,
+            v: be.upload(&[k, d], &v)?,
+            step: num("step")? as u32,
+            epoch: num("epoch")? as usize,
+            train_seconds: num("train_seconds")?,
+        })
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = st::temp_path(path);
+    std::fs::write(&tmp, bytes)
+        .map_err(|e| BellaError::io(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| BellaError::io(format!("cannot move {} into place: {e}", tmp.display())))
+}
