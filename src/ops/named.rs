@@ -193,24 +193,13 @@ pub fn run_named(
             ])
         }
         "matmul" => {
-            let alpha = i.opt_scalar("alpha")?.map(|v| v as f32).unwrap_or(1.0);
-            let ta = i
-                .map
-                .contains_key("trans_a")
-                .then(|| i.flag("trans_a"))
-                .transpose()?;
-            let tb = i
-                .map
-                .contains_key("trans_b")
-                .then(|| i.flag("trans_b"))
-                .transpose()?;
             let c = matmul(
                 be,
                 &i.tensor("a")?,
                 &i.tensor("b")?,
-                ta.unwrap_or(false),
-                tb.unwrap_or(false),
-                alpha,
+                i.flag("trans_a")?,
+                i.flag("trans_b")?,
+                i.scalar("alpha")?,
             )?;
             Ok(vec![out(be, "c", &c)?])
         }
