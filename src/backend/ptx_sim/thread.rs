@@ -1,0 +1,324 @@
+//! One thread's instruction loop: everything except barriers and warp collectives, which
+//! stop the thread so that `exec` can run them for the whole CTA or warp at once.
+
+use super::alu::{self, mask, sext};
+use super::isa::{AtomOp, BoolOp, Instr, Op, PredSrc, Space, Src, Ty};
+use super::memory::{
+    check_alignment, load_param, GlobalMap, LocalMem, SharedMem, LOCAL_WINDOW, SHARED_WINDOW,
+};
+
+/// Why a thread stopped running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// At a `bar.sync` / `barrier.sync` (its pc still points at it).
+    Barrier,
+    /// At a warp collective (`shfl.sync`, `vote.sync`, `bar.warp.sync`).
+    Collective,
+    Exit,
+}
+
+/// Taken backward branches one thread may make before the launch is called a hang.
+pub const MAX_LOOP_TRIPS: u64 = 1 << 26;
+
+/// The memories one thread sees.
+pub struct ThreadMem<'a> {
+    pub global: &'a GlobalMap,
+    pub shared: &'a mut SharedMem,
+    pub local: &'a mut LocalMem,
+    pub params: &'a [u8],
+    /// linear thread index in the CTA
+    pub thread: u32,
+}
+
+impl ThreadMem<'_> {
+    /// A generic address's state space and its address there.
+    fn resolve(space: Space, addr: u64) -> (Space, u64) {
+        match space {
+            Space::Generic if addr >= LOCAL_WINDOW => (Space::Local, addr - LOCAL_WINDOW),
+            Space::Generic if addr >= SHARED_WINDOW => (Space::Shared, addr - SHARED_WINDOW),
+            Space::Generic => (Space::Global, addr),
+            s => (s, addr),
+        }
+    }
+
+    fn load(&mut self, space: Space, addr: u64, bytes: u32) -> Result<u64, String> {
+        match Self::resolve(space, addr) {
+            (Space::Global, a) => self.global.load(a, bytes),
+            (Space::Shared, a) => self.shared.load(a, bytes, self.thread),
+            (Space::Local, a) => self.local.load(a, bytes, self.thread),
+            (_, a) => load_param(self.params, a, bytes),
+        }
+    }
+
+    fn store(&mut self, space: Space, addr: u64, bytes: u32, v: u64) -> Result<(), String> {
+        match Self::resolve(space, addr) {
+            (Space::Global, a) => self.global.store(a, bytes, v),
+            (Space::Shared, a) => self.shared.store(a, bytes, v, self.thread),
+            (Space::Local, a) => self.local.store(a, bytes, v, self.thread),
+            _ => Err("store to the .param space".to_string()),
+        }
+    }
+
+    fn atomic(&mut self, space: Space, addr: u64, f: impl Fn(u32) -> u32) -> Result<u32, String> {
+        match Self::resolve(space, addr) {
+            (Space::Global, a) => self.global.atomic(a, f),
+            (Space::Shared, a) => self.shared.atomic(a, self.thread, f),
+            (s, _) => Err(format!("atomic on .{} memory", s.name())),
+        }
+    }
+}
+
+#[inline(always)]
+pub fn val(regs: &[u64], s: &Src) -> u64 {
+    match *s {
+        Src::Reg(r) => regs[r as usize],
+        Src::Imm(v) => v,
+    }
+}
+
+#[inline(always)]
+pub fn pred(regs: &[u64], p: &PredSrc) -> bool {
+    (regs[p.reg as usize] != 0) != p.negated
+}
+
+fn bool_op(op: BoolOp, a: bool, b: bool) -> bool {
+    match op {
+        BoolOp::And => a && b,
+        BoolOp::Or => a || b,
+        BoolOp::Xor => a != b,
+    }
+}
+
+/// A loaded value as the register holds it: sub-word signed loads sign-extend to 32 bits.
+fn extend(v: u64, ty: Ty) -> u64 {
+    match ty {
+        Ty::S8 | Ty::S16 => mask(sext(v, ty.bits()) as u64, 32),
+        _ => v,
+    }
+}
+
+/// The new value of a word under `atom.op` (32-bit types only).
+pub fn atom_apply(op: AtomOp, ty: Ty, old: u32, b: u32, c: u32) -> u32 {
+    let signed = ty.is_signed();
+    match op {
+        AtomOp::Add if ty == Ty::F32 => (f32::from_bits(old) + f32::from_bits(b)).to_bits(),
+        AtomOp::Add => old.wrapping_add(b),
+        AtomOp::Min if signed => (old as i32).min(b as i32) as u32,
+        AtomOp::Min => old.min(b),
+        AtomOp::Max if signed => (old as i32).max(b as i32) as u32,
+        AtomOp::Max => old.max(b),
+        AtomOp::Exch => b,
+        AtomOp::Cas => {
+            if old == b {
+                c
+            } else {
+                old
+            }
+        }
+        AtomOp::And => old & b,
+        AtomOp::Or => old | b,
+        AtomOp::Xor => old ^ b,
+        AtomOp::Inc => {
+            if old >= b {
+                0
+            } else {
+                old + 1
+            }
+        }
+        AtomOp::Dec => {
+            if old == 0 || old > b {
+                b
+            } else {
+                old - 1
+            }
+        }
+    }
+}
+
+/// Run from `*pc` until the thread stops. On error `*pc` is the failing instruction.
+pub fn run(
+    code: &[Instr],
+    regs: &mut [u64],
+    pc: &mut u32,
+    trips: &mut u64,
+    mem: &mut ThreadMem,
+) -> Result<Stop, String> {
+    loop {
+        let ins = &code[*pc as usize];
+        if let Some(g) = &ins.guard {
+            if !pred(regs, g) {
+                *pc += 1;
+                continue;
+            }
+        }
+        match &ins.op {
+            Op::Mov { d, a } => regs[*d as usize] = val(regs, a),
+            Op::Pack {
+                d,
+                parts,
+                part_bits,
+            } => {
+                let mut v = 0;
+                for (i, p) in parts.iter().enumerate() {
+                    v |= mask(val(regs, p), *part_bits) << (i as u32 * part_bits);
+                }
+                regs[*d as usize] = v;
+            }
+            Op::Unpack {
+                parts,
+                a,
+                part_bits,
+            } => {
+                let v = val(regs, a);
+                for (i, p) in parts.iter().enumerate() {
+                    if let Some(r) = p {
+                        regs[*r as usize] = mask(v >> (i as u32 * part_bits), *part_bits);
+                    }
+                }
+            }
+            Op::Unary { op, ty, fm, d, a } => {
+                regs[*d as usize] = alu::unary(*op, *ty, *fm, val(regs, a));
+            }
+            Op::Binary {
+                op,
+                ty,
+                fm,
+                d,
+                a,
+                b,
+            } => {
+                regs[*d as usize] = alu::binary(*op, *ty, *fm, val(regs, a), val(regs, b))?;
+            }
+            Op::Ternary {
+                op,
+                ty,
+                fm,
+                d,
+                a,
+                b,
+                c,
+            } => {
+                let (a, b, c) = (val(regs, a), val(regs, b), val(regs, c));
+                regs[*d as usize] = alu::ternary(*op, *ty, *fm, a, b, c);
+            }
+            Op::Setp {
+                cmp,
+                ty,
+                ftz,
+                p,
+                q,
+                a,
+                b,
+                combine,
+            } => {
+                let t = alu::compare(*cmp, *ty, *ftz, val(regs, a), val(regs, b));
+                let (pv, qv) = match combine {
+                    None => (t, !t),
+                    Some((op, c)) => {
+                        let c = pred(regs, c);
+                        (bool_op(*op, t, c), bool_op(*op, !t, c))
+                    }
+                };
+                if let Some(p) = p {
+                    regs[*p as usize] = pv as u64;
+                }
+                if let Some(q) = q {
+                    regs[*q as usize] = qv as u64;
+                }
+            }
+            Op::Selp { d, a, b, c } => {
+                regs[*d as usize] = if pred(regs, c) {
+                    val(regs, a)
+                } else {
+                    val(regs, b)
+                };
+            }
+            Op::Cvt {
+                dty,
+                sty,
+                rnd,
+                int_rnd,
+                ftz,
+                sat,
+                d,
+                a,
+            } => {
+                regs[*d as usize] =
+                    alu::convert(*dty, *sty, *rnd, *int_rnd, *ftz, *sat, val(regs, a));
+            }
+            Op::Cvta {
+                to_generic,
+                space,
+                d,
+                a,
+            } => {
+                let v = val(regs, a);
+                let window = match space {
+                    Space::Shared => SHARED_WINDOW,
+                    Space::Local => LOCAL_WINDOW,
+                    _ => 0, // global addresses are generic addresses
+                };
+                regs[*d as usize] = if *to_generic {
+                    v.wrapping_add(window)
+                } else {
+                    v.wrapping_sub(window)
+                };
+            }
+            Op::Ld { space, ty, d, addr } => {
+                let base = val(regs, &addr.base).wrapping_add(addr.offset as u64);
+                let size = ty.bytes();
+                check_alignment(space.name(), base, size * d.len() as u32, false)?;
+                for (i, r) in d.iter().enumerate() {
+                    let v = mem.load(*space, base + (i as u32 * size) as u64, size)?;
+                    if let Some(r) = r {
+                        regs[*r as usize] = extend(v, *ty);
+                    }
+                }
+            }
+            Op::St { space, ty, s, addr } => {
+                let base = val(regs, &addr.base).wrapping_add(addr.offset as u64);
+                let size = ty.bytes();
+                check_alignment(space.name(), base, size * s.len() as u32, true)?;
+                for (i, v) in s.iter().enumerate() {
+                    let v = mask(val(regs, v), ty.bits());
+                    mem.store(*space, base + (i as u32 * size) as u64, size, v)?;
+                }
+            }
+            Op::Atom {
+                space,
+                op,
+                ty,
+                d,
+                addr,
+                b,
+                c,
+            } => {
+                let at = val(regs, &addr.base).wrapping_add(addr.offset as u64);
+                check_alignment(space.name(), at, 4, true)?;
+                let (b, c) = (val(regs, b) as u32, val(regs, c) as u32);
+                let old = mem.atomic(*space, at, |old| atom_apply(*op, *ty, old, b, c))?;
+                if let Some(d) = d {
+                    regs[*d as usize] = old as u64;
+                }
+            }
+            Op::Bra { target } => {
+                if *target <= *pc {
+                    *trips += 1;
+                    if *trips > MAX_LOOP_TRIPS {
+                        return Err(format!(
+                            "more than {MAX_LOOP_TRIPS} backward branches taken by one thread: \
+                             the kernel does not terminate"
+                        ));
+                    }
+                }
+                *pc = *target;
+                continue;
+            }
+            Op::Bar { .. } => return Ok(Stop::Barrier),
+            Op::Shfl { .. } | Op::Vote { .. } | Op::WarpSync { .. } => return Ok(Stop::Collective),
+            Op::Fence => {}
+            Op::Exit => return Ok(Stop::Exit),
+        }
+        *pc += 1;
+    }
+}
