@@ -4,6 +4,8 @@ use rayon::prelude::*;
 
 /// Rows of `c` per parallel task: big enough that a task amortises its packing.
 const ROWS_PER_TASK: usize = 64;
+/// Inner dimensions up to this (a LoRA rank) skip packing: see [`small_inner`].
+const SMALL_INNER: usize = 8;
 
 /// `c[m,n] = alpha · op(a) · op(b) + beta · c`, all row-major. Stored `a` is `[m,k]`, or
 /// `[k,m]` when `trans_a`; stored `b` is `[k,n]`, or `[n,k]` when `trans_b`.
@@ -23,6 +25,9 @@ pub fn gemm(
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     if m == 0 || n == 0 {
         return;
+    }
+    if k <= SMALL_INNER {
+        return small_inner(m, n, k, alpha, a, trans_a, b, trans_b, beta, c);
     }
     // Element (i, p) of op(a) sits at i*rsa + p*csa; likewise for b.
     let (rsa, csa) = if trans_a { (1, m) } else { (k, 1) };
@@ -61,6 +66,57 @@ pub fn gemm(
     }
 }
 
+/// `c = alpha·op(a)·op(b) + beta·c` for a tiny inner dimension (the `s·h Bᵀ` expansion of a
+/// LoRA forward): each row of `c` is `k` axpys of rows of `op(b)`, done in L1 in one pass
+/// over `c`. A packed GEMM spends more on packing and on its `c` update than on the
+/// products here; this moves `c` once.
+#[allow(clippy::too_many_arguments)]
+fn small_inner(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    beta: f32,
+    c: &mut [f32],
+) {
+    // op(b) as k contiguous rows of n.
+    let b_rows: std::borrow::Cow<[f32]> = if trans_b {
+        (0..k * n)
+            .map(|t| b[(t % n) * k + t / n])
+            .collect::<Vec<_>>()
+            .into()
+    } else {
+        (&b[..k * n]).into()
+    };
+    let a_at = |i: usize, p: usize| if trans_a { a[p * m + i] } else { a[i * k + p] };
+    let row = |(i, c_row): (usize, &mut [f32])| {
+        if beta == 0.0 {
+            c_row.fill(0.0);
+        } else if beta != 1.0 {
+            c_row.iter_mut().for_each(|v| *v *= beta);
+        }
+        for p in 0..k {
+            let s = alpha * a_at(i, p);
+            for (c, &bv) in c_row.iter_mut().zip(&b_rows[p * n..(p + 1) * n]) {
+                *c += s * bv;
+            }
+        }
+    };
+    let c = &mut c[..m * n];
+    if m * n > 1 << 15 && rayon::current_num_threads() > 1 {
+        c.par_chunks_mut(n)
+            .enumerate()
+            .with_min_len(8)
+            .for_each(row);
+    } else {
+        c.chunks_mut(n).enumerate().for_each(row);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,7 +140,13 @@ mod tests {
     #[test]
     fn gemm_matches_naive_all_transposes() {
         let mut rng = crate::rng::Rng::new(7);
-        for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (130, 17, 33), (257, 9, 1)] {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (130, 17, 33),
+            (257, 9, 1),
+            (300, 150, 8),
+        ] {
             let a = rng.normal_vec(m * k);
             let b = rng.normal_vec(k * n);
             for ta in [false, true] {
