@@ -2,8 +2,9 @@
 
 use rayon::prelude::*;
 
-/// Rows of `c` per parallel task: big enough that a task amortises its packing.
-const ROWS_PER_TASK: usize = 64;
+/// Fewest rows of `c` per parallel task: each task packs all of `op(b)` again, so rows are
+/// split into one task per thread (no more), and only when each gets at least this many.
+const MIN_ROWS_PER_TASK: usize = 64;
 /// Inner dimensions up to this (a LoRA rank) skip packing: see [`small_inner`].
 const SMALL_INNER: usize = 8;
 
@@ -57,10 +58,12 @@ pub fn gemm(
     };
     let c = &mut c[..m * n];
     let work = m * n * k.max(1);
-    if m >= 2 * ROWS_PER_TASK && work > 1 << 18 && rayon::current_num_threads() > 1 {
-        c.par_chunks_mut(ROWS_PER_TASK * n)
+    let threads = rayon::current_num_threads();
+    if m >= 2 * MIN_ROWS_PER_TASK && work > 1 << 18 && threads > 1 {
+        let rows = m.div_ceil(threads).max(MIN_ROWS_PER_TASK);
+        c.par_chunks_mut(rows * n)
             .enumerate()
-            .for_each(|(t, rows)| run(t * ROWS_PER_TASK, rows));
+            .for_each(|(t, chunk)| run(t * rows, chunk));
     } else {
         run(0, c);
     }

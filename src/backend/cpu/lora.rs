@@ -22,16 +22,58 @@ fn x_of<'a>(x: &'a [f32], d: &LoraDims, k: usize) -> &'a [f32] {
     }
 }
 
-/// `base = x Wᵀ + bias` for one `[M, I]` input.
-fn base_product(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &LoraDims, out: &mut [f32]) {
+/// `base = x Wᵀ + bias` for `rows` rows of `x`.
+fn base_product(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    rows: usize,
+    d: &LoraDims,
+    out: &mut [f32],
+) {
     match bias {
         Some(b) => {
             for row in out.chunks_mut(d.o) {
                 row.copy_from_slice(b);
             }
-            gemm(d.m, d.o, d.i, 1.0, x, false, w, true, 1.0, out);
+            gemm(rows, d.o, d.i, 1.0, x, false, w, true, 1.0, out);
         }
-        None => gemm(d.m, d.o, d.i, 1.0, x, false, w, true, 0.0, out),
+        None => gemm(rows, d.o, d.i, 1.0, x, false, w, true, 0.0, out),
+    }
+}
+
+/// Ranks up to this use row updates for `s·h_k B_kᵀ`; larger ones a GEMM.
+const ROW_UPDATE_MAX_RANK: usize = 16;
+
+/// `y_k = base + s · h_k B_kᵀ` (`base` given) or `y_k += s · h_k B_kᵀ` (`base` None).
+/// For small r each output row is finished while it sits in L1: copy its base row, then r
+/// scaled rows of `B_kᵀ`; one pass over `y_k` instead of a copy and a GEMM update.
+fn add_low_rank(
+    y_k: &mut [f32],
+    base: Option<&[f32]>,
+    h_k: &[f32],
+    b_k: &[f32],
+    d: &LoraDims,
+    s: f32,
+) {
+    let (o, r) = (d.o, d.r);
+    if r > ROW_UPDATE_MAX_RANK {
+        if let Some(base) = base {
+            y_k.copy_from_slice(base);
+        }
+        gemm(d.m, o, r, s, h_k, false, b_k, true, 1.0, y_k);
+        return;
+    }
+    // B_kᵀ, [r, O], so each rank's column of B_k is a contiguous row.
+    let bt: Vec<f32> = (0..r * o).map(|t| b_k[(t % o) * r + t / o]).collect();
+    for (mi, y_row) in y_k.chunks_mut(o).enumerate() {
+        if let Some(base) = base {
+            y_row.copy_from_slice(&base[mi * o..(mi + 1) * o]);
+        }
+        for (rr, bt_r) in bt.chunks(o).enumerate() {
+            let c = s * h_k[mi * r + rr];
+            y_row.iter_mut().zip(bt_r).for_each(|(y, &b)| *y += c * b);
+        }
     }
 }
 
@@ -44,28 +86,38 @@ pub fn forward(args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
     let mut y = vec![0.0f32; d.k * mo];
     let mut h = vec![0.0f32; d.k * mr];
 
-    // With a shared x the base product is computed once and copied into every particle.
+    // h_k = x_k A_kᵀ.
+    h.par_chunks_mut(mr).enumerate().for_each(|(k, h_k)| {
+        let a_k = block(a_all, &args.a, k, d.r * d.i);
+        gemm(
+            d.m,
+            d.r,
+            d.i,
+            1.0,
+            x_of(x, &d, k),
+            false,
+            a_k,
+            true,
+            0.0,
+            h_k,
+        );
+    });
+    // The base product: once for a shared x; for per-particle x one GEMM over the stacked
+    // [K·M, I] rows, so W is packed once rather than K times.
     let shared_base = if d.x_shared {
         let mut base = vec![0.0f32; mo];
-        base_product(x, w, bias, &d, &mut base);
+        base_product(x, w, bias, d.m, &d, &mut base);
         Some(base)
     } else {
+        base_product(x, w, bias, d.k * d.m, &d, &mut y);
         None
     };
-    y.par_chunks_mut(mo.max(1))
-        .zip(h.par_chunks_mut(mr.max(1)))
+    y.par_chunks_mut(mo)
+        .zip(h.par_chunks(mr))
         .enumerate()
         .for_each(|(k, (y_k, h_k))| {
-            let x_k = x_of(x, &d, k);
-            match &shared_base {
-                Some(base) => y_k.copy_from_slice(base),
-                None => base_product(x_k, w, bias, &d, y_k),
-            }
-            let a_k = block(a_all, &args.a, k, d.r * d.i);
             let b_k = block(b_all, &args.b, k, d.o * d.r);
-            // h_k = x_k A_kᵀ, then y_k += s · h_k B_kᵀ.
-            gemm(d.m, d.r, d.i, 1.0, x_k, false, a_k, true, 0.0, h_k);
-            gemm(d.m, d.o, d.r, args.scale, h_k, false, b_k, true, 1.0, y_k);
+            add_low_rank(y_k, shared_base.as_deref(), h_k, b_k, &d, args.scale);
         });
     Ok((tensor(&[d.k, d.m, d.o], y)?, tensor(&[d.k, d.m, d.r], h)?))
 }
