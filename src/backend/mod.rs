@@ -132,6 +132,18 @@ pub struct AdamW {
     pub step: u32,
 }
 
+impl AdamW {
+    /// Bias corrections `(1 − β1ᵗ, 1 − β2ᵗ)`, computed in f64 on the host so every backend
+    /// divides by the same f32 values.
+    pub fn bias_corrections(&self) -> (f32, f32) {
+        let t = self.step.min(i32::MAX as u32) as i32;
+        (
+            (1.0 - (self.beta1 as f64).powi(t)) as f32,
+            (1.0 - (self.beta2 as f64).powi(t)) as f32,
+        )
+    }
+}
+
 /// Outputs of `ensemble_stats`.
 pub struct EnsembleStats {
     pub probs: Tensor,

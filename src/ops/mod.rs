@@ -24,7 +24,7 @@ pub use lora_backward::{lora_backward, lora_backward_into, LoraGrads};
 pub use lora_forward::{lora_forward, Adapter, LoraForwardOut};
 pub use matmul::{matmul, matmul_into, MatmulOperand};
 pub use pairwise_sqdist::pairwise_sqdist;
-pub use rbf_kernel::rbf_kernel;
+pub use rbf_kernel::{median_bandwidth, rbf_kernel};
 pub use softmax_xent::softmax_xent;
 pub use svgd_direction::svgd_direction;
 

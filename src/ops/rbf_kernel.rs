@@ -23,3 +23,28 @@ pub fn rbf_kernel(
     }
     be.rbf_kernel(theta, k, d, bandwidth)
 }
+
+/// The median-heuristic bandwidth, shared by every backend (it runs on the host over the
+/// downloaded `[K, K]` distances): median of `{d_ij : i<j}` over `ln(K+1)`; 1 when that is
+/// 0 or not finite (or there are no pairs, K = 1).
+pub fn median_bandwidth(sqdist: &[f32], k: usize) -> f32 {
+    let mut v: Vec<f32> = (0..k)
+        .flat_map(|i| (i + 1..k).map(move |j| sqdist[i * k + j]))
+        .collect();
+    if v.is_empty() {
+        return 1.0;
+    }
+    v.sort_by(f32::total_cmp);
+    let n = v.len();
+    let med = if n % 2 == 1 {
+        v[n / 2] as f64
+    } else {
+        (v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0
+    };
+    let h = (med / ((k + 1) as f64).ln()) as f32;
+    if h > 0.0 && h.is_finite() {
+        h
+    } else {
+        1.0
+    }
+}

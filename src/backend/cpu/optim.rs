@@ -5,15 +5,6 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
-/// Bias corrections `1 − β1ᵗ`, `1 − β2ᵗ`, computed in f64 on the host (shared by backends).
-pub fn bias_corrections(hp: &AdamW) -> (f32, f32) {
-    let t = hp.step as i32;
-    (
-        (1.0 - (hp.beta1 as f64).powi(t)) as f32,
-        (1.0 - (hp.beta2 as f64).powi(t)) as f32,
-    )
-}
-
 /// One pass over the four streams, in parallel chunks: memory-bound (7 f32 moved per
 /// element) once the divisions and the square root run on wide vectors.
 pub fn adamw(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], hp: &AdamW) {
@@ -43,7 +34,7 @@ unsafe fn adamw_chunk_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32
 /// Zipped iterators (no indexing), so there are no bounds checks and the loop vectorises.
 #[inline(always)]
 fn adamw_chunk_portable(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], hp: &AdamW) {
-    let (bc1, bc2) = bias_corrections(hp);
+    let (bc1, bc2) = hp.bias_corrections();
     let decay = 1.0 - hp.lr * hp.weight_decay;
     let (b1, b2, lr, eps) = (hp.beta1, hp.beta2, hp.lr, hp.eps);
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {

@@ -96,32 +96,8 @@ fn sq_diff_sum_portable(a: &[f32], b: &[f32]) -> f64 {
     total.iter().sum::<f64>() + tail
 }
 
-/// The median-heuristic bandwidth: median of `{d_ij : i<j}` over `ln(K+1)`; 1 when that is
-/// 0 or not finite (or there are no pairs, K = 1).
-pub fn median_bandwidth(sqdist: &[f32], k: usize) -> f32 {
-    let mut v: Vec<f32> = (0..k)
-        .flat_map(|i| (i + 1..k).map(move |j| sqdist[i * k + j]))
-        .collect();
-    if v.is_empty() {
-        return 1.0;
-    }
-    v.sort_by(f32::total_cmp);
-    let n = v.len();
-    let med = if n % 2 == 1 {
-        v[n / 2] as f64
-    } else {
-        (v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0
-    };
-    let h = (med / ((k + 1) as f64).ln()) as f32;
-    if h > 0.0 && h.is_finite() {
-        h
-    } else {
-        1.0
-    }
-}
-
 pub fn rbf_from_sqdist(sqdist: &[f32], k: usize, bandwidth: Option<f32>) -> (Vec<f32>, f32) {
-    let h = bandwidth.unwrap_or_else(|| median_bandwidth(sqdist, k));
+    let h = bandwidth.unwrap_or_else(|| crate::ops::median_bandwidth(sqdist, k));
     let kern = sqdist.iter().map(|&d| (-d / h).exp()).collect();
     (kern, h)
 }

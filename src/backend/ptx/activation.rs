@@ -96,10 +96,7 @@ pub fn adamw<D: Driver>(
     if n == 0 {
         return Ok(());
     }
-    // The same f64 bias corrections as the CPU reference.
-    let t = hp.step as i32;
-    let bc1 = (1.0 - (hp.beta1 as f64).powi(t)) as f32;
-    let bc2 = (1.0 - (hp.beta2 as f64).powi(t)) as f32;
+    let (bc1, bc2) = hp.bias_corrections();
     let decay = 1.0 - hp.lr * hp.weight_decay;
     let g = be.buf(grad)?;
     let p = be.buf_mut(param)?;

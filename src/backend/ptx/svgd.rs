@@ -56,30 +56,6 @@ pub fn pairwise_sqdist<D: Driver>(
     be.tensor(&[k, k], out)
 }
 
-/// `med / ln(K+1)` over the off-diagonal upper triangle (mean of the two middle values for
-/// an even count); 1 when that is 0, not finite, or there are no pairs.
-fn median_bandwidth(sq: &[f32], k: usize) -> f32 {
-    let mut v: Vec<f32> = (0..k)
-        .flat_map(|i| (i + 1..k).map(move |j| sq[i * k + j]))
-        .collect();
-    if v.is_empty() {
-        return 1.0;
-    }
-    v.sort_by(f32::total_cmp);
-    let n = v.len();
-    let med = if n % 2 == 1 {
-        v[n / 2] as f64
-    } else {
-        (v[n / 2 - 1] as f64 + v[n / 2] as f64) / 2.0
-    };
-    let h = (med / ((k + 1) as f64).ln()) as f32;
-    if h > 0.0 && h.is_finite() {
-        h
-    } else {
-        1.0
-    }
-}
-
 pub fn rbf_kernel<D: Driver>(
     be: &PtxBackend<D>,
     theta: &Tensor,
@@ -91,7 +67,7 @@ pub fn rbf_kernel<D: Driver>(
     let sq = pairwise_sqdist(be, theta, k, d)?;
     let h = match bandwidth {
         Some(h) => h,
-        None => median_bandwidth(&be.download(&sq)?, k),
+        None => crate::ops::median_bandwidth(&be.download(&sq)?, k),
     };
     let kern = be.storage(k * k)?;
     be.launch(

@@ -8,11 +8,6 @@ use crate::tensor::Tensor;
 
 const THREADS: usize = 256;
 
-/// `1 − βᵗ`, in f64 so that large t and β near 1 keep their digits.
-fn bias_correction(beta: f32, step: u32) -> f32 {
-    (1.0 - (beta as f64).powi(step.min(i32::MAX as u32) as i32)) as f32
-}
-
 pub fn adamw_step(
     be: &WgpuBackend,
     param: &mut Tensor,
@@ -27,6 +22,7 @@ pub fn adamw_step(
     let p = storage_mut(op, param)?;
     let ms = storage_mut(op, m)?;
     let vs = storage_mut(op, v)?;
+    let (bc1, bc2) = hp.bias_corrections();
     let params = Params::default()
         .u(n)
         .f(hp.lr)
@@ -34,8 +30,8 @@ pub fn adamw_step(
         .f(hp.beta2)
         .f(hp.eps)
         .f(1.0 - hp.lr * hp.weight_decay)
-        .f(bias_correction(hp.beta1, hp.step))
-        .f(bias_correction(hp.beta2, hp.step));
+        .f(bc1)
+        .f(bc2);
     let step = Step {
         kernel: Kernel::AdamwStep,
         params,

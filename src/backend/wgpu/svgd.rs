@@ -30,29 +30,6 @@ pub fn pairwise_sqdist(be: &WgpuBackend, theta: &Tensor, k: usize, d: usize) -> 
     tensor(&[k, k], out)
 }
 
-/// DESIGN.md op 5: `h = median{d_ij : i<j} / ln(K+1)`, 1 when that is 0, not finite, or K = 1.
-fn median_bandwidth(sqdist: &[f32], k: usize) -> f32 {
-    let mut upper: Vec<f32> = (0..k)
-        .flat_map(|i| (i + 1..k).map(move |j| sqdist[i * k + j]))
-        .collect();
-    if upper.is_empty() {
-        return 1.0;
-    }
-    upper.sort_by(f32::total_cmp);
-    let n = upper.len();
-    let med = if n % 2 == 1 {
-        upper[n / 2] as f64
-    } else {
-        (upper[n / 2 - 1] as f64 + upper[n / 2] as f64) / 2.0
-    };
-    let h = (med / ((k + 1) as f64).ln()) as f32;
-    if h > 0.0 && h.is_finite() {
-        h
-    } else {
-        1.0
-    }
-}
-
 pub fn rbf_kernel(
     be: &WgpuBackend,
     theta: &Tensor,
@@ -70,7 +47,7 @@ pub fn rbf_kernel(
         None => {
             be.run(op, &steps)?;
             steps.clear();
-            median_bandwidth(&be.read(&sq)?, k)
+            crate::ops::median_bandwidth(&be.read(&sq)?, k)
         }
     };
     steps.push(Step {
