@@ -20,6 +20,12 @@ const REL_ERR_FLOOR: f64 = 1e-30;
 /// zero (an entropy of 1e-35 when one logit dominates by ~80): f32 kernels that flush
 /// subnormals cannot resolve those relatively, and an absolute error below 1e-30 is no bug.
 pub fn rel_err(out: &[f32], reference: &[f32]) -> f64 {
+    rel_err_scaled(out, reference, 0.0)
+}
+
+/// `‖out − ref‖ / max(‖ref‖, scale, 1e-30)`: for an output that is a difference of larger
+/// quantities, compared at the scale of those quantities.
+pub fn rel_err_scaled(out: &[f32], reference: &[f32], scale: f64) -> f64 {
     if out.len() != reference.len() {
         return f64::INFINITY;
     }
@@ -32,7 +38,31 @@ pub fn rel_err(out: &[f32], reference: &[f32]) -> f64 {
     if num.is_nan() {
         return f64::INFINITY;
     }
-    (num / den.max(REL_ERR_FLOOR * REL_ERR_FLOOR)).sqrt()
+    num.sqrt() / den.sqrt().max(scale).max(REL_ERR_FLOOR)
+}
+
+/// The norm an output is measured against beyond its own: `mutual_info = entropy −
+/// expected_entropy` is a difference of two O(entropy) numbers, which f32 resolves to about
+/// 1e-7 of the entropy (K = 1 makes it exactly 0 in the reference), so it is compared at the
+/// entropy's scale.
+fn comparison_scale(output: &str, reference: &[(String, HostTensor)]) -> f64 {
+    let norm = |name: &str| {
+        reference
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| {
+                t.to_f32()
+                    .iter()
+                    .map(|&v| (v as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .unwrap_or(0.0)
+    };
+    match output {
+        "mutual_info" => norm("entropy"),
+        _ => 0.0,
+    }
 }
 
 /// Backends named in `BELLA_REQUIRE` (comma list) must be present: a missing one fails.
@@ -301,7 +331,7 @@ pub fn compare_op(be: &dyn Backend, op: &str, sizes: Sizes, seed: u64) -> Result
             let err = if w.shape != g.shape {
                 f64::INFINITY
             } else {
-                rel_err(&g.to_f32(), &w.to_f32())
+                rel_err_scaled(&g.to_f32(), &w.to_f32(), comparison_scale(name, &want))
             };
             result.push(Comparison {
                 case: c.name.clone(),
