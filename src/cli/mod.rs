@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train particles on a frozen base (no arguments: the embedded default task).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Evaluate saved adapters on the default task's splits.
     Eval(train::EvalArgs),
     /// Run one op on named tensors from a safetensors file.
@@ -35,7 +35,7 @@ enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Eval(a) => train::eval(a),
         Command::Op(a) => op::run(a),
         Command::Doctor(a) => doctor::run(a),
