@@ -47,6 +47,8 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
     for kind in kinds {
         let be = match open(kind) {
             Ok(b) => b,
+            // Asked for by name, a missing backend is a failure; in the overview, a note.
+            Err(e) if a.backend.is_some() => return Err(e),
             Err(e) => {
                 println!("\n{kind}: not available — {e}");
                 continue;
