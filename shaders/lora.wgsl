@@ -11,6 +11,12 @@
 // (all K when x is shared), masking rows of other particles to 0.
 //
 // The small products `h = x Aᵀ`, `g = dy B`, `d_lora_a`, `d_lora_b` run on matmul.wgsl.
+//
+// Parameters come from a read-only storage buffer, not a uniform one: Mesa's lavapipe (22.x)
+// recompiles a kernel on every dispatch with the uniform values that control its loops
+// folded in, and leaks each compiled variant (about 2 MB per `lora_dx` dispatch). It never
+// does that for storage buffers. The host binds these two entry points accordingly
+// (`ParamsIn::Storage` in src/backend/wgpu/kernels.rs).
 
 struct ForwardParams {
     k: u32,
@@ -51,7 +57,7 @@ const TK: u32 = 16u;
 const THREADS: u32 = 256u;
 
 // lora_forward bindings.
-@group(0) @binding(0) var<uniform> fp: ForwardParams;
+@group(0) @binding(0) var<storage, read> fp: ForwardParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -60,7 +66,7 @@ const THREADS: u32 = 256u;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
 // lora_dx bindings (same slots, other roles; never used by the same entry point).
-@group(0) @binding(0) var<uniform> dp: DxParams;
+@group(0) @binding(0) var<storage, read> dp: DxParams;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> weight_t: array<f32>;
 @group(0) @binding(3) var<storage, read> lora_a: array<f32>;

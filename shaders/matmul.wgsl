@@ -31,7 +31,10 @@ const TILE: u32 = 64u;
 const TK: u32 = 16u;
 const THREADS: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> p: MatmulParams;
+// Parameters from a read-only storage buffer, not a uniform one: lavapipe (Mesa 22.x)
+// recompiles and leaks a variant of `matmul_skinny` on every dispatch with uniform values
+// folded in (see shaders/lora.wgsl and `ParamsIn` in src/backend/wgpu/kernels.rs).
+@group(0) @binding(0) var<storage, read> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;

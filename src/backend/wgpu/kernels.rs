@@ -1,11 +1,19 @@
 //! The WGSL kernels: sources, cached pipelines and bind-group layouts, and the one routine
 //! that encodes a sequence of dispatches into a single compute pass and submission.
 //!
-//! Binding convention of every entry point: binding 0 is its uniform parameter struct,
-//! then `reads` read-only storage buffers, then `writes` read-write ones, in that order.
+//! Binding convention of every entry point: binding 0 is its parameter struct, then `reads`
+//! read-only storage buffers, then `writes` read-write ones, in that order.
+//!
+//! The parameter struct is a uniform buffer, except for the kernels marked
+//! [`ParamsIn::Storage`], which read it from a read-only storage buffer. Mesa's lavapipe
+//! (22.x, the CPU Vulkan driver) "inlines" uniform-buffer values that steer loops and
+//! branches: every time such a pipeline is bound it compiles a new variant of the shader
+//! with the values folded in, and never frees the previous one. For a kernel where that
+//! pays off (by lavapipe's own measure) each dispatch costs a full LLVM compile and leaks
+//! about 1–2 MB. Parameters read from a storage buffer are never inlined.
 
 use super::gpu::{Gpu, NAME};
-use super::pool::{Pool, UNIFORM};
+use super::pool::{Pool, STORAGE, UNIFORM};
 use crate::error::{BellaError, Result};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -53,10 +61,22 @@ pub enum Kernel {
     EnsembleStats,
 }
 
-/// Where a kernel lives and how many read-only / read-write storage buffers it binds.
+/// The buffer kind an entry point declares for its parameter struct (binding 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ParamsIn {
+    /// `var<uniform>`.
+    Uniform,
+    /// `var<storage, read>`: for kernels that lavapipe would recompile on every dispatch
+    /// (see the module docs).
+    Storage,
+}
+
+/// Where a kernel lives, how it reads its parameters and how many read-only / read-write
+/// storage buffers it binds.
 struct Spec {
     family: Family,
     entry: &'static str,
+    params: ParamsIn,
     reads: u32,
     writes: u32,
 }
@@ -82,9 +102,16 @@ impl Kernel {
             Kernel::XentMean => (Softmax, "xent_mean", 1, 1),
             Kernel::EnsembleStats => (Softmax, "ensemble_stats", 1, 4),
         };
+        let params = match self {
+            Kernel::LoraForward | Kernel::LoraDx | Kernel::Matmul | Kernel::MatmulSkinny => {
+                ParamsIn::Storage
+            }
+            _ => ParamsIn::Uniform,
+        };
         Spec {
             family,
             entry,
+            params,
             reads,
             writes,
         }
@@ -131,7 +158,7 @@ pub struct Step<'a> {
 #[derive(Default)]
 pub struct Kernels {
     modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
-    layouts: Mutex<HashMap<(u32, u32), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    layouts: Mutex<HashMap<(ParamsIn, u32, u32), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     pipelines: Mutex<HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>>,
 }
 
@@ -143,11 +170,12 @@ impl Kernels {
     fn layout(
         &self,
         gpu: &Gpu,
+        params: ParamsIn,
         reads: u32,
         writes: u32,
     ) -> Result<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
         let mut layouts = self.layouts.lock().map_err(|_| poisoned())?;
-        if let Some(l) = layouts.get(&(reads, writes)) {
+        if let Some(l) = layouts.get(&(params, reads, writes)) {
             return Ok(l.clone());
         }
         let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
@@ -160,15 +188,18 @@ impl Kernels {
             },
             count: None,
         };
-        let mut entries = vec![wgpu::BindGroupLayoutEntry {
-            binding: 0,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: false,
-                min_binding_size: None,
+        let mut entries = vec![match params {
+            ParamsIn::Uniform => wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
             },
-            count: None,
+            ParamsIn::Storage => storage(0, true),
         }];
         entries.extend((1..=reads).map(|b| storage(b, true)));
         entries.extend((reads + 1..=reads + writes).map(|b| storage(b, false)));
@@ -185,7 +216,7 @@ impl Kernels {
                 bind_group_layouts: &[Some(&bgl)],
                 immediate_size: 0,
             });
-        layouts.insert((reads, writes), (bgl.clone(), pl.clone()));
+        layouts.insert((params, reads, writes), (bgl.clone(), pl.clone()));
         Ok((bgl, pl))
     }
 
@@ -216,7 +247,7 @@ impl Kernels {
         let spec = kernel.spec();
         let built = gpu.scoped(&format!("building kernel `{}`", spec.entry), || {
             let module = self.module(gpu, spec.family)?;
-            let (bgl, layout) = self.layout(gpu, spec.reads, spec.writes)?;
+            let (bgl, layout) = self.layout(gpu, spec.params, spec.reads, spec.writes)?;
             let pipeline = gpu
                 .device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -272,7 +303,11 @@ pub fn run(gpu: &Gpu, pool: &Pool, kernels: &Kernels, op: &str, steps: &[Step]) 
         let mut bind_groups = Vec::with_capacity(prepared.len());
         for (step, _, bgl, _) in &prepared {
             let bytes = step.params.bytes();
-            let uniform = pool.take(gpu, bytes.len() as u64, UNIFORM)?;
+            let usage = match step.kernel.spec().params {
+                ParamsIn::Uniform => UNIFORM,
+                ParamsIn::Storage => STORAGE,
+            };
+            let uniform = pool.take(gpu, bytes.len() as u64, usage)?;
             gpu.queue.write_buffer(&uniform, 0, &bytes);
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
