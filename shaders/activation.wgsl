@@ -24,21 +24,23 @@ fn element(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
 }
 
 // tanh through exp, saturating cleanly for large |u| (some backends' tanh returns NaN there).
-fn stable_tanh(u: f32) -> f32 {
-    let e = exp(-2.0 * abs(u));
-    return sign(u) * (1.0 - e) / (1.0 + e);
+// 1 + tanh(u) = 2 / (1 + e^(-2u)). Formed this way, not as 1 + tanh(u), it keeps its
+// relative precision for u << 0 (x below about -3), where the sum would cancel.
+fn one_plus_tanh(u: f32) -> f32 {
+    return 2.0 / (1.0 + exp(min(-2.0 * u, 80.0)));
 }
 
 fn gelu(v: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (v + GELU_C * v * v * v);
-    return 0.5 * v * (1.0 + stable_tanh(u));
+    return 0.5 * v * one_plus_tanh(u);
 }
 
+// d/dx gelu = 0.5 (1 + t) + 0.5 x (1 − t²) u', with 1 − t² = (2 − (1 + t)) (1 + t).
 fn gelu_grad(v: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (v + GELU_C * v * v * v);
-    let t = stable_tanh(u);
+    let s = one_plus_tanh(u);
     let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * v * v);
-    return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du;
+    return 0.5 * s + 0.5 * v * ((2.0 - s) * s) * du;
 }
 
 @compute @workgroup_size(256)

@@ -40,16 +40,23 @@ pub fn relu_grad(x: f32, dy: f32) -> f32 {
     }
 }
 
-/// PyTorch `gelu(x, approximate="tanh")`.
-pub fn gelu(x: f32) -> f32 {
-    let u = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
-    0.5 * x * (1.0 + u.tanh())
+/// `1 + tanh(u) = 2 / (1 + e^(−2u))`: formed this way it keeps its relative precision for
+/// u ≪ 0 (x below about −3), where `1 + tanh(u)` would cancel.
+fn one_plus_tanh(u: f32) -> f32 {
+    2.0 / (1.0 + (-2.0 * u).exp())
 }
 
-/// `dy · d/dx gelu(x)`: `0.5(1+t) + 0.5x(1−t²)·√(2/π)(1+3c x²)` with `t = tanh(u)`.
+/// PyTorch `gelu(x, approximate="tanh")`: `0.5 x (1 + tanh(u))`, `u = √(2/π)(x + c x³)`.
+pub fn gelu(x: f32) -> f32 {
+    let u = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
+    0.5 * x * one_plus_tanh(u)
+}
+
+/// `dy · d/dx gelu(x)`: `0.5(1+t) + 0.5x(1−t²)·√(2/π)(1+3c x²)` with `t = tanh(u)`, and
+/// `1 − t² = (2 − (1+t))(1+t)`.
 pub fn gelu_grad(x: f32, dy: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
-    let t = u.tanh();
+    let s = one_plus_tanh(u);
     let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
-    dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+    dy * (0.5 * s + 0.5 * x * ((2.0 - s) * s) * du)
 }
