@@ -154,11 +154,15 @@ pub struct Step<'a> {
     pub groups: u64,
 }
 
+/// Bind-group and pipeline layouts keyed by (how parameters arrive, read-only and
+/// read-write storage binding counts).
+type LayoutCache = HashMap<(ParamsIn, u32, u32), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>;
+
 /// Shader modules, layouts and pipelines, each built once on first use.
 #[derive(Default)]
 pub struct Kernels {
     modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
-    layouts: Mutex<HashMap<(ParamsIn, u32, u32), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    layouts: Mutex<LayoutCache>,
     pipelines: Mutex<HashMap<Kernel, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>>,
 }
 
