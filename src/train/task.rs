@@ -168,6 +168,17 @@ fn method_report(
     }
 }
 
+/// The run's report: the task, the backend and the methods' results.
+fn report(be: &dyn Backend, cfg: &TrainConfig, methods: Vec<MethodReport>) -> Report {
+    Report {
+        task: TASK_NAME.to_string(),
+        backend: be.kind().name().to_string(),
+        particles: cfg.particles,
+        rank: cfg.rank,
+        methods,
+    }
+}
+
 fn plot(dir: &Option<PathBuf>, method: Method, ev: &Evaluation) -> Result<()> {
     let Some(dir) = dir else { return Ok(()) };
     std::fs::create_dir_all(dir)
@@ -324,13 +335,7 @@ pub fn run(be: &dyn Backend, opts: &RunOptions) -> Result<Report> {
             &ev,
         ));
     }
-    Ok(Report {
-        task: TASK_NAME.to_string(),
-        backend: be.kind().name().to_string(),
-        particles: cfg.particles,
-        rank: cfg.rank,
-        methods: reports,
-    })
+    Ok(report(be, &cfg, reports))
 }
 
 /// `bella eval`: evaluate the adapters saved in a checkpoint directory.
@@ -374,11 +379,5 @@ pub fn eval_saved(
             &ev,
         ));
     }
-    Ok(Report {
-        task: TASK_NAME.to_string(),
-        backend: be.kind().name().to_string(),
-        particles: cfg.particles,
-        rank: cfg.rank,
-        methods: reports,
-    })
+    Ok(report(be, &cfg, reports))
 }
