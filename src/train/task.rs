@@ -335,7 +335,7 @@ pub fn run(be: &dyn Backend, opts: &RunOptions) -> Result<Report> {
             &ev,
         ));
     }
-    Ok(report(be, &cfg, reports))
+    Ok(report(be, cfg, reports))
 }
 
 /// `bella eval`: evaluate the adapters saved in a checkpoint directory.
