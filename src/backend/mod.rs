@@ -2,9 +2,12 @@
 //! (`crate::ops`) has already checked. A backend implements this trait and nothing else;
 //! the shared test bodies (`crate::testing`) then check it against the CPU reference.
 //!
-//! Backends may assume: shapes agree with the dims given, every `Strided` block fits in
-//! its tensor, every tensor lives on this backend, outputs do not alias inputs.
+//! The checked methods of [`Backend`] verify what the kernels rely on (`checks`): shapes
+//! agree with the dims given, every `Strided` block fits in its tensor, every tensor lives
+//! on this backend, outputs do not alias inputs, outputs fit the memory budget. Backends
+//! implement the `unsafe` `*_unchecked` kernels, which may assume all of that.
 
+pub mod checks;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -14,6 +17,8 @@ pub mod ptx;
 pub mod ptx_sim;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
+
+pub use checks::MemoryBudget;
 
 use crate::error::{BellaError, Result};
 use crate::tensor::{OutSlot, Strided, Tensor};
@@ -153,25 +158,61 @@ pub struct EnsembleStats {
 }
 
 /// One method per op. Shapes are given explicitly so that kernels never re-derive them.
+///
+/// Each op has a checked method, which callers use, and an `unsafe` `*_unchecked` method,
+/// which backends implement. The checked method verifies everything the kernel relies on
+/// ([`checks`]: sizes agree with the dims given, strided blocks fit their tensors, labels
+/// index inside a row, tensors live on this backend, outputs do not alias inputs, the
+/// outputs fit the [`MemoryBudget`]) and only then calls the kernel, so no call through
+/// this trait reads or writes past a buffer. `crate::ops` checks the full op contract on top.
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
     /// The device in words (adapter name, driver), for `bella doctor` and reports.
     fn describe(&self) -> String;
+    /// What may still be allocated; every op's outputs are checked against it first.
+    fn memory_budget(&self) -> MemoryBudget;
 
+    /// A tensor of `shape` holding `data` (checked against the shape and the budget).
     fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor>;
     fn download(&self, t: &Tensor) -> Result<Vec<f32>>;
+    /// A tensor of zeros (checked against the budget).
     fn zeros(&self, shape: &[usize]) -> Result<Tensor>;
     /// Wait for all queued work (benchmarks time after this).
     fn synchronize(&self) -> Result<()>;
 
-    fn lora_forward(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)>;
+    fn lora_forward(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
+        checks::lora_forward(self.kind(), &self.memory_budget(), args)?;
+        // SAFETY: the sizes the kernel relies on were checked just above.
+        unsafe { self.lora_forward_unchecked(args) }
+    }
     /// Writes `d_lora_a`, `d_lora_b` into `grad`; returns `dx` when asked
     /// (`[M, I]` summed over particles for a shared `x`, else `[K, M, I]`).
-    fn lora_backward(&self, args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>>;
+    fn lora_backward(&self, args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>> {
+        checks::lora_backward(self.kind(), &self.memory_budget(), args, grad)?;
+        // SAFETY: checked above.
+        unsafe { self.lora_backward_unchecked(args, grad) }
+    }
     /// Writes `c` into `out` at `args.out`.
-    fn matmul(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()>;
+    fn matmul(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+        checks::matmul(self.kind(), args, out)?;
+        // SAFETY: checked above.
+        unsafe { self.matmul_unchecked(args, out) }
+    }
     /// `theta` is `[k, d]`; returns `[k, k]`.
-    fn pairwise_sqdist(&self, theta: &Tensor, k: usize, d: usize) -> Result<Tensor>;
+    fn pairwise_sqdist(&self, theta: &Tensor, k: usize, d: usize) -> Result<Tensor> {
+        let budget = self.memory_budget();
+        let ts = [("theta", theta)];
+        checks::particles(
+            self.kind(),
+            &budget,
+            "pairwise_sqdist",
+            &ts,
+            (k, d),
+            &[("sqdist", &[k, k])],
+        )?;
+        // SAFETY: checked above.
+        unsafe { self.pairwise_sqdist_unchecked(theta, k, d) }
+    }
     /// Returns the `[k, k]` kernel and the bandwidth used (median heuristic when `None`).
     fn rbf_kernel(
         &self,
@@ -179,7 +220,20 @@ pub trait Backend: Send + Sync {
         k: usize,
         d: usize,
         bandwidth: Option<f32>,
-    ) -> Result<(Tensor, f32)>;
+    ) -> Result<(Tensor, f32)> {
+        let budget = self.memory_budget();
+        let ts = [("theta", theta)];
+        checks::particles(
+            self.kind(),
+            &budget,
+            "rbf_kernel",
+            &ts,
+            (k, d),
+            &[("kernel", &[k, k])],
+        )?;
+        // SAFETY: checked above.
+        unsafe { self.rbf_kernel_unchecked(theta, k, d, bandwidth) }
+    }
     fn svgd_direction(
         &self,
         theta: &Tensor,
@@ -188,7 +242,21 @@ pub trait Backend: Send + Sync {
         k: usize,
         d: usize,
         bandwidth: f32,
-    ) -> Result<Tensor>;
+    ) -> Result<Tensor> {
+        let budget = self.memory_budget();
+        let ts = [("theta", theta), ("score", score)];
+        checks::particles(
+            self.kind(),
+            &budget,
+            "svgd_direction",
+            &ts,
+            (k, d),
+            &[("phi", &[k, d])],
+        )?;
+        checks::svgd_kernel_matrix(self.kind(), kernel, k, bandwidth)?;
+        // SAFETY: checked above.
+        unsafe { self.svgd_direction_unchecked(theta, score, kernel, k, d, bandwidth) }
+    }
     /// Updates `param`, `m`, `v` in place.
     fn adamw_step(
         &self,
@@ -197,12 +265,44 @@ pub trait Backend: Send + Sync {
         m: &mut Tensor,
         v: &mut Tensor,
         hp: &AdamW,
-    ) -> Result<()>;
-    fn relu_forward(&self, x: &Tensor) -> Result<Tensor>;
-    fn relu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor>;
-    fn gelu_forward(&self, x: &Tensor) -> Result<Tensor>;
-    fn gelu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor>;
-    /// `logits` `[k, m, c]`, labels already checked `< c`. Returns `loss [k]`, `dlogits`.
+    ) -> Result<()> {
+        checks::adamw(self.kind(), param, grad, m, v, hp.step)?;
+        // SAFETY: checked above.
+        unsafe { self.adamw_step_unchecked(param, grad, m, v, hp) }
+    }
+    fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
+        checks::same_len(
+            self.kind(),
+            &self.memory_budget(),
+            "relu_forward",
+            &[("x", x)],
+        )?;
+        // SAFETY: checked above.
+        unsafe { self.relu_forward_unchecked(x) }
+    }
+    fn relu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        let ts = [("x", x), ("dy", dy)];
+        checks::same_len(self.kind(), &self.memory_budget(), "relu_backward", &ts)?;
+        // SAFETY: checked above.
+        unsafe { self.relu_backward_unchecked(x, dy) }
+    }
+    fn gelu_forward(&self, x: &Tensor) -> Result<Tensor> {
+        checks::same_len(
+            self.kind(),
+            &self.memory_budget(),
+            "gelu_forward",
+            &[("x", x)],
+        )?;
+        // SAFETY: checked above.
+        unsafe { self.gelu_forward_unchecked(x) }
+    }
+    fn gelu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        let ts = [("x", x), ("dy", dy)];
+        checks::same_len(self.kind(), &self.memory_budget(), "gelu_backward", &ts)?;
+        // SAFETY: checked above.
+        unsafe { self.gelu_backward_unchecked(x, dy) }
+    }
+    /// `logits` `[k, m, c]`, `m` labels each `< c`. Returns `loss [k]`, `dlogits`.
     fn softmax_xent(
         &self,
         logits: &Tensor,
@@ -210,17 +310,145 @@ pub trait Backend: Send + Sync {
         k: usize,
         m: usize,
         c: usize,
-    ) -> Result<(Tensor, Tensor)>;
+    ) -> Result<(Tensor, Tensor)> {
+        let budget = self.memory_budget();
+        checks::logits(
+            self.kind(),
+            &budget,
+            "softmax_xent",
+            logits,
+            Some(labels),
+            (k, m, c),
+        )?;
+        // SAFETY: checked above.
+        unsafe { self.softmax_xent_unchecked(logits, labels, k, m, c) }
+    }
     fn ensemble_stats(
         &self,
         logits: &Tensor,
         k: usize,
         m: usize,
         c: usize,
-    ) -> Result<EnsembleStats>;
+    ) -> Result<EnsembleStats> {
+        let budget = self.memory_budget();
+        checks::logits(
+            self.kind(),
+            &budget,
+            "ensemble_stats",
+            logits,
+            None,
+            (k, m, c),
+        )?;
+        // SAFETY: checked above.
+        unsafe { self.ensemble_stats_unchecked(logits, k, m, c) }
+    }
     /// Utility (not one of DESIGN.md's ten): `out = alpha·x + beta·y`, elementwise. Training
     /// uses it to form SVGD scores and to add broadcast biases.
-    fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<Tensor>;
+    fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<Tensor> {
+        checks::same_len(
+            self.kind(),
+            &self.memory_budget(),
+            "axpby",
+            &[("x", x), ("y", y)],
+        )?;
+        // SAFETY: checked above.
+        unsafe { self.axpby_unchecked(alpha, x, beta, y) }
+    }
+
+    // The kernels. Callers use the checked methods above.
+
+    /// # Safety
+    /// `args` passed [`checks`]: the sizes agree with `args.dims`, the views fit, every
+    /// tensor is on this backend. (So for every `*_unchecked` method below.)
+    unsafe fn lora_forward_unchecked(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn lora_backward_unchecked(
+        &self,
+        args: &LoraBackwardArgs,
+        grad: &mut Tensor,
+    ) -> Result<Option<Tensor>>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn matmul_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn pairwise_sqdist_unchecked(
+        &self,
+        theta: &Tensor,
+        k: usize,
+        d: usize,
+    ) -> Result<Tensor>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn rbf_kernel_unchecked(
+        &self,
+        theta: &Tensor,
+        k: usize,
+        d: usize,
+        bandwidth: Option<f32>,
+    ) -> Result<(Tensor, f32)>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn svgd_direction_unchecked(
+        &self,
+        theta: &Tensor,
+        score: &Tensor,
+        kernel: &Tensor,
+        k: usize,
+        d: usize,
+        bandwidth: f32,
+    ) -> Result<Tensor>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn adamw_step_unchecked(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamW,
+    ) -> Result<()>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn relu_forward_unchecked(&self, x: &Tensor) -> Result<Tensor>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn relu_backward_unchecked(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn gelu_forward_unchecked(&self, x: &Tensor) -> Result<Tensor>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn gelu_backward_unchecked(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn softmax_xent_unchecked(
+        &self,
+        logits: &Tensor,
+        labels: &[u32],
+        k: usize,
+        m: usize,
+        c: usize,
+    ) -> Result<(Tensor, Tensor)>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn ensemble_stats_unchecked(
+        &self,
+        logits: &Tensor,
+        k: usize,
+        m: usize,
+        c: usize,
+    ) -> Result<EnsembleStats>;
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn axpby_unchecked(
+        &self,
+        alpha: f32,
+        x: &Tensor,
+        beta: f32,
+        y: &Tensor,
+    ) -> Result<Tensor>;
 }
 
 /// Open one backend, or say why it is not available (not compiled in, no device, no driver).

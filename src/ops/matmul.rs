@@ -152,6 +152,7 @@ pub fn matmul(
         Some(kb) => vec![kb, m, n],
         None => vec![m, n],
     };
+    be.memory_budget().check(be.kind(), OP, &[("c", &shape)])?;
     let mut out = be.zeros(&shape)?;
     matmul_into(
         be,

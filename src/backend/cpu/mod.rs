@@ -13,7 +13,8 @@ mod svgd;
 pub use gemm::gemm;
 
 use crate::backend::{
-    AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs, MatmulArgs,
+    checks, AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs,
+    MatmulArgs, MemoryBudget,
 };
 use crate::error::{BellaError, Result};
 use crate::tensor::{Storage, Tensor};
@@ -136,31 +137,51 @@ impl Backend for CpuBackend {
     fn describe(&self) -> String {
         format!("CPU, {} threads (rayon)", rayon::current_num_threads())
     }
+    fn memory_budget(&self) -> MemoryBudget {
+        MemoryBudget::host(isize::MAX as u64)
+    }
     fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        checks::alloc(
+            self.kind(),
+            &self.memory_budget(),
+            "upload",
+            shape,
+            Some(data.len()),
+        )?;
         tensor(shape, data.to_vec())
     }
     fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
         Ok(data(t)?.to_vec())
     }
     fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        checks::alloc(self.kind(), &self.memory_budget(), "zeros", shape, None)?;
         tensor(shape, vec![0.0; crate::tensor::numel(shape)])
     }
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
-    fn lora_forward(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
+    unsafe fn lora_forward_unchecked(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
         lora::forward(args)
     }
-    fn lora_backward(&self, args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>> {
+    unsafe fn lora_backward_unchecked(
+        &self,
+        args: &LoraBackwardArgs,
+        grad: &mut Tensor,
+    ) -> Result<Option<Tensor>> {
         lora::backward(args, grad)
     }
-    fn matmul(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+    unsafe fn matmul_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
         matmul::matmul(args, out)
     }
-    fn pairwise_sqdist(&self, theta: &Tensor, k: usize, d: usize) -> Result<Tensor> {
+    unsafe fn pairwise_sqdist_unchecked(
+        &self,
+        theta: &Tensor,
+        k: usize,
+        d: usize,
+    ) -> Result<Tensor> {
         tensor(&[k, k], svgd::pairwise_sqdist(data(theta)?, k, d))
     }
-    fn rbf_kernel(
+    unsafe fn rbf_kernel_unchecked(
         &self,
         theta: &Tensor,
         k: usize,
@@ -171,7 +192,7 @@ impl Backend for CpuBackend {
         let (kern, h) = svgd::rbf_from_sqdist(&sq, k, bandwidth);
         Ok((tensor(&[k, k], kern)?, h))
     }
-    fn svgd_direction(
+    unsafe fn svgd_direction_unchecked(
         &self,
         theta: &Tensor,
         score: &Tensor,
@@ -183,7 +204,7 @@ impl Backend for CpuBackend {
         let phi = svgd::direction(data(theta)?, data(score)?, data(kernel)?, k, d, bandwidth);
         tensor(&[k, d], phi)
     }
-    fn adamw_step(
+    unsafe fn adamw_step_unchecked(
         &self,
         param: &mut Tensor,
         grad: &Tensor,
@@ -200,21 +221,21 @@ impl Backend for CpuBackend {
         );
         Ok(())
     }
-    fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
+    unsafe fn relu_forward_unchecked(&self, x: &Tensor) -> Result<Tensor> {
         tensor(x.shape(), activation::map(data(x)?, activation::relu))
     }
-    fn relu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    unsafe fn relu_backward_unchecked(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         let dx = activation::zip(data(x)?, data(dy)?, activation::relu_grad);
         tensor(x.shape(), dx)
     }
-    fn gelu_forward(&self, x: &Tensor) -> Result<Tensor> {
+    unsafe fn gelu_forward_unchecked(&self, x: &Tensor) -> Result<Tensor> {
         tensor(x.shape(), activation::map(data(x)?, activation::gelu))
     }
-    fn gelu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    unsafe fn gelu_backward_unchecked(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         let dx = activation::zip(data(x)?, data(dy)?, activation::gelu_grad);
         tensor(x.shape(), dx)
     }
-    fn softmax_xent(
+    unsafe fn softmax_xent_unchecked(
         &self,
         logits: &Tensor,
         labels: &[u32],
@@ -225,7 +246,7 @@ impl Backend for CpuBackend {
         let (loss, dlogits) = softmax::xent(data(logits)?, labels, k, m, c);
         Ok((tensor(&[k], loss)?, tensor(&[k, m, c], dlogits)?))
     }
-    fn ensemble_stats(
+    unsafe fn ensemble_stats_unchecked(
         &self,
         logits: &Tensor,
         k: usize,
@@ -240,7 +261,13 @@ impl Backend for CpuBackend {
             mutual_info: tensor(&[m], s.mutual_info)?,
         })
     }
-    fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<Tensor> {
+    unsafe fn axpby_unchecked(
+        &self,
+        alpha: f32,
+        x: &Tensor,
+        beta: f32,
+        y: &Tensor,
+    ) -> Result<Tensor> {
         let out = activation::zip(data(x)?, data(y)?, |a, b| alpha * a + beta * b);
         tensor(x.shape(), out)
     }

@@ -170,6 +170,21 @@ impl Driver for CudaDriver {
         &self.props
     }
 
+    fn memory_budget(&self) -> crate::backend::MemoryBudget {
+        let free = self
+            .ctx
+            .bind_to_thread()
+            .ok()
+            .and_then(|_| result::mem_get_info().ok())
+            .map(|(free, _total)| free as u64);
+        crate::backend::MemoryBudget {
+            total_bytes: free.unwrap_or(u64::MAX),
+            // The kernels index buffers with 32-bit element counts.
+            max_buffer_bytes: 4 * u32::MAX as u64,
+            source: "free device memory (cuMemGetInfo)",
+        }
+    }
+
     fn alloc_zeroed(&self, len: usize) -> Result<Self::Buf> {
         // Never a zero-byte allocation: an empty tensor still gets a valid pointer.
         self.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| {

@@ -43,6 +43,8 @@ pub trait Driver: Send + Sync + 'static {
 
     fn kind(&self) -> BackendKind;
     fn props(&self) -> &DeviceProps;
+    /// What may still be allocated (free device memory on CUDA, host memory on the simulator).
+    fn memory_budget(&self) -> crate::backend::MemoryBudget;
     fn alloc_zeroed(&self, len: usize) -> Result<Self::Buf>;
     fn upload(&self, data: &[f32]) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf, len: usize) -> Result<Vec<f32>>;

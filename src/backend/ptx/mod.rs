@@ -19,7 +19,8 @@ mod tests;
 pub use storage::PtxStorage;
 
 use crate::backend::{
-    AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs, MatmulArgs,
+    checks, AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs,
+    MatmulArgs, MemoryBudget,
 };
 use crate::error::{BellaError, Result};
 use crate::tensor::{numel, Tensor};
@@ -133,13 +134,18 @@ impl<D: Driver> Backend for PtxBackend<D> {
         format!("{} ({} SMs), hand-written PTX", p.name, p.sm_count)
     }
 
+    fn memory_budget(&self) -> MemoryBudget {
+        self.driver.memory_budget()
+    }
+
     fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
-        if numel(shape) != data.len() {
-            return Err(BellaError::invalid(format!(
-                "upload: {} values for shape {shape:?}",
-                data.len()
-            )));
-        }
+        checks::alloc(
+            self.kind(),
+            &self.memory_budget(),
+            "upload",
+            shape,
+            Some(data.len()),
+        )?;
         modules::u32_of(self.name(), "tensor size", data.len())?;
         let s = PtxStorage {
             buf: self.driver.upload(data)?,
@@ -157,6 +163,7 @@ impl<D: Driver> Backend for PtxBackend<D> {
     }
 
     fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        checks::alloc(self.kind(), &self.memory_budget(), "zeros", shape, None)?;
         let s = self.storage(numel(shape))?;
         self.tensor(shape, s)
     }
@@ -165,23 +172,32 @@ impl<D: Driver> Backend for PtxBackend<D> {
         self.driver.synchronize()
     }
 
-    fn lora_forward(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
+    unsafe fn lora_forward_unchecked(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
         lora::forward(self, args)
     }
 
-    fn lora_backward(&self, args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>> {
+    unsafe fn lora_backward_unchecked(
+        &self,
+        args: &LoraBackwardArgs,
+        grad: &mut Tensor,
+    ) -> Result<Option<Tensor>> {
         lora::backward(self, args, grad)
     }
 
-    fn matmul(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+    unsafe fn matmul_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
         gemm::matmul(self, args, out)
     }
 
-    fn pairwise_sqdist(&self, theta: &Tensor, k: usize, d: usize) -> Result<Tensor> {
+    unsafe fn pairwise_sqdist_unchecked(
+        &self,
+        theta: &Tensor,
+        k: usize,
+        d: usize,
+    ) -> Result<Tensor> {
         svgd::pairwise_sqdist(self, theta, k, d)
     }
 
-    fn rbf_kernel(
+    unsafe fn rbf_kernel_unchecked(
         &self,
         theta: &Tensor,
         k: usize,
@@ -191,7 +207,7 @@ impl<D: Driver> Backend for PtxBackend<D> {
         svgd::rbf_kernel(self, theta, k, d, bandwidth)
     }
 
-    fn svgd_direction(
+    unsafe fn svgd_direction_unchecked(
         &self,
         theta: &Tensor,
         score: &Tensor,
@@ -203,7 +219,7 @@ impl<D: Driver> Backend for PtxBackend<D> {
         svgd::direction(self, theta, score, kernel, k, d, bandwidth)
     }
 
-    fn adamw_step(
+    unsafe fn adamw_step_unchecked(
         &self,
         param: &mut Tensor,
         grad: &Tensor,
@@ -214,23 +230,23 @@ impl<D: Driver> Backend for PtxBackend<D> {
         activation::adamw(self, param, grad, m, v, hp)
     }
 
-    fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
+    unsafe fn relu_forward_unchecked(&self, x: &Tensor) -> Result<Tensor> {
         activation::unary(self, "relu_forward", x)
     }
 
-    fn relu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    unsafe fn relu_backward_unchecked(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         activation::binary(self, "relu_backward", x, dy)
     }
 
-    fn gelu_forward(&self, x: &Tensor) -> Result<Tensor> {
+    unsafe fn gelu_forward_unchecked(&self, x: &Tensor) -> Result<Tensor> {
         activation::unary(self, "gelu_forward", x)
     }
 
-    fn gelu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    unsafe fn gelu_backward_unchecked(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         activation::binary(self, "gelu_backward", x, dy)
     }
 
-    fn softmax_xent(
+    unsafe fn softmax_xent_unchecked(
         &self,
         logits: &Tensor,
         labels: &[u32],
@@ -241,7 +257,7 @@ impl<D: Driver> Backend for PtxBackend<D> {
         softmax::xent(self, logits, labels, k, m, c)
     }
 
-    fn ensemble_stats(
+    unsafe fn ensemble_stats_unchecked(
         &self,
         logits: &Tensor,
         k: usize,
@@ -251,7 +267,13 @@ impl<D: Driver> Backend for PtxBackend<D> {
         softmax::ensemble_stats(self, logits, k, m, c)
     }
 
-    fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<Tensor> {
+    unsafe fn axpby_unchecked(
+        &self,
+        alpha: f32,
+        x: &Tensor,
+        beta: f32,
+        y: &Tensor,
+    ) -> Result<Tensor> {
         activation::axpby(self, alpha, x, beta, y)
     }
 }

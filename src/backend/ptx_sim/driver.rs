@@ -102,6 +102,11 @@ impl Driver for SimDriver {
         &self.props
     }
 
+    fn memory_budget(&self) -> crate::backend::MemoryBudget {
+        // Simulated buffers live in host memory; kernels index them with 32-bit element counts.
+        crate::backend::MemoryBudget::host(4 * u32::MAX as u64)
+    }
+
     fn alloc_zeroed(&self, len: usize) -> Result<SimBuf> {
         self.new_buf(len, std::iter::repeat(0).take(len))
     }

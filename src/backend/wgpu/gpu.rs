@@ -155,20 +155,47 @@ impl Gpu {
 
 /// Timestamp queries around the compute pass of each submission (when the adapter has them
 /// and timing is switched on).
+///
+/// One query set and one readback buffer serve the device, so their use is serialized by
+/// `state`: a timed submission holds the lock from encoding to `submit` (see
+/// [`Timer::begin`]), and reading the result holds it from `map_async` to `unmap`. Without
+/// that, one thread's submission can copy into the readback buffer while another thread
+/// has it mapped, which wgpu rejects ("still mapped").
 pub struct Timer {
     pub query_set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
     period_ns: f64,
-    pub state: Mutex<TimerState>,
+    state: Mutex<TimerState>,
 }
 
 #[derive(Default)]
 pub struct TimerState {
     pub enabled: bool,
     /// A resolved measurement sits in `readback`, not yet read.
-    pub pending: bool,
-    pub last_ns: Option<f64>,
+    pending: bool,
+    last_ns: Option<f64>,
+}
+
+/// A timed submission in progress: holds the timer until the work is submitted.
+pub struct TimedSubmit<'a> {
+    timer: &'a Timer,
+    state: std::sync::MutexGuard<'a, TimerState>,
+}
+
+impl TimedSubmit<'_> {
+    pub fn query_set(&self) -> &wgpu::QuerySet {
+        &self.timer.query_set
+    }
+
+    /// Record the resolve and the copy to the readback buffer after the timed pass. The
+    /// lock is released when `self` drops, after the caller has submitted `encoder`.
+    pub fn resolve(&mut self, encoder: &mut wgpu::CommandEncoder) {
+        let t = self.timer;
+        encoder.resolve_query_set(&t.query_set, 0..2, &t.resolve, 0);
+        encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.readback, 0, 16);
+        self.state.pending = true;
+    }
 }
 
 impl Timer {
@@ -199,23 +226,25 @@ impl Timer {
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.state.lock().map(|s| s.enabled).unwrap_or(false)
+    fn lock(&self) -> std::sync::MutexGuard<'_, TimerState> {
+        // The state is a few plain fields, valid whatever a panicking holder left.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Record the resolve and the copy to the readback buffer after the timed pass.
-    pub fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
-        encoder.resolve_query_set(&self.query_set, 0..2, &self.resolve, 0);
-        encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, 16);
-        if let Ok(mut s) = self.state.lock() {
-            s.pending = true;
-        }
+    pub fn set_enabled(&self, on: bool) {
+        self.lock().enabled = on;
+    }
+
+    /// When timing is on, take the timer for one submission; `None` when it is off.
+    pub fn begin(&self) -> Option<TimedSubmit<'_>> {
+        let state = self.lock();
+        state.enabled.then_some(TimedSubmit { timer: self, state })
     }
 
     /// The duration of the last timed submission in nanoseconds (blocks on its readback).
     pub fn last_ns(&self, gpu: &Gpu) -> Result<Option<f64>> {
-        let pending = self.state.lock().map(|s| s.pending).unwrap_or(false);
-        if pending {
+        let mut state = self.lock();
+        if state.pending {
             let (tx, rx) = std::sync::mpsc::channel();
             self.readback
                 .map_async(wgpu::MapMode::Read, .., move |r| drop(tx.send(r)));
@@ -223,20 +252,16 @@ impl Timer {
             rx.recv()
                 .map_err(|_| BellaError::device(NAME, "timestamp readback was dropped"))?
                 .map_err(|e| BellaError::device(NAME, format!("timestamp readback: {e}")))?;
-            let ticks: [u64; 2] = {
-                let view = self
-                    .readback
-                    .get_mapped_range(..)
-                    .map_err(|e| BellaError::device(NAME, format!("timestamp readback: {e}")))?;
-                bytemuck::pod_read_unaligned(&view[..16])
-            };
+            let ticks: Result<[u64; 2]> = self
+                .readback
+                .get_mapped_range(..)
+                .map(|view| bytemuck::pod_read_unaligned(&view[..16]))
+                .map_err(|e| BellaError::device(NAME, format!("timestamp readback: {e}")));
             self.readback.unmap();
-            let ns = ticks[1].wrapping_sub(ticks[0]) as f64 * self.period_ns;
-            if let Ok(mut s) = self.state.lock() {
-                s.pending = false;
-                s.last_ns = Some(ns);
-            }
+            let ticks = ticks?;
+            state.pending = false;
+            state.last_ns = Some(ticks[1].wrapping_sub(ticks[0]) as f64 * self.period_ns);
         }
-        Ok(self.state.lock().ok().and_then(|s| s.last_ns))
+        Ok(state.last_ns)
     }
 }

@@ -338,13 +338,13 @@ pub fn run(gpu: &Gpu, pool: &Pool, kernels: &Kernels, op: &str, steps: &[Step]) 
             }));
             uniforms.push(uniform);
         }
-        let timer = gpu.timer.as_ref().filter(|t| t.enabled());
+        let mut timed = gpu.timer.as_ref().and_then(|t| t.begin());
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(op),
-                timestamp_writes: timer.map(|t| wgpu::ComputePassTimestampWrites {
-                    query_set: &t.query_set,
+                timestamp_writes: timed.as_ref().map(|t| wgpu::ComputePassTimestampWrites {
+                    query_set: t.query_set(),
                     beginning_of_pass_write_index: Some(0),
                     end_of_pass_write_index: Some(1),
                 }),
@@ -355,10 +355,11 @@ pub fn run(gpu: &Gpu, pool: &Pool, kernels: &Kernels, op: &str, steps: &[Step]) 
                 pass.dispatch_workgroups(*x, *y, 1);
             }
         }
-        if let Some(t) = timer {
+        if let Some(t) = timed.as_mut() {
             t.resolve(&mut encoder);
         }
         gpu.queue.submit([encoder.finish()]);
+        drop(timed);
         Ok(())
     });
     for u in uniforms {

@@ -45,7 +45,8 @@ mod svgd;
 mod tests;
 
 use crate::backend::{
-    AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs, MatmulArgs,
+    checks, AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs,
+    MatmulArgs, MemoryBudget,
 };
 use crate::error::{BellaError, Result};
 use crate::tensor::{numel, Storage, Tensor};
@@ -103,9 +104,7 @@ impl WgpuBackend {
     pub fn set_timing(&self, on: bool) -> bool {
         match &self.ctx.gpu.timer {
             Some(t) => {
-                if let Ok(mut s) = t.state.lock() {
-                    s.enabled = on;
-                }
+                t.set_enabled(on);
                 true
             }
             None => false,
@@ -213,13 +212,30 @@ impl Backend for WgpuBackend {
         )
     }
 
-    fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
-        if data.len() != numel(shape) {
-            return Err(BellaError::invalid(format!(
-                "upload: {} values for shape {shape:?}",
-                data.len()
-            )));
+    fn memory_budget(&self) -> MemoryBudget {
+        let gpu = &self.ctx.gpu;
+        let max_buffer = gpu.max_binding_bytes();
+        if gpu.info.device_type == ::wgpu::DeviceType::Cpu {
+            // A CPU adapter (lavapipe) keeps its buffers in host memory.
+            MemoryBudget::host(max_buffer)
+        } else {
+            // wgpu does not report free device memory; the per-buffer limit still holds.
+            MemoryBudget {
+                total_bytes: u64::MAX,
+                max_buffer_bytes: max_buffer,
+                source: "unknown for this adapter",
+            }
         }
+    }
+
+    fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        checks::alloc(
+            self.kind(),
+            &self.memory_budget(),
+            "upload",
+            shape,
+            Some(data.len()),
+        )?;
         let s = self.alloc(data.len())?;
         if !data.is_empty() {
             let gpu = &self.ctx.gpu;
@@ -236,6 +252,7 @@ impl Backend for WgpuBackend {
         self.read(storage("download", t)?)
     }
     fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        checks::alloc(self.kind(), &self.memory_budget(), "zeros", shape, None)?;
         let s = self.alloc(numel(shape))?;
         let gpu = &self.ctx.gpu;
         gpu.scoped("zeros", || {
@@ -251,23 +268,32 @@ impl Backend for WgpuBackend {
         self.ctx.gpu.wait("synchronize")
     }
 
-    fn lora_forward(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
+    unsafe fn lora_forward_unchecked(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
         lora::forward(self, args)
     }
 
-    fn lora_backward(&self, args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>> {
+    unsafe fn lora_backward_unchecked(
+        &self,
+        args: &LoraBackwardArgs,
+        grad: &mut Tensor,
+    ) -> Result<Option<Tensor>> {
         lora::backward(self, args, grad)
     }
 
-    fn matmul(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+    unsafe fn matmul_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
         matmul::matmul(self, args, out)
     }
 
-    fn pairwise_sqdist(&self, theta: &Tensor, k: usize, d: usize) -> Result<Tensor> {
+    unsafe fn pairwise_sqdist_unchecked(
+        &self,
+        theta: &Tensor,
+        k: usize,
+        d: usize,
+    ) -> Result<Tensor> {
         svgd::pairwise_sqdist(self, theta, k, d)
     }
 
-    fn rbf_kernel(
+    unsafe fn rbf_kernel_unchecked(
         &self,
         theta: &Tensor,
         k: usize,
@@ -277,7 +303,7 @@ impl Backend for WgpuBackend {
         svgd::rbf_kernel(self, theta, k, d, bandwidth)
     }
 
-    fn svgd_direction(
+    unsafe fn svgd_direction_unchecked(
         &self,
         theta: &Tensor,
         score: &Tensor,
@@ -289,7 +315,7 @@ impl Backend for WgpuBackend {
         svgd::direction(self, theta, score, kernel, k, d, bandwidth)
     }
 
-    fn adamw_step(
+    unsafe fn adamw_step_unchecked(
         &self,
         param: &mut Tensor,
         grad: &Tensor,
@@ -300,11 +326,11 @@ impl Backend for WgpuBackend {
         optim::adamw_step(self, param, grad, m, v, hp)
     }
 
-    fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
+    unsafe fn relu_forward_unchecked(&self, x: &Tensor) -> Result<Tensor> {
         activation::unary(self, kernels::Kernel::ReluForward, "relu_forward", x)
     }
 
-    fn relu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    unsafe fn relu_backward_unchecked(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         activation::binary(
             self,
             kernels::Kernel::ReluBackward,
@@ -316,11 +342,11 @@ impl Backend for WgpuBackend {
         )
     }
 
-    fn gelu_forward(&self, x: &Tensor) -> Result<Tensor> {
+    unsafe fn gelu_forward_unchecked(&self, x: &Tensor) -> Result<Tensor> {
         activation::unary(self, kernels::Kernel::GeluForward, "gelu_forward", x)
     }
 
-    fn gelu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    unsafe fn gelu_backward_unchecked(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         activation::binary(
             self,
             kernels::Kernel::GeluBackward,
@@ -332,7 +358,7 @@ impl Backend for WgpuBackend {
         )
     }
 
-    fn softmax_xent(
+    unsafe fn softmax_xent_unchecked(
         &self,
         logits: &Tensor,
         labels: &[u32],
@@ -343,7 +369,7 @@ impl Backend for WgpuBackend {
         softmax::xent(self, logits, labels, k, m, c)
     }
 
-    fn ensemble_stats(
+    unsafe fn ensemble_stats_unchecked(
         &self,
         logits: &Tensor,
         k: usize,
@@ -353,7 +379,13 @@ impl Backend for WgpuBackend {
         softmax::ensemble_stats(self, logits, k, m, c)
     }
 
-    fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<Tensor> {
+    unsafe fn axpby_unchecked(
+        &self,
+        alpha: f32,
+        x: &Tensor,
+        beta: f32,
+        y: &Tensor,
+    ) -> Result<Tensor> {
         activation::binary(self, kernels::Kernel::Axpby, "axpby", x, y, alpha, beta)
     }
 }
