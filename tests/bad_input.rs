@@ -1,9 +1,11 @@
 //! `bella op` on bad input: malformed safetensors, lying headers, missing tensors, wrong
-//! shapes, bad values, unknown ops and backends. Each must exit non-zero with a message on
-//! stderr and never panic. Every group first runs a valid file, so a binary that fails on
-//! everything cannot pass.
+//! shapes, bad values, unknown ops and backends, outputs too large for memory. Each must
+//! exit non-zero with a one-line message on stderr that says what is wrong (the op, the
+//! tensor, the expected and the actual shape or value, the file), and never panic or abort.
+//! Every group first runs a valid file, so a binary that fails on everything cannot pass.
 
-use std::path::PathBuf;
+use bella::ops::named::HostTensor;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -89,9 +91,15 @@ fn run_args(args: &[&str]) -> Output {
         .expect("running bella")
 }
 
-/// Runs `bella op OP` on `bytes` (written to a file named after `case`).
-fn run(case: &str, op: &str, bytes: &[u8], backend: &str) -> Output {
-    // Tests run in parallel and reuse case names: a counter keeps their files apart.
+/// A `bella op` run and the input file it read (named in messages about the file).
+struct Ran {
+    out: Output,
+    input: String,
+}
+
+/// A fresh pair of input/output paths for `case` (tests run in parallel and reuse case
+/// names: a counter keeps their files apart).
+fn paths(case: &str, backend: &str) -> (PathBuf, PathBuf) {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let slug: String = case
@@ -99,23 +107,27 @@ fn run(case: &str, op: &str, bytes: &[u8], backend: &str) -> Output {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     let slug = format!("{}_{n:03}_{backend}_{slug}", std::process::id());
-    let (inp, out) = (
+    (
         tmp(&format!("{slug}.in.safetensors")),
         tmp(&format!("{slug}.out.safetensors")),
-    );
+    )
+}
+
+fn op_args<'a>(op: &'a str, inp: &'a Path, out: &'a Path, backend: &'a str) -> [&'a str; 8] {
+    let (inp, out) = (inp.to_str().unwrap(), out.to_str().unwrap());
+    ["op", op, "--in", inp, "--out", out, "--backend", backend]
+}
+
+/// Runs `bella op OP` on `bytes` (written to a file named after `case`).
+fn run(case: &str, op: &str, bytes: &[u8], backend: &str) -> Ran {
+    let (inp, out) = paths(case, backend);
     std::fs::write(&inp, bytes).unwrap();
-    let o = run_args(&[
-        "op",
-        op,
-        "--in",
-        inp.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        backend,
-    ]);
+    let o = run_args(&op_args(op, &inp, &out, backend));
     let _ = (std::fs::remove_file(&inp), std::fs::remove_file(&out));
-    o
+    Ran {
+        out: o,
+        input: inp.display().to_string(),
+    }
 }
 
 fn expect_ok(case: &str, op: &str, bytes: &[u8]) {
@@ -123,7 +135,7 @@ fn expect_ok(case: &str, op: &str, bytes: &[u8]) {
 }
 
 fn expect_ok_on(case: &str, op: &str, bytes: &[u8], backend: &str) {
-    let o = run(case, op, bytes, backend);
+    let o = run(case, op, bytes, backend).out;
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         o.status.success(),
@@ -132,35 +144,63 @@ fn expect_ok_on(case: &str, op: &str, bytes: &[u8], backend: &str) {
     );
 }
 
-/// The failure contract. `mention`: words the message must name (case-insensitive),
-/// e.g. the tensor at fault. Returns a problem description, or None.
-fn check_err(case: &str, o: &Output, mention: &[&str]) -> Option<String> {
+/// Stands for the input file's path in a `mention` list: the message must name the file.
+const INPUT: &str = "<input>";
+
+/// The failure contract: a non-zero exit (no panic, no abort, no signal) with a one-line
+/// message on stderr that contains every entry of `mention` (case-insensitive). An entry
+/// `a|b` asks for either; `!a` asks that `a` does not appear; [`INPUT`] asks for the input
+/// file's path (which is taken out of the message before the other entries are looked for,
+/// so that numbers in the path cannot stand in for numbers in the message).
+/// Returns a problem description, or None.
+fn check_err(case: &str, ran: &Ran, mention: &[String]) -> Option<String> {
+    let o = &ran.out;
     let err = String::from_utf8_lossy(&o.stderr);
-    let low = err.to_lowercase();
+    let shown = err.trim();
+    let names_input = !ran.input.is_empty() && shown.contains(&ran.input);
+    let low = if ran.input.is_empty() {
+        shown.to_lowercase()
+    } else {
+        shown.replace(&ran.input, INPUT).to_lowercase()
+    };
+    let has = |m: &str| m.split('|').any(|alt| low.contains(&alt.to_lowercase()));
     let code = o.status.code();
     let problem = if err.contains("panicked") || code == Some(101) {
         "panicked".to_string()
+    } else if code == Some(134) || err.contains("memory allocation of") {
+        "aborted".to_string()
     } else if code.is_none() {
         format!("killed by a signal ({})", o.status)
     } else if o.status.success() {
         "exited 0".to_string()
-    } else if err.trim().is_empty() {
+    } else if shown.is_empty() {
         "no message on stderr".to_string()
-    } else if let Some(m) = mention.iter().find(|m| !low.contains(&m.to_lowercase())) {
-        format!("message does not mention `{m}`")
+    } else if shown.lines().count() != 1 {
+        format!("message is {} lines, not one", shown.lines().count())
+    } else if let Some(m) = mention.iter().find(|m| match m.strip_prefix('!') {
+        Some(banned) => has(banned),
+        None if m.as_str() == INPUT => !names_input,
+        None => !has(m),
+    }) {
+        match m.strip_prefix('!') {
+            Some(banned) => format!("message mentions {banned:?}"),
+            None if m.as_str() == INPUT => "message does not name the input file".to_string(),
+            None => format!("message does not mention {m:?}"),
+        }
     } else {
-        println!("ok   {case}: {}", err.trim().lines().next().unwrap_or(""));
+        println!("ok   {case}: {shown}");
         return None;
     };
-    Some(format!(
-        "{case}: {problem}; exit {:?}; stderr: {}",
-        code,
-        err.trim()
-    ))
+    Some(format!("{case}: {problem}; exit {code:?}; stderr: {shown}"))
+}
+
+/// Words a message must name (see [`check_err`]).
+fn names(words: &[&str]) -> Vec<String> {
+    words.iter().map(|s| s.to_string()).collect()
 }
 
 /// (case name, op, file bytes, words the message must name)
-type Case = (&'static str, &'static str, Vec<u8>, Vec<&'static str>);
+type Case = (&'static str, &'static str, Vec<u8>, Vec<String>);
 
 fn expect_all(cases: Vec<Case>, backend: &str) {
     let problems: Vec<String> = cases
@@ -191,35 +231,57 @@ fn malformed_cases() -> Vec<Case> {
     };
     let mut not_utf8 = raw("\u{1}", &x20);
     not_utf8[8] = 0xff;
+    // What a header that runs past the end of the file must report: its length and the file's.
+    let header_len = u64::from_le_bytes(good[..8].try_into().unwrap());
+    let past_end = |n: u64, file_len: usize| {
+        let mut m = names(&[INPUT, "header length"]);
+        m.extend([n.to_string(), format!("{file_len} bytes")]);
+        m
+    };
     let r = "relu_forward";
     #[rustfmt::skip]
     let cases = vec![
-        ("empty file", r, vec![], vec![]),
-        ("shorter than the length prefix", r, good[..5].to_vec(), vec![]),
-        ("truncated in the header", r, good[..12].to_vec(), vec![]),
-        ("truncated in the data", r, good[..good.len() - 3].to_vec(), vec![]),
-        ("header length past EOF", r, with_len(1_000_000), vec![]),
-        ("header length u64::MAX", r, with_len(u64::MAX), vec![]),
-        ("header not JSON", r, raw("{this is not json", &x20), vec![]),
-        ("header JSON not an object", r, raw("[1, 2, 3]", &x20), vec![]),
-        ("header not UTF-8", r, not_utf8, vec![]),
+        ("empty file", r, vec![], names(&[INPUT, "not a safetensors file", "0 bytes"])),
+        ("shorter than the length prefix", r, good[..5].to_vec(),
+            names(&[INPUT, "not a safetensors file", "5 bytes"])),
+        ("truncated in the header", r, good[..12].to_vec(), past_end(header_len, 12)),
+        // The header says 20 data bytes, 17 are there.
+        ("truncated in the data", r, good[..good.len() - 3].to_vec(),
+            names(&[INPUT, "data", "20", "17"])),
+        ("header length past EOF", r, with_len(1_000_000), past_end(1_000_000, good.len())),
+        ("header length u64::MAX", r, with_len(u64::MAX), names(&[INPUT, "header", "too large"])),
+        ("header not JSON", r, raw("{this is not json", &x20), names(&[INPUT, "header", "json"])),
+        ("header JSON not an object", r, raw("[1, 2, 3]", &x20), names(&[INPUT, "header", "json"])),
+        ("header not UTF-8", r, not_utf8, names(&[INPUT, "header", "utf-8"])),
+        // F32 [5] is 20 bytes; the offsets claim 1000.
         ("offsets past the end", r,
-            raw(r#"{"x":{"dtype":"F32","shape":[5],"data_offsets":[0,1000]}}"#, &x20), vec![]),
+            raw(r#"{"x":{"dtype":"F32","shape":[5],"data_offsets":[0,1000]}}"#, &x20),
+            names(&[INPUT, "`x`", "20", "1000"])),
         ("offsets reversed", r,
-            raw(r#"{"x":{"dtype":"F32","shape":[0],"data_offsets":[20,0]}}"#, &x20), vec![]),
+            raw(r#"{"x":{"dtype":"F32","shape":[0],"data_offsets":[20,0]}}"#, &x20),
+            names(&[INPUT, "`x`", "offset"])),
+        // F32 [3] is 12 bytes, the offsets span 20.
         ("dtype-size mismatch", r,
-            raw(r#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,20]}}"#, &x20), vec![]),
+            raw(r#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,20]}}"#, &x20),
+            names(&[INPUT, "`x`", "12", "20"])),
+        // F64 [5] is 40 bytes, the offsets span 20.
         ("f64 size mismatch", r,
-            raw(r#"{"x":{"dtype":"F64","shape":[5],"data_offsets":[0,20]}}"#, &x20), vec![]),
+            raw(r#"{"x":{"dtype":"F64","shape":[5],"data_offsets":[0,20]}}"#, &x20),
+            names(&[INPUT, "`x`", "40", "20"])),
         ("overlapping tensors", "relu_backward",
-            raw(r#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,12]},"dy":{"dtype":"F32","shape":[3],"data_offsets":[8,20]}}"#, &x20), vec![]),
+            raw(r#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,12]},"dy":{"dtype":"F32","shape":[3],"data_offsets":[8,20]}}"#, &x20),
+            names(&[INPUT, "`dy`", "offset"])),
         ("unknown dtype", r,
-            raw(r#"{"x":{"dtype":"F99","shape":[5],"data_offsets":[0,20]}}"#, &x20), vec![]),
+            raw(r#"{"x":{"dtype":"F99","shape":[5],"data_offsets":[0,20]}}"#, &x20),
+            names(&[INPUT, "F99"])),
         ("shape product overflows", r,
-            raw(r#"{"x":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,20]}}"#, &x20), vec![]),
+            raw(r#"{"x":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,20]}}"#, &x20),
+            names(&[INPUT, "overflow", "shape"])),
         ("duplicate tensor name", r,
-            raw(r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, &x20[..8]), vec![]),
-        ("missing data_offsets", r, raw(r#"{"x":{"dtype":"F32","shape":[5]}}"#, &x20), vec![]),
+            raw(r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, &x20[..8]),
+            names(&[INPUT, "duplicate", "`x`"])),
+        ("missing data_offsets", r, raw(r#"{"x":{"dtype":"F32","shape":[5]}}"#, &x20),
+            names(&[INPUT, "data_offsets"])),
     ];
     cases
 }
@@ -271,31 +333,49 @@ fn svgd(score: &[usize], kernel: &[usize]) -> Vec<u8> {
 }
 
 fn shape_cases() -> Vec<Case> {
-    let (g, lf) = (lora_good, "lora_forward");
+    let (g, lf, lb) = (lora_good, "lora_forward", "lora_backward");
     #[rustfmt::skip]
     let cases = vec![
-        ("missing lora_b", lf, file(&without(g(), "lora_b")), vec!["lora_b"]),
-        ("missing scale", lf, file(&without(g(), "scale")), vec!["scale"]),
-        ("missing x", lf, file(&without(g(), "x")), vec!["x"]),
-        // Which of x / weight / lora_a is "wrong" is a judgement call: ask only for a shape error.
-        ("weight I mismatch", lf, file(&lora(&[3, 4], &[5, 3], &[2, 2, 4], &[2, 5, 2])), vec!["shape"]),
-        ("lora_a K mismatch", lf, file(&lora(&[3, 4], &[5, 4], &[3, 2, 4], &[2, 5, 2])), vec![]),
-        ("lora_b r mismatch", lf, file(&lora(&[3, 4], &[5, 4], &[2, 2, 4], &[2, 5, 3])), vec![]),
-        ("per-particle x with wrong K", lf, file(&with(g(), "x", &[3, 3, 4])), vec!["x"]),
-        ("x 4-D", lf, file(&with(g(), "x", &[1, 2, 3, 4])), vec!["x"]),
-        ("bias wrong length", lf, file(&with(g(), "bias", &[6])), vec!["bias"]),
-        ("scale with 2 elements", lf, file(&with(g(), "scale", &[2])), vec!["scale"]),
-        ("missing dy", "lora_backward", file(&without(lora_bwd_good(), "dy")), vec!["dy"]),
-        ("h wrong", "lora_backward", file(&with(lora_bwd_good(), "h", &[2, 3, 3])), vec!["h"]),
-        ("matmul inner mismatch", "matmul", matmul(&[3, 4], &[5, 6], 0.0, 0.0), vec![]),
-        ("matmul inner mismatch, trans", "matmul", matmul(&[3, 4], &[4, 5], 1.0, 0.0), vec![]),
-        ("matmul batch mismatch", "matmul", matmul(&[2, 3, 4], &[3, 4, 6], 0.0, 0.0), vec![]),
-        ("theta 1-D", "pairwise_sqdist", file(&[f32s("theta", &[6])]), vec!["theta"]),
-        ("svgd kernel wrong", "svgd_direction", svgd(&[3, 2], &[3, 2]), vec!["kernel"]),
-        ("svgd score wrong", "svgd_direction", svgd(&[3, 3], &[3, 3]), vec!["score"]),
-        ("relu_backward dy wrong", "relu_backward", file(&[f32s("x", &[4]), f32s("dy", &[5])]), vec!["dy"]),
-        ("labels wrong length", "softmax_xent", xent(i64s("labels", &[0, 1])), vec!["labels"]),
-        ("logits 2-D", "ensemble_stats", file(&[f32s("logits", &[3, 4])]), vec!["logits"]),
+        ("missing lora_b", lf, file(&without(g(), "lora_b")), names(&[lf, "missing", "`lora_b`"])),
+        ("missing scale", lf, file(&without(g(), "scale")), names(&[lf, "missing", "`scale`"])),
+        ("missing x", lf, file(&without(g(), "x")), names(&[lf, "missing", "`x`"])),
+        // Which of x / weight / lora_a is "wrong" is a judgement call: ask for either
+        // tensor, its shape and what was expected.
+        ("weight I mismatch", lf, file(&lora(&[3, 4], &[5, 3], &[2, 2, 4], &[2, 5, 2])),
+            names(&[lf, "`x`|`weight`|`lora_a`", "[3, 4]|[5, 3]|[2, 2, 4]", "expected"])),
+        // K comes from one of lora_a / lora_b; the other is blamed.
+        ("lora_a K mismatch", lf, file(&lora(&[3, 4], &[5, 4], &[3, 2, 4], &[2, 5, 2])),
+            names(&[lf, "`lora_a`|`lora_b`", "[3, 2, 4]|[2, 5, 2]", "expected"])),
+        ("lora_b r mismatch", lf, file(&lora(&[3, 4], &[5, 4], &[2, 2, 4], &[2, 5, 3])),
+            names(&[lf, "`lora_b`", "[2, 5, 3]", "[2, 5, 2]"])),
+        ("per-particle x with wrong K", lf, file(&with(g(), "x", &[3, 3, 4])),
+            names(&[lf, "`x`", "[3, 3, 4]", "[2, 3, 4]"])),
+        ("x 4-D", lf, file(&with(g(), "x", &[1, 2, 3, 4])), names(&[lf, "`x`", "[1, 2, 3, 4]", "expected"])),
+        ("bias wrong length", lf, file(&with(g(), "bias", &[6])), names(&[lf, "`bias`", "[6]", "[5]"])),
+        ("scale with 2 elements", lf, file(&with(g(), "scale", &[2])),
+            names(&[lf, "`scale`", "[2]", "scalar"])),
+        ("missing dy", lb, file(&without(lora_bwd_good(), "dy")), names(&[lb, "missing", "`dy`"])),
+        ("h wrong", lb, file(&with(lora_bwd_good(), "h", &[2, 3, 3])),
+            names(&[lb, "`h`", "[2, 3, 3]", "[2, 3, 2]"])),
+        ("matmul inner mismatch", "matmul", matmul(&[3, 4], &[5, 6], 0.0, 0.0),
+            names(&["matmul", "inner", "[3, 4]", "[5, 6]"])),
+        // op(a) = aᵀ is [4, 3]: its 3 columns meet b's 4 rows.
+        ("matmul inner mismatch, trans", "matmul", matmul(&[3, 4], &[4, 5], 1.0, 0.0),
+            names(&["matmul", "inner", "[4, 3]", "[4, 5]"])),
+        ("matmul batch mismatch", "matmul", matmul(&[2, 3, 4], &[3, 4, 6], 0.0, 0.0),
+            names(&["matmul", "`b`", "[3, 4, 6]", "batch"])),
+        ("theta 1-D", "pairwise_sqdist", file(&[f32s("theta", &[6])]),
+            names(&["pairwise_sqdist", "`theta`", "[6]", "2-D"])),
+        ("svgd kernel wrong", "svgd_direction", svgd(&[3, 2], &[3, 2]),
+            names(&["svgd_direction", "`kernel`", "[3, 2]", "[3, 3]"])),
+        ("svgd score wrong", "svgd_direction", svgd(&[3, 3], &[3, 3]),
+            names(&["svgd_direction", "`score`", "[3, 3]", "[3, 2]"])),
+        ("relu_backward dy wrong", "relu_backward", file(&[f32s("x", &[4]), f32s("dy", &[5])]),
+            names(&["relu_backward", "`dy`", "[5]", "[4]"])),
+        ("labels wrong length", "softmax_xent", xent(i64s("labels", &[0, 1])),
+            names(&["softmax_xent", "`labels`", "[2]", "[3]"])),
+        ("logits 2-D", "ensemble_stats", file(&[f32s("logits", &[3, 4])]),
+            names(&["ensemble_stats", "`logits`", "[3, 4]", "3-D"])),
     ];
     cases
 }
@@ -332,24 +412,37 @@ fn f32_labels(vals: &[f32]) -> T {
 }
 
 fn value_cases() -> Vec<Case> {
-    let (sx, ad) = ("softmax_xent", "adamw_step");
+    let (sx, ad, lf) = ("softmax_xent", "adamw_step", "lora_forward");
     #[rustfmt::skip]
     let cases = vec![
-        ("label == C", sx, xent(i64s("labels", &[0, 4, 1])), vec!["label"]),
-        ("label far past C", sx, xent(i64s("labels", &[0, 1, 1 << 40])), vec!["label"]),
-        ("negative label", sx, xent(i64s("labels", &[0, -1, 1])), vec!["label"]),
-        ("fractional label", sx, xent(f32_labels(&[0.0, 1.5, 2.0])), vec!["label"]),
-        ("negative float label", sx, xent(f32_labels(&[0.0, -1.0, 2.0])), vec!["label"]),
-        ("trans flag 2", "matmul", matmul(&[3, 4], &[4, 5], 2.0, 0.0), vec!["trans_a"]),
-        ("trans flag 0.5", "matmul", matmul(&[3, 4], &[4, 5], 0.0, 0.5), vec!["trans_b"]),
-        ("empty scalar", "lora_forward", file(&with(lora_good(), "scale", &[0])), vec!["scale"]),
-        ("adamw step 0", ad, adamw(i64s("step", &[0]), &[2, 3]), vec!["step"]),
-        ("adamw grad shape", ad, adamw(i64s("step", &[1]), &[3, 2]), vec!["grad"]),
-        ("empty x", "relu_forward", file(&[f32s("x", &[0])]), vec![]),
-        ("empty theta", "pairwise_sqdist", file(&[f32s("theta", &[0, 3])]), vec![]),
-        ("empty logits M=0", sx, file(&[f32s("logits", &[2, 0, 4]), i64s("labels", &[])]), vec![]),
-        ("empty C=0", "ensemble_stats", file(&[f32s("logits", &[2, 3, 0])]), vec![]),
-        ("lora r=0", "lora_forward", file(&lora(&[3, 4], &[5, 4], &[2, 0, 4], &[2, 5, 0])), vec![]),
+        ("label == C", sx, xent(i64s("labels", &[0, 4, 1])),
+            names(&[sx, "label 4", "position 1", "4 classes"])),
+        ("label far past C", sx, xent(i64s("labels", &[0, 1, 1 << 40])),
+            names(&[sx, "label 1099511627776", "too large|out of range"])),
+        ("negative label", sx, xent(i64s("labels", &[0, -1, 1])), names(&[sx, "label -1", "negative"])),
+        ("fractional label", sx, xent(f32_labels(&[0.0, 1.5, 2.0])),
+            names(&[sx, "`labels`", "integer", "1.5"])),
+        ("negative float label", sx, xent(f32_labels(&[0.0, -1.0, 2.0])),
+            names(&[sx, "label -1", "negative"])),
+        ("trans flag 2", "matmul", matmul(&[3, 4], &[4, 5], 2.0, 0.0),
+            names(&["matmul", "`trans_a`", "0 or 1", "got 2"])),
+        ("trans flag 0.5", "matmul", matmul(&[3, 4], &[4, 5], 0.0, 0.5),
+            names(&["matmul", "`trans_b`", "0.5"])),
+        ("empty scalar", lf, file(&with(lora_good(), "scale", &[0])),
+            names(&[lf, "`scale`", "[0]", "scalar"])),
+        ("adamw step 0", ad, adamw(i64s("step", &[0]), &[2, 3]), names(&[ad, "step", "≥ 1|>= 1", "got 0"])),
+        ("adamw grad shape", ad, adamw(i64s("step", &[1]), &[3, 2]),
+            names(&[ad, "`grad`", "[3, 2]", "[2, 3]"])),
+        ("empty x", "relu_forward", file(&[f32s("x", &[0])]),
+            names(&["relu_forward", "`x`", "[0]", "non-empty"])),
+        ("empty theta", "pairwise_sqdist", file(&[f32s("theta", &[0, 3])]),
+            names(&["pairwise_sqdist", "`theta`", "[0, 3]", "non-empty"])),
+        ("empty logits M=0", sx, file(&[f32s("logits", &[2, 0, 4]), i64s("labels", &[])]),
+            names(&[sx, "`logits`", "[2, 0, 4]", "non-empty"])),
+        ("empty C=0", "ensemble_stats", file(&[f32s("logits", &[2, 3, 0])]),
+            names(&["ensemble_stats", "`logits`", "[2, 3, 0]", "non-empty"])),
+        ("lora r=0", lf, file(&lora(&[3, 4], &[5, 4], &[2, 0, 4], &[2, 5, 0])),
+            names(&[lf, "rank", "r=0"])),
     ];
     cases
 }
@@ -402,7 +495,7 @@ fn bad_values_and_empty_tensors() {
 #[test]
 fn bad_values_on_other_backends() {
     for backend in ["wgpu", "ptx-sim", "cuda"] {
-        let o = run("probe", "relu_forward", &relu_ok(), backend);
+        let o = run("probe", "relu_forward", &relu_ok(), backend).out;
         if !o.status.success() {
             let why = String::from_utf8_lossy(&o.stderr);
             println!("notice: {backend} skipped: {}", why.trim());
@@ -414,6 +507,8 @@ fn bad_values_on_other_backends() {
             shape_cases().into_iter().chain(value_cases()).collect(),
             backend,
         );
+        let problems = huge_outputs_refused(backend);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 }
 
@@ -423,25 +518,142 @@ fn bad_command_lines() {
     expect_ok("relu valid", "relu_forward", &good);
     let mut problems = Vec::new();
     let o = run("unknown op", "no_such_op", &good, "cpu");
-    problems.extend(check_err("unknown op", &o, &["no_such_op"]));
+    let known = names(&[
+        "unknown op",
+        "`no_such_op`",
+        "known",
+        "lora_forward",
+        "ensemble_stats",
+    ]);
+    problems.extend(check_err("unknown op", &o, &known));
     let o = run("unknown backend", "relu_forward", &good, "tpu");
-    problems.extend(check_err("unknown backend", &o, &["tpu"]));
+    problems.extend(check_err(
+        "unknown backend",
+        &o,
+        &names(&["unknown backend", "`tpu`"]),
+    ));
     let (missing, out) = (tmp("does_not_exist.safetensors"), tmp("o"));
-    let (missing, out) = (missing.to_str().unwrap(), out.to_str().unwrap());
-    let o = run_args(&["op", "relu_forward", "--in", missing, "--out", out]);
-    problems.extend(check_err("input file missing", &o, &[]));
+    let o = Ran {
+        out: run_args(&op_args("relu_forward", &missing, &out, "cpu")),
+        input: missing.display().to_string(),
+    };
+    let why = names(&["cannot open", INPUT, "no such file"]);
+    problems.extend(check_err("input file missing", &o, &why));
     let inp = tmp(&format!("relu_cli_{}.safetensors", std::process::id()));
     std::fs::write(&inp, &good).unwrap();
-    let bad_out = "/nonexistent_dir/x/out.safetensors";
-    let o = run_args(&[
-        "op",
-        "relu_forward",
-        "--in",
-        inp.to_str().unwrap(),
-        "--out",
-        bad_out,
+    let bad_out = Path::new("/nonexistent_dir/x/out.safetensors");
+    let o = Ran {
+        out: run_args(&op_args("relu_forward", &inp, bad_out, "cpu")),
+        input: inp.display().to_string(),
+    };
+    // The path the user gave, and the reason; not the name of a temporary file.
+    let why = names(&[
+        "cannot write",
+        "/nonexistent_dir/x/out.safetensors:",
+        "no such file",
+        "!.tmp",
     ]);
-    problems.extend(check_err("output folder missing", &o, &[]));
+    problems.extend(check_err("output folder missing", &o, &why));
     let _ = std::fs::remove_file(&inp);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Virtual-memory cap (KiB) for the runs whose outputs cannot fit: a binary that tries to
+/// allocate them fails at once (and the test reports the abort) instead of paging the
+/// machine. 8 GiB is far above what the inputs (a few MiB) need.
+const CAP_KIB: u64 = 8 << 20;
+
+/// `bella ARGS` under [`CAP_KIB`] where the shell can set it.
+fn run_capped(args: &[&str]) -> Output {
+    if cfg!(unix) {
+        let script = format!("ulimit -v {CAP_KIB} 2>/dev/null; exec \"$0\" \"$@\"");
+        Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_bella")])
+            .args(args)
+            .output()
+            .expect("running bella under sh")
+    } else {
+        run_args(args)
+    }
+}
+
+/// (case name, op, input tensors)
+type HugeCase = (&'static str, &'static str, Vec<(String, HostTensor)>);
+
+/// Inputs of a few MiB whose outputs are 2^40 f32 (4 TiB): each must be refused up front
+/// with a one-line error naming the op and the memory budget, never an abort.
+fn huge_cases() -> Vec<HugeCase> {
+    const N: usize = 1 << 20;
+    let t = |name: &str, shape: &[usize]| {
+        let n = shape.iter().product();
+        (name.to_string(), HostTensor::float(shape, vec![0.5; n]))
+    };
+    let s = |name: &str, v: f32| (name.to_string(), HostTensor::scalar(v));
+    vec![
+        // c [N, N] = a [N, 1] · b [1, N].
+        (
+            "matmul outer product of 2^20",
+            "matmul",
+            vec![
+                t("a", &[N, 1]),
+                t("b", &[1, N]),
+                s("trans_a", 0.0),
+                s("trans_b", 0.0),
+                s("alpha", 1.0),
+            ],
+        ),
+        // y [K=1, M=N, O=N] from I = r = 1.
+        (
+            "lora_forward y of 2^40",
+            "lora_forward",
+            vec![
+                t("x", &[N, 1]),
+                t("weight", &[N, 1]),
+                t("lora_a", &[1, 1, 1]),
+                t("lora_b", &[1, N, 1]),
+                s("scale", 1.0),
+            ],
+        ),
+        // sqdist [K, K] with K = N.
+        (
+            "pairwise_sqdist of 2^20 particles",
+            "pairwise_sqdist",
+            vec![t("theta", &[N, 1])],
+        ),
+    ]
+}
+
+/// Runs [`huge_cases`] on `backend`; returns the problems.
+fn huge_outputs_refused(backend: &str) -> Vec<String> {
+    huge_cases()
+        .into_iter()
+        .filter_map(|(case, op, tensors)| {
+            let (inp, out) = paths(case, backend);
+            bella::io::safetensors::write(&inp, &tensors).expect("writing the input");
+            let o = run_capped(&op_args(op, &inp, &out, backend));
+            let _ = (std::fs::remove_file(&inp), std::fs::remove_file(&out));
+            let ran = Ran {
+                out: o,
+                input: inp.display().to_string(),
+            };
+            check_err(case, &ran, &names(&[op, "budget"]))
+        })
+        .collect()
+}
+
+#[test]
+fn outputs_too_large_for_memory() {
+    expect_ok(
+        "matmul valid",
+        "matmul",
+        &matmul(&[4, 3], &[4, 5], 1.0, 0.0),
+    );
+    expect_ok("lora valid", "lora_forward", &file(&lora_good()));
+    expect_ok(
+        "pairwise_sqdist valid",
+        "pairwise_sqdist",
+        &file(&[f32s("theta", &[3, 2])]),
+    );
+    let problems = huge_outputs_refused("cpu");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

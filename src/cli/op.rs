@@ -25,10 +25,11 @@ pub struct OpArgs {
 
 pub fn run(a: OpArgs) -> Result<i32> {
     if !bella::ops::OP_NAMES.contains(&a.name.as_str()) {
-        return Err(bella::BellaError::Unknown {
-            what: "op",
-            name: format!("{} (known: {})", a.name, bella::ops::OP_NAMES.join(", ")),
-        });
+        return Err(bella::BellaError::invalid(format!(
+            "unknown op `{}` (known: {})",
+            a.name,
+            bella::ops::OP_NAMES.join(", ")
+        )));
     }
     let be = open_named(&a.backend)?;
     let inputs = safetensors::read(&a.input)?;

@@ -30,6 +30,7 @@ pub fn read(path: &Path) -> Result<Named> {
 
 /// Parse safetensors bytes.
 pub fn parse(bytes: &[u8]) -> std::result::Result<Named, String> {
+    check_header(bytes).map_err(|e| format!("invalid safetensors: {e}"))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("invalid safetensors: {e}"))?;
     let mut out = Named::new();
     for (name, view) in st.tensors() {
@@ -37,6 +38,114 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Named, String> {
         out.insert(name, t);
     }
     Ok(out)
+}
+
+/// The safetensors crate's own header limit.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// What the `safetensors` crate would reject, said in terms a user can act on (which
+/// tensor, how many bytes it needs and has, a duplicate name); whatever this does not
+/// recognise is left to the crate and its message.
+fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    let len = bytes.len() as u64;
+    let Some(prefix) = bytes.get(..8) else {
+        return Err(format!("only {len} bytes; the header length alone takes 8"));
+    };
+    let n = u64::from_le_bytes(prefix.try_into().expect("8 bytes"));
+    if n > MAX_HEADER_BYTES {
+        return Err(format!(
+            "header too large ({n} bytes; at most {MAX_HEADER_BYTES})"
+        ));
+    }
+    if 8 + n > len {
+        return Err(format!(
+            "header length {n} runs past the end of the file ({len} bytes)"
+        ));
+    }
+    let header = &bytes[8..8 + n as usize];
+    let Ok(Entries(entries)) = serde_json::from_slice::<Entries>(header) else {
+        return Ok(()); // not a JSON object: the crate says so
+    };
+    let data_len = len - 8 - n;
+    let mut seen = std::collections::HashSet::new();
+    let mut end = 0u64;
+    for (name, info) in &entries {
+        if !seen.insert(name.as_str()) {
+            return Err(format!("duplicate tensor name `{name}` in the header"));
+        }
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = info.get("dtype").and_then(|d| d.as_str());
+        let shape: Option<Vec<u64>> = info
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|v| v.as_u64()).collect());
+        let offsets: Option<Vec<u64>> = info
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|v| v.as_u64()).collect());
+        let (Some(dtype), Some(shape), Some(offsets)) = (dtype, shape, offsets) else {
+            continue;
+        };
+        let (Some(size), &[begin, stop]) = (dtype_bytes(dtype), &offsets[..]) else {
+            continue;
+        };
+        let need = shape.iter().try_fold(size, |a, &d| a.checked_mul(d));
+        match need {
+            Some(need) if stop >= begin && stop - begin != need => {
+                return Err(format!(
+                    "tensor `{name}`: {dtype} {shape:?} needs {need} bytes, its data_offsets \
+                     [{begin}, {stop}] span {}",
+                    stop - begin
+                ))
+            }
+            _ => end = end.max(stop),
+        }
+    }
+    if end > data_len {
+        return Err(format!(
+            "the header's tensors need {end} data bytes, the file has {data_len} after the header"
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes per element of a safetensors dtype name (`None`: left to the crate).
+fn dtype_bytes(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "F64" | "I64" | "U64" => 8,
+        "F32" | "I32" | "U32" => 4,
+        "F16" | "BF16" | "I16" | "U16" => 2,
+        "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+        _ => return None,
+    })
+}
+
+/// A JSON object's entries in file order, duplicates kept (a map would drop them).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Entries, A::Error> {
+                let mut v = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    v.push(entry);
+                }
+                Ok(Entries(v))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 fn convert(view: &TensorView) -> std::result::Result<HostTensor, String> {
@@ -119,9 +228,12 @@ pub fn write_with_metadata(
                 .map_err(|e| BellaError::io(format!("tensor `{n}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
+    let file_bytes = ::safetensors::serialize(views, metadata)
+        .map_err(|e| BellaError::io(format!("cannot write {}: {e}", path.display())))?;
     let tmp = temp_path(path);
-    ::safetensors::serialize_to_file(views, metadata, &tmp)
-        .map_err(|e| BellaError::io(format!("cannot write {}: {e}", tmp.display())))?;
+    // The error names the file the user asked for, not the temporary one.
+    std::fs::write(&tmp, file_bytes)
+        .map_err(|e| BellaError::io(format!("cannot write {}: {e}", path.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         BellaError::io(format!(
