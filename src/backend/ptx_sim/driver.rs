@@ -1,11 +1,13 @@
 //! The simulator behind the [`Driver`] surface: buffers in host memory, modules parsed once,
 //! launches run to completion before `launch` returns (so `synchronize` has nothing to wait
-//! for). Launch configurations are checked as a GPU driver would.
+//! for). Launch configurations are checked as a GPU driver would. With its [`Profiler`]
+//! enabled, every launch runs in counting mode and its counters are logged.
 
 use super::exec::{self, Launch};
 use super::isa::Ty;
 use super::memory::{GlobalBuf, GlobalMap, SLOTS, SLOT_BITS};
 use super::parser::{parse_module, Module};
+use super::profile::{LaunchProfile, Profiler};
 use crate::backend::ptx::driver::{DeviceProps, Driver, LaunchConfig, Param};
 use crate::backend::BackendKind;
 use crate::error::{BellaError, Result};
@@ -26,10 +28,12 @@ impl SimBuf {
     }
 }
 
+/// The simulated device: buffers, loaded modules and the counting switch.
 pub struct SimDriver {
     props: DeviceProps,
     next_slot: AtomicU64,
     modules: Mutex<HashMap<String, Arc<Module>>>,
+    profiler: Profiler,
 }
 
 impl Default for SimDriver {
@@ -39,6 +43,7 @@ impl Default for SimDriver {
 }
 
 impl SimDriver {
+    /// A device with no modules loaded and counting off.
     pub fn new() -> Self {
         let workers = rayon::current_num_threads().max(1) as u32;
         SimDriver {
@@ -51,7 +56,14 @@ impl SimDriver {
             },
             next_slot: AtomicU64::new(0),
             modules: Mutex::new(HashMap::new()),
+            profiler: Profiler::default(),
         }
+    }
+
+    /// The handle on this driver's counting mode and launch log (clones share it, so it
+    /// keeps working after the driver moves into a backend).
+    pub fn profiler(&self) -> Profiler {
+        self.profiler.clone()
     }
 
     fn new_buf(&self, len: usize, data: impl Iterator<Item = u32>) -> Result<SimBuf> {
@@ -281,7 +293,19 @@ impl Driver for SimDriver {
             params: bytes,
             global,
         };
-        exec::launch(&launch).map_err(|e| BellaError::device(BACKEND, e))
+        if !self.profiler.enabled() {
+            return exec::launch(&launch).map_err(|e| BellaError::device(BACKEND, e));
+        }
+        let counters = exec::launch_counted(&launch).map_err(|e| BellaError::device(BACKEND, e))?;
+        self.profiler.record(LaunchProfile {
+            module: module.to_string(),
+            kernel: kernel.to_string(),
+            grid: cfg.grid,
+            block: cfg.block,
+            shared_bytes: shared_bytes as u32,
+            counters,
+        });
+        Ok(())
     }
 
     fn synchronize(&self) -> Result<()> {

@@ -3,9 +3,12 @@
 //! each warp run with all their lanes at once, and when every live thread waits at the
 //! barrier it completes. Divergence a GPU would hang on or give undefined results for (lanes
 //! of a collective at different instructions, threads at different `bar.sync`s) is an error.
+//!
+//! [`launch_counted`] runs the same way with the counters of `profile` switched on.
 
 use super::isa::{Kernel, Op, ShflMode, Special, VoteMode};
 use super::memory::{thread_name, GlobalMap, LocalMem, SharedMem};
+use super::profile::{Counters, NoProbe, Tally};
 use super::thread::{self, pred, val, Stop, ThreadMem};
 use rayon::prelude::*;
 
@@ -25,7 +28,20 @@ pub fn launch(l: &Launch) -> Result<(), String> {
     let ctas = l.grid.iter().map(|&g| g as u64).product::<u64>();
     (0..ctas)
         .into_par_iter()
-        .try_for_each_init(|| Cta::new(l), |cta, id| cta.run(id))
+        .try_for_each_init(|| Cta::new(l, false), |cta, id| cta.run(id))
+}
+
+/// [`launch`] with counting on: the counters of every CTA, summed (see `profile`).
+pub fn launch_counted(l: &Launch) -> Result<Counters, String> {
+    let ctas = l.grid.iter().map(|&g| g as u64).product::<u64>();
+    (0..ctas)
+        .into_par_iter()
+        .try_fold(|| Cta::new(l, true), |mut cta, id| cta.run(id).map(|_| cta))
+        .map(|cta| cta.map(Cta::into_counters))
+        .try_reduce(Counters::default, |mut a, b| {
+            a += &b;
+            Ok(a)
+        })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,10 +66,12 @@ struct Cta<'a> {
     trips: Vec<u64>,
     shared: SharedMem,
     local: LocalMem,
+    /// The counters, in counting mode.
+    tally: Option<Tally<'a>>,
 }
 
 impl<'a> Cta<'a> {
-    fn new(l: &'a Launch<'a>) -> Self {
+    fn new(l: &'a Launch<'a>, counting: bool) -> Self {
         let nthreads = l.block.iter().map(|&b| b as usize).product();
         let nregs = l.kernel.nregs as usize;
         Cta {
@@ -67,7 +85,13 @@ impl<'a> Cta<'a> {
             trips: vec![0; nthreads],
             shared: SharedMem::new(l.shared_bytes, l.block),
             local: LocalMem::new(l.kernel.local_bytes, nthreads),
+            tally: counting.then(|| Tally::new(&l.kernel.code, nthreads)),
         }
+    }
+
+    /// The counters of the CTAs run (all zero when not counting).
+    fn into_counters(self) -> Counters {
+        self.tally.map(Tally::finish).unwrap_or_default()
     }
 
     /// `kernel `k` line N `text`: thread (x,y,z) of CTA (x,y,z): what`
@@ -96,6 +120,9 @@ impl<'a> Cta<'a> {
         if self.l.kernel.local_bytes > 0 {
             self.local.clear();
         }
+        if let Some(t) = &mut self.tally {
+            t.begin_cta();
+        }
         loop {
             for t in 0..self.nthreads {
                 if self.state[t] == State::Ready {
@@ -105,7 +132,11 @@ impl<'a> Cta<'a> {
             if self.run_collectives()? {
                 continue;
             }
-            if !self.complete_barrier()? {
+            let more = self.complete_barrier()?;
+            if let Some(t) = &mut self.tally {
+                t.end_interval();
+            }
+            if !more {
                 return Ok(());
             }
         }
@@ -158,13 +189,12 @@ impl<'a> Cta<'a> {
             params: &l.params,
             thread: t as u32,
         };
-        match thread::run(
-            &l.kernel.code,
-            regs,
-            &mut self.pc[t],
-            &mut self.trips[t],
-            &mut mem,
-        ) {
+        let (code, pc, trips) = (&l.kernel.code, &mut self.pc[t], &mut self.trips[t]);
+        let stopped = match &mut self.tally {
+            None => thread::run(code, regs, pc, trips, &mut mem, &mut NoProbe),
+            Some(tally) => thread::run(code, regs, pc, trips, &mut mem, &mut tally.probe(t)),
+        };
+        match stopped {
             Ok(stop) => {
                 self.state[t] = match stop {
                     Stop::Barrier => State::AtBarrier,

@@ -8,7 +8,9 @@
 //!   compute; `thread`: one thread's instruction loop; `exec`: grid, CTA and warp scheduling,
 //!   barriers and warp collectives; `memory`: global/shared/local/param memory and the
 //!   checker (bounds, alignment, uninitialised shared reads, shared-memory races);
-//! - `driver`: the [`Driver`](crate::backend::ptx::driver::Driver) implementation.
+//! - `driver`: the [`Driver`](crate::backend::ptx::driver::Driver) implementation;
+//! - `profile`: counting mode (instructions by class, FLOPs, global sectors, shared-memory
+//!   wavefronts), off unless a launch asks for it: [`Profiler`], [`Counters`].
 //!
 //! Errors name the kernel, the PTX line, the thread and CTA, and the address.
 
@@ -20,12 +22,14 @@ mod isa;
 mod lexer;
 mod memory;
 mod parser;
+pub mod profile;
 mod thread;
 
 #[cfg(test)]
 mod tests;
 
 pub use driver::{SimBuf, SimDriver};
+pub use profile::{Counters, LaunchProfile, Profiler};
 
 use crate::backend::ptx::PtxBackend;
 use crate::backend::Backend;
@@ -36,4 +40,13 @@ use std::sync::Arc;
 /// module of `kernels/` does not parse (the error names the module and the line).
 pub fn open() -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(PtxBackend::new(SimDriver::new())?))
+}
+
+/// [`open`] with counting on: every launch of the backend is counted and logged in the
+/// returned [`Profiler`] (switch it off and on with [`Profiler::set_enabled`]).
+pub fn open_profiled() -> Result<(Arc<dyn Backend>, Profiler)> {
+    let driver = SimDriver::new();
+    let profiler = driver.profiler();
+    profiler.set_enabled(true);
+    Ok((Arc::new(PtxBackend::new(driver)?), profiler))
 }

@@ -6,6 +6,7 @@ use super::isa::{AtomOp, BoolOp, Instr, Op, PredSrc, Space, Src, Ty};
 use super::memory::{
     check_alignment, load_param, GlobalMap, LocalMem, SharedMem, LOCAL_WINDOW, SHARED_WINDOW,
 };
+use super::profile::Probe;
 
 /// Why a thread stopped running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,21 +137,26 @@ pub fn atom_apply(op: AtomOp, ty: Ty, old: u32, b: u32, c: u32) -> u32 {
 }
 
 /// Run from `*pc` until the thread stops. On error `*pc` is the failing instruction.
-pub fn run(
+/// `probe` sees every instruction reached and executed and every memory access (counting
+/// mode); plain runs pass [`NoProbe`](super::profile::NoProbe), which compiles to nothing.
+pub fn run<P: Probe>(
     code: &[Instr],
     regs: &mut [u64],
     pc: &mut u32,
     trips: &mut u64,
     mem: &mut ThreadMem,
+    probe: &mut P,
 ) -> Result<Stop, String> {
     loop {
         let ins = &code[*pc as usize];
+        probe.reach(*pc);
         if let Some(g) = &ins.guard {
             if !pred(regs, g) {
                 *pc += 1;
                 continue;
             }
         }
+        probe.execute(*pc);
         match &ins.op {
             Op::Mov { d, a } => regs[*d as usize] = val(regs, a),
             Op::Pack {
@@ -268,6 +274,8 @@ pub fn run(
                 let base = val(regs, &addr.base).wrapping_add(addr.offset as u64);
                 let size = ty.bytes();
                 check_alignment(space.name(), base, size * d.len() as u32, false)?;
+                let (sp, at) = ThreadMem::resolve(*space, base);
+                probe.access(*pc, sp, at, size * d.len() as u32);
                 for (i, r) in d.iter().enumerate() {
                     let v = mem.load(*space, base + (i as u32 * size) as u64, size)?;
                     if let Some(r) = r {
@@ -279,6 +287,8 @@ pub fn run(
                 let base = val(regs, &addr.base).wrapping_add(addr.offset as u64);
                 let size = ty.bytes();
                 check_alignment(space.name(), base, size * s.len() as u32, true)?;
+                let (sp, at) = ThreadMem::resolve(*space, base);
+                probe.access(*pc, sp, at, size * s.len() as u32);
                 for (i, v) in s.iter().enumerate() {
                     let v = mask(val(regs, v), ty.bits());
                     mem.store(*space, base + (i as u32 * size) as u64, size, v)?;
@@ -295,6 +305,8 @@ pub fn run(
             } => {
                 let at = val(regs, &addr.base).wrapping_add(addr.offset as u64);
                 check_alignment(space.name(), at, 4, true)?;
+                let (sp, a) = ThreadMem::resolve(*space, at);
+                probe.access(*pc, sp, a, 4);
                 let (b, c) = (val(regs, b) as u32, val(regs, c) as u32);
                 let old = mem.atomic(*space, at, |old| atom_apply(*op, *ty, old, b, c))?;
                 if let Some(d) = d {
