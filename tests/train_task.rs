@@ -150,3 +150,28 @@ fn bad_checkpoints_and_divergence_are_clear_errors() {
     assert!(e.contains("does not exist"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Particles whose predictions are NaN (here: adapters of ±1e30, so the logits overflow)
+/// make evaluation a `NonFinite` error naming the split, not a hang in AUROC or an NLL
+/// that looks plausible.
+#[test]
+fn non_finite_predictions_are_an_error() {
+    use bella::nn::{Activation, DenseParticles, FrozenMlp};
+    let be = CpuBackend::new();
+    let cfg = tiny(1);
+    let task = bella::train::data::digits_task(cfg.per_class).unwrap();
+    let spec = DenseParticles::random_spec(&cfg.widths, Activation::Relu, 3);
+    let base = std::sync::Arc::new(FrozenMlp::upload(&be, spec).unwrap());
+    let (model, _) = bella::train::task::build_model(Method::BellaSvgd, &base, &cfg).unwrap();
+    let huge: Vec<f32> = (0..model.k() * model.d())
+        .map(|i| if i % 2 == 0 { 1e30 } else { -1e30 })
+        .collect();
+    let arena = bella::Backend::upload(&be, &[model.k(), model.d()], &huge).unwrap();
+    let e = bella::train::eval::evaluate(&be, model.as_ref(), &arena, &task)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(&e, bella::BellaError::NonFinite(m) if m.contains("in-distribution")),
+        "{e:?}"
+    );
+}

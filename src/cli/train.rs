@@ -52,11 +52,12 @@ pub struct TrainArgs {
     /// Epochs of base pre-training. [default: 30]
     #[arg(long)]
     pretrain_epochs: Option<usize>,
-    /// Comma list of methods: single_lora,bella_ensemble,bella_svgd,full_ensemble [default: all].
+    /// Comma list of methods: single_lora,bella_ensemble,bella_svgd,full_ensemble [default:
+    /// all; on --resume, the methods the run trains, as run.json records them].
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
     /// Use this base model (safetensors MLP with 64 inputs and 8 outputs) instead of
-    /// pre-training one.
+    /// pre-training one (on --resume: must be the checkpoint's base).
     #[arg(long)]
     base: Option<PathBuf>,
     /// Write the report as JSON.
@@ -70,7 +71,8 @@ pub struct TrainArgs {
     #[arg(long)]
     checkpoint: Option<PathBuf>,
     /// Continue the run saved in --checkpoint (exactly, unless --epochs or a learning rate
-    /// is changed).
+    /// is changed): every check is made before anything is written, so a resume that
+    /// cannot start leaves the checkpoint as it was.
     #[arg(long)]
     resume: bool,
     /// No progress bars or notes (the table still goes to stdout).
@@ -102,7 +104,11 @@ fn methods(names: &[String]) -> Result<Vec<Method>> {
 /// The defaults (or, on resume, the stored run's settings) with the flags given applied.
 fn config(a: &TrainArgs) -> Result<TrainConfig> {
     let mut c = match (&a.checkpoint, a.resume) {
-        (Some(dir), true) => train::checkpoint::CheckpointDir { dir: dir.clone() }.load_config()?,
+        (Some(dir), true) => {
+            train::checkpoint::CheckpointDir::open(dir)
+                .load_record()?
+                .cfg
+        }
         _ => TrainConfig::default(),
     };
     macro_rules! set {
@@ -130,11 +136,8 @@ fn config(a: &TrainArgs) -> Result<TrainConfig> {
 
 pub fn run(a: TrainArgs) -> Result<i32> {
     let cfg = config(&a)?;
-    let methods = if a.methods.is_empty() {
-        Method::ALL.to_vec()
-    } else {
-        methods(&a.methods)?
-    };
+    // Empty: the library picks (all methods, or on --resume the run's own).
+    let methods = methods(&a.methods)?;
     let be = bella::backend::open_named(&a.backend)?;
     if !a.quiet {
         eprintln!("backend: {} ({})", be.kind(), be.describe());

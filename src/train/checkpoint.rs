@@ -2,27 +2,78 @@
 //! atomically after every epoch (and once before the first), holding the particles under
 //! PEFT-style names (see `nn::Particles::to_named`), the AdamW moments as
 //! `optimizer.exp_avg` / `optimizer.exp_avg_sq` (`[K, D]`, the arena layout) and, in the
-//! header metadata, the epoch, step and training time. `run.json` holds the run's
-//! configuration and `base.safetensors` the frozen base, so `--resume` and `bella eval`
-//! rebuild exactly the same model.
+//! header metadata, the epoch, step and training time. `run.json` ([`RunRecord`]) holds
+//! the run's configuration, the methods it trains and a fingerprint of its base, and
+//! `base.safetensors` the frozen base, so `--resume` and `bella eval` rebuild exactly the
+//! same model.
 
 use super::method::{Method, TrainConfig};
 use super::trainer::RunState;
 use crate::backend::Backend;
 use crate::error::{BellaError, Result};
 use crate::io::safetensors as st;
-use crate::nn::Particles;
+use crate::nn::{MlpSpec, Particles};
 use crate::ops::named::HostTensor;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 const FORMAT: &str = "bella-checkpoint-1";
+
+/// `run.json`: the configuration's fields at the top level, then what the run is made of.
+/// Files written before `methods` and `base_fingerprint` were recorded lack them and still
+/// load (as `None`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    #[serde(flatten)]
+    pub cfg: TrainConfig,
+    /// The methods this run trains, in training order; a plain `--resume` continues exactly
+    /// these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<Method>>,
+    /// [`base_fingerprint`] of `base.safetensors` when the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_fingerprint: Option<String>,
+}
+
+/// A 64-bit FNV-1a hash (hex) of a model's layer names, shapes, weights, biases and
+/// activation: what decides the frozen base's function and the adapters' names.
+pub fn base_fingerprint(spec: &MlpSpec) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(format!("{:?}", spec.activation).as_bytes());
+    for l in &spec.layers {
+        eat(l.name.as_bytes());
+        eat(&[0]);
+        eat(&(l.out_features as u64).to_le_bytes());
+        eat(&(l.in_features as u64).to_le_bytes());
+        for w in &l.weight {
+            eat(&w.to_bits().to_le_bytes());
+        }
+        match &l.bias {
+            Some(b) => {
+                eat(&[1]);
+                for x in b {
+                    eat(&x.to_bits().to_le_bytes());
+                }
+            }
+            None => eat(&[0]),
+        }
+    }
+    format!("{h:016x}")
+}
 
 pub struct CheckpointDir {
     pub dir: PathBuf,
 }
 
 impl CheckpointDir {
+    /// A checkpoint directory to write into, created if it is not there (fresh runs).
     pub fn new(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
             BellaError::io(format!(
@@ -34,23 +85,30 @@ impl CheckpointDir {
             dir: dir.to_path_buf(),
         })
     }
+    /// An existing checkpoint directory, not touched (resume, eval).
+    pub fn open(dir: &Path) -> Self {
+        CheckpointDir {
+            dir: dir.to_path_buf(),
+        }
+    }
     pub fn base_path(&self) -> PathBuf {
         self.dir.join("base.safetensors")
     }
     pub fn method_path(&self, method: Method) -> PathBuf {
         self.dir.join(format!("{}.safetensors", method.name()))
     }
-    fn config_path(&self) -> PathBuf {
+    pub fn record_path(&self) -> PathBuf {
         self.dir.join("run.json")
     }
 
-    pub fn save_config(&self, cfg: &TrainConfig) -> Result<()> {
-        let text = serde_json::to_string_pretty(cfg).map_err(|e| BellaError::io(e.to_string()))?;
-        write_atomic(&self.config_path(), text.as_bytes())
+    pub fn save_record(&self, record: &RunRecord) -> Result<()> {
+        let text =
+            serde_json::to_string_pretty(record).map_err(|e| BellaError::io(e.to_string()))?;
+        write_atomic(&self.record_path(), (text + "\n").as_bytes())
     }
 
-    pub fn load_config(&self) -> Result<TrainConfig> {
-        let p = self.config_path();
+    pub fn load_record(&self) -> Result<RunRecord> {
+        let p = self.record_path();
         let text = std::fs::read_to_string(&p).map_err(|e| {
             BellaError::io(format!(
                 "no run to resume in {}: cannot read {}: {e}",
@@ -60,6 +118,46 @@ impl CheckpointDir {
         })?;
         serde_json::from_str(&text)
             .map_err(|e| BellaError::io(format!("{}: corrupt run configuration: {e}", p.display())))
+    }
+
+    /// The methods of the run `record` describes: as recorded, or for a `run.json` from
+    /// before methods were recorded, every method with a checkpoint file here.
+    pub fn methods(&self, record: &RunRecord) -> Result<Vec<Method>> {
+        let methods = match &record.methods {
+            Some(m) => m.clone(),
+            None => Method::ALL
+                .into_iter()
+                .filter(|m| self.method_path(*m).exists())
+                .collect(),
+        };
+        if methods.is_empty() {
+            return Err(BellaError::io(format!(
+                "no method checkpoints in {}",
+                self.dir.display()
+            )));
+        }
+        Ok(methods)
+    }
+
+    /// The frozen base of the run `record` describes, checked against the fingerprint
+    /// recorded when the run started (when there is one).
+    pub fn load_base(&self, record: &RunRecord) -> Result<MlpSpec> {
+        let p = self.base_path();
+        if !p.exists() {
+            return Err(BellaError::io(format!("{} does not exist", p.display())));
+        }
+        let spec = crate::nn::load_model(&p)?;
+        if let Some(want) = &record.base_fingerprint {
+            let got = base_fingerprint(&spec);
+            if &got != want {
+                return Err(BellaError::io(format!(
+                    "{} is not the base this run was trained on (fingerprint {got}, {} records {want})",
+                    p.display(),
+                    self.record_path().display()
+                )));
+            }
+        }
+        Ok(spec)
     }
 
     pub fn save(

@@ -6,7 +6,7 @@ use super::data::{DigitsTask, Split, CLASSES, FEATURES};
 use super::metrics::{self, Bin, Calibration};
 use crate::autograd::Tape;
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::error::{BellaError, Result};
 use crate::nn::Particles;
 use crate::tensor::Tensor;
 
@@ -54,12 +54,29 @@ pub fn evaluate(
     let ind = predict(be, model, arena, &task.in_dist)?;
     let sh = predict(be, model, arena, &task.shifted)?;
     let ood = predict(be, model, arena, &task.ood)?;
+    let (ind_y, sh_y) = (&task.in_dist.y, &task.shifted.y);
     Ok(Evaluation {
-        in_dist: metrics::calibration(&ind.probs, &task.in_dist.y, CLASSES),
-        shifted: metrics::calibration(&sh.probs, &task.shifted.y, CLASSES),
-        ood_auroc_entropy: metrics::auroc(&ind.entropy, &ood.entropy),
-        ood_auroc_mi: (model.k() > 1).then(|| metrics::auroc(&ind.mutual_info, &ood.mutual_info)),
-        in_dist_bins: metrics::reliability(&ind.probs, &task.in_dist.y, CLASSES),
-        shifted_bins: metrics::reliability(&sh.probs, &task.shifted.y, CLASSES),
+        in_dist: metrics::calibration(&ind.probs, ind_y, CLASSES).map_err(on("in-distribution"))?,
+        shifted: metrics::calibration(&sh.probs, sh_y, CLASSES).map_err(on("shifted"))?,
+        ood_auroc_entropy: metrics::auroc(&ind.entropy, &ood.entropy)
+            .map_err(on("predictive entropy"))?,
+        ood_auroc_mi: (model.k() > 1)
+            .then(|| metrics::auroc(&ind.mutual_info, &ood.mutual_info))
+            .transpose()
+            .map_err(on("mutual information"))?,
+        in_dist_bins: metrics::reliability(&ind.probs, ind_y, CLASSES)
+            .map_err(on("in-distribution"))?,
+        shifted_bins: metrics::reliability(&sh.probs, sh_y, CLASSES).map_err(on("shifted"))?,
     })
+}
+
+/// Names the split (or statistic) a metric's error came from.
+fn on(what: &'static str) -> impl Fn(BellaError) -> BellaError {
+    move |e| match e {
+        BellaError::NonFinite(m) => {
+            BellaError::NonFinite(format!("evaluation on {what} predictions: {m}"))
+        }
+        BellaError::Invalid(m) => BellaError::Invalid(format!("evaluation on {what}: {m}")),
+        e => e,
+    }
 }

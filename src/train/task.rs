@@ -2,7 +2,7 @@
 //! safetensors and load it back frozen through the same loader users use, adapt every method
 //! on the target domain, evaluate, report. Also `bella eval` on a checkpoint directory.
 
-use super::checkpoint::CheckpointDir;
+use super::checkpoint::{base_fingerprint, CheckpointDir, RunRecord};
 use super::data::{digits_task, DigitsTask, CLASSES, FEATURES};
 use super::eval::{evaluate, Evaluation};
 use super::method::{Method, TrainConfig};
@@ -16,12 +16,14 @@ use crate::nn::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub const TASK_NAME: &str = "digits-rot90";
 
 pub struct RunOptions {
     pub cfg: TrainConfig,
+    /// Empty: every method on a fresh run, on `resume` the methods `run.json` records.
     pub methods: Vec<Method>,
     pub checkpoint: Option<PathBuf>,
     pub resume: bool,
@@ -104,7 +106,7 @@ fn check_base(spec: &MlpSpec, path: &Path) -> Result<()> {
 }
 
 /// Pre-train the base MLP on the source domain (a dense K = 1 run on the same ops).
-fn pretrain(
+pub fn pretrain(
     be: &dyn Backend,
     task: &DigitsTask,
     cfg: &TrainConfig,
@@ -143,12 +145,16 @@ fn pretrain(
 }
 
 /// Accuracy of the base alone on a split (before any adaptation).
-fn base_accuracy(be: &dyn Backend, base: &FrozenMlp, split: &super::data::Split) -> Result<f64> {
+pub fn base_accuracy(
+    be: &dyn Backend,
+    base: &FrozenMlp,
+    split: &super::data::Split,
+) -> Result<f64> {
     let x = be.upload(&[split.len(), FEATURES], &split.x)?;
     let logits = base.logits(be, &x)?.reshape(&[1, split.len(), CLASSES])?;
     let stats = crate::ops::ensemble_stats(be, &logits)?;
     let probs = be.download(&stats.probs)?;
-    Ok(super::metrics::calibration(&probs, &split.y, CLASSES).accuracy)
+    Ok(super::metrics::calibration(&probs, &split.y, CLASSES)?.accuracy)
 }
 
 fn method_report(
@@ -193,82 +199,191 @@ fn plot(dir: &Option<PathBuf>, method: Method, ev: &Evaluation) -> Result<()> {
     super::plot::reliability_svg(&path, &title, &ev.in_dist_bins, &ev.shifted_bins)
 }
 
-/// Obtain the frozen base: from the checkpoint (resume), a user's file, or pre-training.
-fn base_model(
-    be: &dyn Backend,
-    opts: &RunOptions,
-    ck: &Option<CheckpointDir>,
-    task: &DigitsTask,
-) -> Result<MlpSpec> {
-    if opts.resume {
-        let p = ck
-            .as_ref()
-            .expect("resume has a checkpoint dir")
-            .base_path();
-        if !p.exists() {
-            return Err(BellaError::io(format!(
-                "cannot resume: {} does not exist",
-                p.display()
-            )));
+/// Save a pre-trained base and load it back through the users' loader: the frozen base is
+/// what a file says.
+fn through_file(spec: &MlpSpec) -> Result<MlpSpec> {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "bella-base-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| BellaError::io(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join("base.safetensors");
+    let loaded = save_model(&path, spec).and_then(|()| load_model(&path));
+    let _ = std::fs::remove_dir_all(&dir);
+    loaded
+}
+
+/// A method trained by a run: its particles and their state (fresh or loaded).
+type Trainee = (Method, Box<dyn Particles>, RunState);
+
+/// Everything a run needs, found and checked before it writes anything.
+struct Prepared {
+    ck: Option<CheckpointDir>,
+    base: Arc<FrozenMlp>,
+    /// `run.json` as this run leaves it.
+    record: RunRecord,
+    /// On resume: `run.json` differs from the stored one and is rewritten just before the
+    /// first checkpoint of a newly trained epoch (so a run that trains nothing, or fails
+    /// before its first epoch is done, leaves the directory as it found it).
+    record_pending: bool,
+    trainees: Vec<Trainee>,
+}
+
+/// `methods` in order, without repeats.
+fn dedup(methods: &[Method]) -> Vec<Method> {
+    let mut out = Vec::new();
+    for &m in methods {
+        if !out.contains(&m) {
+            out.push(m);
         }
-        return load_model(&p);
     }
-    if let Some(p) = &opts.base {
-        let spec = load_model(p)?;
-        check_base(&spec, p)?;
-        if let Some(ck) = ck {
-            save_model(&ck.base_path(), &spec)?;
+    out
+}
+
+fn names(methods: &[Method]) -> String {
+    methods
+        .iter()
+        .map(|m| m.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A fresh run: the base from the user's file or pre-training, every method's starting
+/// state; then (all checks passed) the base, `run.json` and every method's starting state
+/// are written, so a resume always finds one.
+fn prepare_fresh(be: &dyn Backend, opts: &RunOptions, task: &DigitsTask) -> Result<Prepared> {
+    let cfg = &opts.cfg;
+    let methods = if opts.methods.is_empty() {
+        Method::ALL.to_vec()
+    } else {
+        dedup(&opts.methods)
+    };
+    let spec = match &opts.base {
+        Some(p) => {
+            let spec = load_model(p)?;
+            check_base(&spec, p)?;
+            spec
         }
-        return Ok(spec);
-    }
-    note(opts.quiet, "pre-training the base MLP on the source domain");
-    let spec = pretrain(be, task, &opts.cfg, opts.quiet)?;
-    // Save, then load back through the users' loader: the frozen base is what the file says.
-    let (path, temp) = match ck {
-        Some(ck) => (ck.base_path(), None),
         None => {
-            let dir = std::env::temp_dir().join(format!("bella-base-{}", std::process::id()));
-            std::fs::create_dir_all(&dir)?;
-            (dir.join("base.safetensors"), Some(dir))
+            note(opts.quiet, "pre-training the base MLP on the source domain");
+            through_file(&pretrain(be, task, cfg, opts.quiet)?)?
         }
     };
-    save_model(&path, &spec)?;
-    let loaded = load_model(&path);
-    if let Some(dir) = temp {
-        let _ = std::fs::remove_dir_all(dir);
+    let base = Arc::new(FrozenMlp::upload(be, spec.clone())?);
+    let mut trainees = Vec::new();
+    for &method in &methods {
+        let (model, arena) = build_model(method, &base, cfg)?;
+        let state = RunState::fresh(be, model.k(), model.d(), &arena)?;
+        trainees.push((method, model, state));
     }
-    loaded
+    let record = RunRecord {
+        cfg: cfg.clone(),
+        methods: Some(methods),
+        base_fingerprint: Some(base_fingerprint(&spec)),
+    };
+    let ck = match &opts.checkpoint {
+        Some(dir) => {
+            let ck = CheckpointDir::new(dir)?;
+            save_model(&ck.base_path(), &spec)?;
+            ck.save_record(&record)?;
+            for (method, model, state) in &trainees {
+                ck.save(be, *method, model.as_ref(), state)?;
+            }
+            Some(ck)
+        }
+        None => None,
+    };
+    Ok(Prepared {
+        ck,
+        base,
+        record,
+        record_pending: false,
+        trainees,
+    })
+}
+
+/// `--resume`: every check (settings, methods, base, every method's saved state) before
+/// anything is written. The methods are those `run.json` records unless `opts.methods`
+/// names some of them.
+fn prepare_resume(be: &dyn Backend, opts: &RunOptions) -> Result<Prepared> {
+    let cfg = &opts.cfg;
+    let Some(dir) = &opts.checkpoint else {
+        return Err(BellaError::invalid("--resume needs --checkpoint DIR"));
+    };
+    let ck = CheckpointDir::open(dir);
+    let stored = ck.load_record()?;
+    if let Some(why) = cfg.structural_mismatch(&stored.cfg) {
+        return Err(BellaError::invalid(format!(
+            "cannot resume with different settings: {why}"
+        )));
+    }
+    let cannot = |e: BellaError| BellaError::io(format!("cannot resume: {e}"));
+    let recorded = ck.methods(&stored).map_err(cannot)?;
+    let methods = if opts.methods.is_empty() {
+        recorded.clone()
+    } else {
+        if let Some(m) = opts.methods.iter().find(|m| !recorded.contains(m)) {
+            return Err(BellaError::invalid(format!(
+                "cannot resume {}: the run in {} trains {}",
+                m.name(),
+                dir.display(),
+                names(&recorded)
+            )));
+        }
+        dedup(&opts.methods)
+    };
+    let spec = ck.load_base(&stored).map_err(cannot)?;
+    check_base(&spec, &ck.base_path())?;
+    let fingerprint = base_fingerprint(&spec);
+    if let Some(p) = &opts.base {
+        if base_fingerprint(&load_model(p)?) != fingerprint {
+            return Err(BellaError::invalid(format!(
+                "cannot resume: --base {} is not the base this run was trained on ({})",
+                p.display(),
+                ck.base_path().display()
+            )));
+        }
+    }
+    let base = Arc::new(FrozenMlp::upload(be, spec)?);
+    let mut trainees = Vec::new();
+    for &method in &methods {
+        let (model, _) = build_model(method, &base, cfg)?;
+        let state = ck.load(be, method, model.as_ref()).map_err(cannot)?;
+        trainees.push((method, model, state));
+    }
+    let record = RunRecord {
+        cfg: cfg.clone(),
+        methods: Some(recorded),
+        base_fingerprint: Some(fingerprint),
+    };
+    Ok(Prepared {
+        ck: Some(ck),
+        base,
+        record_pending: record != stored,
+        record,
+        trainees,
+    })
 }
 
 /// `bella train`.
 pub fn run(be: &dyn Backend, opts: &RunOptions) -> Result<Report> {
     let cfg = &opts.cfg;
     cfg.check()?;
-    if opts.methods.is_empty() {
-        return Err(BellaError::invalid("no methods to train"));
-    }
-    let ck = opts
-        .checkpoint
-        .as_deref()
-        .map(CheckpointDir::new)
-        .transpose()?;
-    if opts.resume {
-        let Some(ck) = &ck else {
-            return Err(BellaError::invalid("--resume needs --checkpoint DIR"));
-        };
-        let stored = ck.load_config()?;
-        if let Some(why) = cfg.structural_mismatch(&stored) {
-            return Err(BellaError::invalid(format!(
-                "cannot resume with different settings: {why}"
-            )));
-        }
-    }
     let task = digits_task(cfg.per_class)?;
-    let spec = base_model(be, opts, &ck, &task)?;
-    let base = Arc::new(FrozenMlp::upload(be, spec)?);
-    if let Some(ck) = &ck {
-        ck.save_config(cfg)?;
-    }
+    let Prepared {
+        ck,
+        base,
+        record,
+        mut record_pending,
+        trainees,
+    } = if opts.resume {
+        prepare_resume(be, opts)?
+    } else {
+        prepare_fresh(be, opts, &task)?
+    };
     note(
         opts.quiet,
         &format!(
@@ -277,24 +392,8 @@ pub fn run(be: &dyn Backend, opts: &RunOptions) -> Result<Report> {
             base_accuracy(be, &base, &task.source)?
         ),
     );
-    // Fresh runs write every method's starting state first, so a resume always finds one.
-    let mut models = Vec::new();
-    for &method in &opts.methods {
-        let (model, arena) = build_model(method, &base, cfg)?;
-        let state = match (&ck, opts.resume) {
-            (Some(ck), true) => ck.load(be, method, model.as_ref())?,
-            (ck, _) => {
-                let state = RunState::fresh(be, model.k(), model.d(), &arena)?;
-                if let Some(ck) = ck {
-                    ck.save(be, method, model.as_ref(), &state)?;
-                }
-                state
-            }
-        };
-        models.push((method, model, state));
-    }
     let mut reports = Vec::new();
-    for (method, model, mut state) in models {
+    for (method, model, mut state) in trainees {
         let set = settings(method, cfg);
         let batches = task
             .target_train
@@ -303,7 +402,13 @@ pub fn run(be: &dyn Backend, opts: &RunOptions) -> Result<Report> {
         let pb = bar(opts.quiet, (batches * cfg.epochs) as u64, method.name());
         pb.set_position((batches * state.epoch.min(cfg.epochs)) as u64);
         let mut save = |s: &RunState, _loss: f32| match &ck {
-            Some(ck) => ck.save(be, method, model.as_ref(), s),
+            Some(ck) => {
+                if record_pending {
+                    ck.save_record(&record)?;
+                    record_pending = false;
+                }
+                ck.save(be, method, model.as_ref(), s)
+            }
             None => Ok(()),
         };
         let trained = train(
@@ -338,37 +443,27 @@ pub fn run(be: &dyn Backend, opts: &RunOptions) -> Result<Report> {
     Ok(report(be, cfg, reports))
 }
 
-/// `bella eval`: evaluate the adapters saved in a checkpoint directory.
+/// `bella eval`: evaluate the adapters saved in a checkpoint directory (every method of
+/// the run when `methods` is empty).
 pub fn eval_saved(
     be: &dyn Backend,
     dir: &Path,
     methods: &[Method],
     plots: &Option<PathBuf>,
 ) -> Result<Report> {
-    let ck = CheckpointDir {
-        dir: dir.to_path_buf(),
-    };
-    let cfg = ck.load_config()?;
+    let ck = CheckpointDir::open(dir);
+    let record = ck.load_record()?;
+    let cfg = &record.cfg;
     let task = digits_task(cfg.per_class)?;
-    let base_path = ck.base_path();
-    let base = Arc::new(FrozenMlp::upload(be, load_model(&base_path)?)?);
-    let methods: Vec<Method> = if methods.is_empty() {
-        Method::ALL
-            .into_iter()
-            .filter(|m| ck.method_path(*m).exists())
-            .collect()
+    let base = Arc::new(FrozenMlp::upload(be, ck.load_base(&record)?)?);
+    let methods = if methods.is_empty() {
+        ck.methods(&record)?
     } else {
-        methods.to_vec()
+        dedup(methods)
     };
-    if methods.is_empty() {
-        return Err(BellaError::io(format!(
-            "no method checkpoints in {}",
-            dir.display()
-        )));
-    }
     let mut reports = Vec::new();
     for method in methods {
-        let (model, _) = build_model(method, &base, &cfg)?;
+        let (model, _) = build_model(method, &base, cfg)?;
         let state = ck.load(be, method, model.as_ref())?;
         let ev = evaluate(be, model.as_ref(), &state.arena, &task)?;
         plot(plots, method, &ev)?;
@@ -379,5 +474,5 @@ pub fn eval_saved(
             &ev,
         ));
     }
-    Ok(report(be, &cfg, reports))
+    Ok(report(be, cfg, reports))
 }

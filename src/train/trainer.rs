@@ -122,21 +122,16 @@ pub fn train(
             loss_sum += value;
             let mut grad = be.zeros(&[k, d])?;
             tape.backward(loss, &mut grad)?;
-            let (grad, weight_decay) = if set.method == Method::BellaSvgd {
-                (svgd_gradient(be, &state.arena, &grad, n, set)?, 0.0)
+            if set.method == Method::BellaSvgd {
+                let svgd = Svgd {
+                    n,
+                    prior_std: set.prior_std,
+                    bandwidth: set.bandwidth,
+                };
+                svgd_update(be, state, &grad, &svgd, set.lr, &ops::svgd_direction)?;
             } else {
-                (grad, set.weight_decay)
-            };
-            state.step += 1;
-            let hp = AdamW {
-                lr: set.lr,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay,
-                step: state.step,
-            };
-            ops::adamw_step(be, &mut state.arena, &grad, &mut state.m, &mut state.v, &hp)?;
+                adamw_update(be, state, &grad, set.lr, set.weight_decay)?;
+            }
             progress.inc(1);
             progress.set_message(format!("epoch {} loss {value:.4}", epoch + 1));
         }
@@ -147,26 +142,64 @@ pub fn train(
     Ok(())
 }
 
-/// The SVGD update as a gradient for a minimizing optimizer.
-///
-/// Score of particle i: `∇ log p(θ_i | data) = −N ∇L̄_i − θ_i / σ²`, with `L̄_i` the batch-mean
-/// cross-entropy (an unbiased estimate of the full-data likelihood term: N training images)
-/// and a Gaussian prior `N(0, σ² I)` on every adapter parameter. Then `φ = svgd_direction`
-/// with the RBF kernel (median heuristic unless a bandwidth is given), and the optimizer
-/// takes `−φ / N`: dividing by N keeps the step size comparable to the other methods (AdamW
-/// is nearly scale-free) while the balance of attraction and repulsion stays that of the
-/// posterior.
-fn svgd_gradient(
+/// One AdamW step (β = 0.9, 0.999, ε = 1e-8, as PyTorch's defaults) over the whole arena
+/// with `grad` as the gradient; counts the step.
+pub fn adamw_update(
     be: &dyn Backend,
-    theta: &Tensor,
+    state: &mut RunState,
     grad: &Tensor,
-    n: usize,
-    set: &StepSettings,
-) -> Result<Tensor> {
-    let nf = n as f32;
-    let prior_precision = 1.0 / (set.prior_std * set.prior_std);
+    lr: f32,
+    weight_decay: f32,
+) -> Result<()> {
+    state.step += 1;
+    let hp = AdamW {
+        lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay,
+        step: state.step,
+    };
+    ops::adamw_step(be, &mut state.arena, grad, &mut state.m, &mut state.v, &hp)
+}
+
+/// The posterior an SVGD step targets: `N` data points whose mean negative log-likelihood
+/// the gradient is taken of, and a Gaussian prior `N(0, prior_std² I)` on every parameter.
+#[derive(Clone, Copy, Debug)]
+pub struct Svgd {
+    pub n: usize,
+    pub prior_std: f32,
+    /// RBF bandwidth; `None` = the median heuristic of `rbf_kernel`.
+    pub bandwidth: Option<f32>,
+}
+
+/// How `φ` is formed from `(theta, score, kernel, bandwidth)`: [`ops::svgd_direction`] in
+/// training. A parameter so that tests can show a wrong direction fails them.
+pub type Direction = dyn Fn(&dyn Backend, &Tensor, &Tensor, &Tensor, f32) -> Result<Tensor>;
+
+/// The SVGD step of `bella_svgd`, on any `[K, D]` particle arena.
+///
+/// `grad` is `∇L̄_i` per particle, `L̄` the mean negative log-likelihood of the batch (an
+/// unbiased estimate of the full-data term over N points). Score of particle i:
+/// `∇ log p(θ_i | data) = −N ∇L̄_i − θ_i / σ²`. Then `φ = direction(θ, score, kernel, h)` with
+/// the RBF kernel (median heuristic unless a bandwidth is given), and AdamW (no weight
+/// decay) takes `−φ / N` as its gradient: dividing by N keeps the step size comparable to
+/// the other methods (AdamW is nearly scale-free) while the balance of attraction and
+/// repulsion stays that of the posterior.
+pub fn svgd_update(
+    be: &dyn Backend,
+    state: &mut RunState,
+    grad: &Tensor,
+    svgd: &Svgd,
+    lr: f32,
+    direction: &Direction,
+) -> Result<()> {
+    let nf = svgd.n as f32;
+    let prior_precision = 1.0 / (svgd.prior_std * svgd.prior_std);
+    let theta = &state.arena;
     let score = ops::axpby(be, -nf, grad, -prior_precision, theta)?;
-    let (kernel, h) = ops::rbf_kernel(be, theta, set.bandwidth)?;
-    let phi = ops::svgd_direction(be, theta, &score, &kernel, h)?;
-    ops::axpby(be, -1.0 / nf, &phi, 0.0, &phi)
+    let (kernel, h) = ops::rbf_kernel(be, theta, svgd.bandwidth)?;
+    let phi = direction(be, theta, &score, &kernel, h)?;
+    let descent = ops::axpby(be, -1.0 / nf, &phi, 0.0, &phi)?;
+    adamw_update(be, state, &descent, lr, 0.0)
 }
