@@ -3,6 +3,7 @@
 mod bench;
 mod doctor;
 mod op;
+mod profile;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Time every op per shape and backend.
     Bench(bench::BenchArgs),
+    /// Simulator counters per launch and modelled A100/H100/H200 times (feature ptx-sim).
+    Profile(profile::ProfileArgs),
 }
 
 pub fn main() -> i32 {
@@ -40,6 +43,7 @@ pub fn main() -> i32 {
         Command::Op(a) => op::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Profile(a) => profile::run(a),
     };
     match result {
         Ok(code) => code,
