@@ -335,6 +335,15 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
                 ]
             }
         }
+        "axpby" => {
+            let (a, b) = (scalar(n, "alpha"), scalar(n, "beta"));
+            let out = get(n, "x")
+                .iter()
+                .zip(get(n, "y"))
+                .map(|(x, y)| a * x + b * y)
+                .collect();
+            vec![("out".into(), out)]
+        }
         _ => unreachable!("{op}"),
     }
 }

@@ -27,7 +27,7 @@ enum Command {
     Eval(train::EvalArgs),
     /// Run one op on named tensors from a safetensors file.
     Op(op::OpArgs),
-    /// Every op on every available backend against the CPU reference.
+    /// Every op on every available backend (cpu included) against the float64 oracle.
     Doctor(doctor::DoctorArgs),
     /// Time every op per shape and backend.
     Bench(bench::BenchArgs),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 pub struct OpArgs {
     /// Op name (see DESIGN.md): lora_forward, lora_backward, matmul, pairwise_sqdist,
     /// rbf_kernel, svgd_direction, adamw_step, relu_forward, relu_backward, gelu_forward,
-    /// gelu_backward, softmax_xent, ensemble_stats.
+    /// gelu_backward, softmax_xent, ensemble_stats, and the utility axpby.
     name: String,
     /// Input tensors, named as in the op's contract.
     #[arg(long = "in")]

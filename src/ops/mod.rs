@@ -32,8 +32,9 @@ use crate::backend::Backend;
 use crate::error::{BellaError, Result};
 use crate::tensor::Tensor;
 
-/// Every op name, in DESIGN.md order (what `bella op` and `bella doctor` accept).
-pub const OP_NAMES: [&str; 13] = [
+/// Every op name, in DESIGN.md order, then the utility `axpby` (what `bella op` and
+/// `bella doctor` accept).
+pub const OP_NAMES: [&str; 14] = [
     "lora_forward",
     "lora_backward",
     "matmul",
@@ -47,6 +48,7 @@ pub const OP_NAMES: [&str; 13] = [
     "gelu_backward",
     "softmax_xent",
     "ensemble_stats",
+    "axpby",
 ];
 
 /// `t` must have exactly this shape.

@@ -10,29 +10,37 @@ use std::collections::BTreeMap;
 /// A host tensor as read from (or written to) a file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
+    /// Dimensions, outermost first (`[]` for a scalar).
     pub shape: Vec<usize>,
+    /// Row-major values.
     pub data: HostData,
 }
 
+/// The values of a [`HostTensor`]: every float dtype is read as f32, every integer as i64.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HostData {
+    /// Float values (f32, or f16/bf16/f64 converted).
     Float(Vec<f32>),
+    /// Integer values (labels, flags, `step`).
     Int(Vec<i64>),
 }
 
 impl HostTensor {
+    /// A float tensor.
     pub fn float(shape: &[usize], data: Vec<f32>) -> Self {
         HostTensor {
             shape: shape.to_vec(),
             data: HostData::Float(data),
         }
     }
+    /// An integer tensor.
     pub fn int(shape: &[usize], data: Vec<i64>) -> Self {
         HostTensor {
             shape: shape.to_vec(),
             data: HostData::Int(data),
         }
     }
+    /// A 0-d float tensor.
     pub fn scalar(v: f32) -> Self {
         Self::float(&[], vec![v])
     }
@@ -43,40 +51,39 @@ impl HostTensor {
             HostData::Int(v) => v.iter().map(|&x| x as f32).collect(),
         }
     }
+    /// Number of elements.
     pub fn len(&self) -> usize {
         match &self.data {
             HostData::Float(v) => v.len(),
             HostData::Int(v) => v.len(),
         }
     }
+    /// No elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
+/// Tensors by name: an op's inputs, as read from a safetensors file.
 pub type Named = BTreeMap<String, HostTensor>;
 
-struct Inputs<'a> {
-    op: &'a str,
-    be: &'a dyn Backend,
-    map: &'a Named,
+/// Reads the named inputs of one op without a backend: scalars, integers, flags, labels and
+/// `step`, with the op's errors. `run_named` and the float64 oracle both read through it,
+/// so they accept the same files.
+pub(crate) struct NamedInputs<'a> {
+    pub op: &'a str,
+    pub map: &'a Named,
 }
 
-impl Inputs<'_> {
-    fn get(&self, name: &str) -> Result<&HostTensor> {
+impl NamedInputs<'_> {
+    pub fn get(&self, name: &str) -> Result<&HostTensor> {
         self.map.get(name).ok_or_else(|| BellaError::Missing {
             op: self.op.to_string(),
             tensor: name.to_string(),
         })
     }
-    fn tensor(&self, name: &str) -> Result<Tensor> {
-        let t = self.get(name)?;
-        self.be.upload(&t.shape, &t.to_f32())
-    }
-    fn opt_tensor(&self, name: &str) -> Result<Option<Tensor>> {
-        self.map.get(name).map(|_| self.tensor(name)).transpose()
-    }
-    fn opt_scalar(&self, name: &str) -> Result<Option<f64>> {
+    /// A scalar (0-d or 1 element) if present.
+    pub fn opt_scalar(&self, name: &str) -> Result<Option<f64>> {
         let Some(t) = self.map.get(name) else {
             return Ok(None);
         };
@@ -93,17 +100,18 @@ impl Inputs<'_> {
             HostData::Int(v) => v[0] as f64,
         }))
     }
-    fn scalar(&self, name: &str) -> Result<f32> {
+    /// A required scalar.
+    pub fn scalar(&self, name: &str) -> Result<f64> {
         self.get(name)?;
-        Ok(self.opt_scalar(name)?.unwrap_or_default() as f32)
+        Ok(self.opt_scalar(name)?.unwrap_or_default())
     }
     /// An integer-valued scalar (flags, `step`), given as any integer or an integral float.
-    fn integer(&self, name: &str) -> Result<i64> {
-        self.get(name)?;
-        let v = self.opt_scalar(name)?.unwrap_or_default();
+    pub fn integer(&self, name: &str) -> Result<i64> {
+        let v = self.scalar(name)?;
         integral(self.op, name, v)
     }
-    fn flag(&self, name: &str) -> Result<bool> {
+    /// A 0/1 flag.
+    pub fn flag(&self, name: &str) -> Result<bool> {
         match self.integer(name)? {
             0 => Ok(false),
             1 => Ok(true),
@@ -113,7 +121,15 @@ impl Inputs<'_> {
             ))),
         }
     }
-    fn labels(&self, name: &str) -> Result<Vec<u32>> {
+    /// The AdamW step number, t ≥ 1.
+    pub fn step(&self) -> Result<u32> {
+        let step = self.integer("step")?;
+        u32::try_from(step).ok().filter(|&s| s >= 1).ok_or_else(|| {
+            BellaError::invalid(format!("{}: step must be ≥ 1, got {step}", self.op))
+        })
+    }
+    /// Class labels `[M]`, non-negative integers.
+    pub fn labels(&self, name: &str) -> Result<Vec<u32>> {
         let t = self.get(name)?;
         if t.shape.len() != 1 {
             return Err(BellaError::shape(self.op, name, "[M]", &t.shape));
@@ -132,6 +148,38 @@ impl Inputs<'_> {
                 })
             })
             .collect()
+    }
+}
+
+/// Named inputs uploaded to a backend.
+struct Inputs<'a> {
+    named: NamedInputs<'a>,
+    be: &'a dyn Backend,
+}
+
+impl Inputs<'_> {
+    fn tensor(&self, name: &str) -> Result<Tensor> {
+        let t = self.named.get(name)?;
+        self.be.upload(&t.shape, &t.to_f32())
+    }
+    fn opt_tensor(&self, name: &str) -> Result<Option<Tensor>> {
+        self.named
+            .map
+            .get(name)
+            .map(|_| self.tensor(name))
+            .transpose()
+    }
+    fn opt_scalar(&self, name: &str) -> Result<Option<f64>> {
+        self.named.opt_scalar(name)
+    }
+    fn scalar(&self, name: &str) -> Result<f32> {
+        Ok(self.named.scalar(name)? as f32)
+    }
+    fn flag(&self, name: &str) -> Result<bool> {
+        self.named.flag(name)
+    }
+    fn labels(&self, name: &str) -> Result<Vec<u32>> {
+        self.named.labels(name)
     }
 }
 
@@ -158,9 +206,11 @@ pub fn run_named(
     inputs: &Named,
 ) -> Result<Vec<(String, HostTensor)>> {
     let i = Inputs {
-        op: name,
+        named: NamedInputs {
+            op: name,
+            map: inputs,
+        },
         be,
-        map: inputs,
     };
     match name {
         "lora_forward" => {
@@ -226,13 +276,7 @@ pub fn run_named(
             Ok(vec![out(be, "phi", &phi)?])
         }
         "adamw_step" => {
-            let step = i.integer("step")?;
-            let step = u32::try_from(step)
-                .ok()
-                .filter(|&s| s >= 1)
-                .ok_or_else(|| {
-                    BellaError::invalid(format!("adamw_step: step must be ≥ 1, got {step}"))
-                })?;
+            let step = i.named.step()?;
             let hp = AdamW {
                 lr: i.scalar("lr")?,
                 beta1: i.scalar("beta1")?,
@@ -277,6 +321,11 @@ pub fn run_named(
                 out(be, "expected_entropy", &s.expected_entropy)?,
                 out(be, "mutual_info", &s.mutual_info)?,
             ])
+        }
+        "axpby" => {
+            let (x, y) = (i.tensor("x")?, i.tensor("y")?);
+            let r = axpby(be, i.scalar("alpha")?, &x, i.scalar("beta")?, &y)?;
+            Ok(vec![out(be, "out", &r)?])
         }
         other => Err(BellaError::Unknown {
             what: "op",
