@@ -214,7 +214,9 @@ impl Backend for WgpuBackend {
 
     fn memory_budget(&self) -> MemoryBudget {
         let gpu = &self.ctx.gpu;
-        let max_buffer = gpu.max_binding_bytes();
+        // Allocation is limited by the buffer size; a kernel binding a tensor past the
+        // (smaller) storage-binding limit is refused when the op runs.
+        let max_buffer = gpu.limits.max_buffer_size;
         if gpu.info.device_type == ::wgpu::DeviceType::Cpu {
             // A CPU adapter (lavapipe) keeps its buffers in host memory.
             MemoryBudget::host(max_buffer)
