@@ -210,12 +210,26 @@ pub fn compare_f32(out: &[f32], reference: &[f32]) -> Comparison {
 /// 0 for K = 1). So these three are judged element by element against `ln C`, the range
 /// every one of their elements lives in: 1e-4 of it is still far below any real bug
 /// (a wrong sign, a missing particle or a wrong mean moves an entropy by ~0.1·ln C).
+///
+/// `softmax_xent` has the same floor: its loss is `logsumexp(l) − l_label` from logits of up
+/// to ~100, so an f32 kernel's error on it is absolute, ~1e-5 nat, even when the label's
+/// logit dominates and the loss is 1e-4 (then 1e-4 of itself is out of f32's reach, as is
+/// the label's `dlogits = (p − 1)/M` with `p` within 1e-4 of 1). So `loss` is judged against
+/// 1 nat and `dlogits` against `1/M`, the size of a label's entry whenever `p` is not ≈ 1;
+/// a real bug (a wrong label, mean or shift) moves the loss by ≳ 0.01 nat.
 pub fn output_scale(output: &str, reference: &[(String, Tensor64)]) -> Scale {
-    let probs = reference.iter().find(|(n, _)| n == "probs");
-    match (output, probs) {
-        ("entropy" | "expected_entropy" | "mutual_info", Some((_, p))) if p.shape.len() == 2 => {
-            Scale::Range((p.shape[1] as f64).ln())
+    let shape_of = |name: &str| {
+        reference
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.shape.clone())
+    };
+    match (output, shape_of("probs"), shape_of("dlogits")) {
+        ("entropy" | "expected_entropy" | "mutual_info", Some(p), _) if p.len() == 2 => {
+            Scale::Range((p[1] as f64).ln())
         }
+        ("loss", _, Some(_)) => Scale::Range(1.0),
+        ("dlogits", _, Some(d)) if d.len() == 3 && d[1] > 0 => Scale::Range(1.0 / d[1] as f64),
         _ => Scale::Own,
     }
 }
