@@ -102,7 +102,7 @@ DONE:
 fn run_copy(n: u32, stride: u32, grid: u32, block: u32) -> Counters {
     let d = driver(COPY);
     let threads = (grid * block) as usize;
-    let inp = d.upload(&vec![1.5; threads * stride as usize]).unwrap();
+    let inp = d.upload(&vec![1.5; (threads * stride as usize).max(1)]).unwrap();
     let out = d.alloc_zeroed(threads).unwrap();
     let params = [ptr(&out), ptr(&inp), Param::U32(n), Param::U32(stride)];
     profile_on(&d, "copy", grid, block, &params)
@@ -657,4 +657,52 @@ fn adamw_step_moves_seven_f32_passes_between_the_sms_and_l2() {
         l2.abs_diff(passes) * 50 <= passes,
         "l2 bytes {l2} against 7 passes of {passes}: {log:#?}"
     );
+}
+
+// ---- the DRAM footprint and sampled launches
+
+#[test]
+fn dram_counts_each_distinct_sector_of_a_launch_once() {
+    // Stride 0: all 256 threads of 4 CTAs read in[0]; each warp's request is 1 sector, but
+    // the launch touches one sector of `in` and 32 of `out` (256 floats).
+    let c = run_copy(256, 0, 4, 64);
+    let g = &c.global;
+    assert_eq!((g.load_requests, g.load_sectors), (8, 8));
+    assert_eq!((g.dram_load_sectors, g.dram_store_sectors), (1, 32));
+    assert_eq!(g.dram_bytes(), 33 * 32);
+    // A coalesced copy moves each sector once either way.
+    let c = run_copy(256, 1, 4, 64);
+    assert_eq!(c.global.dram_load_sectors, c.global.load_sectors);
+    assert_eq!(c.global.dram_store_sectors, c.global.store_sectors);
+}
+
+#[test]
+fn a_sampled_launch_runs_a_strided_subset_and_scales_to_the_grid() {
+    let (grid, block) = (100u32, 64u32);
+    let full = run_copy(grid * block, 1, grid, block);
+    let d = driver(COPY);
+    let n = (grid * block) as usize;
+    let inp = d.upload(&vec![1.5; n]).unwrap();
+    let out = d.alloc_zeroed(n).unwrap();
+    let prof = d.profiler();
+    prof.set_enabled(true);
+    prof.set_max_ctas(Some(10));
+    let cfg = LaunchConfig {
+        grid: [grid, 1, 1],
+        block: [block, 1, 1],
+        shared_bytes: 0,
+    };
+    let params = [ptr(&out), ptr(&inp), Param::U32(n as u32), Param::U32(1)];
+    d.launch("m", "copy", cfg, &params).unwrap();
+    let p = prof.take().pop().unwrap();
+    let sample = p.sample.expect("the launch was sampled");
+    assert_eq!((sample.ctas_run, sample.ctas_total), (10, 100));
+    // Every CTA does the same work here, so the scaled counts are the full run's exactly.
+    assert_eq!(p.counters, full);
+    // Only the sampled CTAs wrote: CTAs 0, 10, 20, ...
+    let written = d.download(&out, n).unwrap();
+    let ran: Vec<usize> = (0..grid as usize)
+        .filter(|&b| written[b * block as usize] != 0.0)
+        .collect();
+    assert_eq!(ran, (0..100).step_by(10).collect::<Vec<_>>());
 }

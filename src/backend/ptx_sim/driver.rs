@@ -60,6 +60,14 @@ impl SimDriver {
         }
     }
 
+    /// A device that reports `sm_count` SMs, so the launch code sizes its grids as it
+    /// would on a card with that many (profiling; execution speed is unchanged).
+    pub fn with_sm_count(sm_count: u32) -> Self {
+        let mut d = Self::new();
+        d.props.sm_count = sm_count.max(1);
+        d
+    }
+
     /// The handle on this driver's counting mode and launch log (clones share it, so it
     /// keeps working after the driver moves into a backend).
     pub fn profiler(&self) -> Profiler {
@@ -296,7 +304,8 @@ impl Driver for SimDriver {
         if !self.profiler.enabled() {
             return exec::launch(&launch).map_err(|e| BellaError::device(BACKEND, e));
         }
-        let counters = exec::launch_counted(&launch).map_err(|e| BellaError::device(BACKEND, e))?;
+        let (counters, sample) = exec::launch_counted(&launch, self.profiler.max_ctas())
+            .map_err(|e| BellaError::device(BACKEND, e))?;
         self.profiler.record(LaunchProfile {
             module: module.to_string(),
             kernel: kernel.to_string(),
@@ -304,6 +313,7 @@ impl Driver for SimDriver {
             block: cfg.block,
             shared_bytes: shared_bytes as u32,
             counters,
+            sample,
         });
         Ok(())
     }

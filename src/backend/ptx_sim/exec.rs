@@ -8,7 +8,7 @@
 
 use super::isa::{Kernel, Op, ShflMode, Special, VoteMode};
 use super::memory::{thread_name, GlobalMap, LocalMem, SharedMem};
-use super::profile::{Counters, NoProbe, Tally};
+use super::profile::{Counters, Footprint, NoProbe, Sample, Tally};
 use super::thread::{self, pred, val, Stop, ThreadMem};
 use rayon::prelude::*;
 
@@ -31,17 +31,46 @@ pub fn launch(l: &Launch) -> Result<(), String> {
         .try_for_each_init(|| Cta::new(l, false), |cta, id| cta.run(id))
 }
 
-/// [`launch`] with counting on: the counters of every CTA, summed (see `profile`).
-pub fn launch_counted(l: &Launch) -> Result<Counters, String> {
-    let ctas = l.grid.iter().map(|&g| g as u64).product::<u64>();
-    (0..ctas)
+/// [`launch`] with counting on: the counters of every CTA, summed (see `profile`), with
+/// the launch's distinct sectors as its DRAM counts. With `max_ctas` below the grid's CTA
+/// count, only that many CTAs run, evenly strided over the linear CTA index, and the
+/// counters are scaled to the whole grid.
+pub fn launch_counted(
+    l: &Launch,
+    max_ctas: Option<u64>,
+) -> Result<(Counters, Option<Sample>), String> {
+    let total = l.grid.iter().map(|&g| g as u64).product::<u64>();
+    let run = max_ctas.map_or(total, |m| m.clamp(1, total.max(1)));
+    let id_of = |i: u64| (i as u128 * total as u128 / run as u128) as u64;
+    let (mut counters, footprint) = (0..run)
         .into_par_iter()
-        .try_fold(|| Cta::new(l, true), |mut cta, id| cta.run(id).map(|_| cta))
+        .try_fold(
+            || Cta::new(l, true),
+            |mut cta, i| cta.run(id_of(i)).map(|_| cta),
+        )
         .map(|cta| cta.map(Cta::into_counters))
-        .try_reduce(Counters::default, |mut a, b| {
-            a += &b;
-            Ok(a)
-        })
+        .try_reduce(
+            || (Counters::default(), Footprint::default()),
+            |(mut a, fa), (b, fb)| {
+                a += &b;
+                Ok((a, fa.merge(fb)))
+            },
+        )?;
+    let (loads, stores) = footprint.counts();
+    counters.global.dram_load_sectors = loads;
+    counters.global.dram_store_sectors = stores;
+    if run == total {
+        return Ok((counters, None));
+    }
+    let threads = l.block.iter().map(|&b| b as u64).product::<u64>();
+    counters.scale_sample(run, total, threads.div_ceil(32), threads);
+    Ok((
+        counters,
+        Some(Sample {
+            ctas_run: run,
+            ctas_total: total,
+        }),
+    ))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,8 +118,8 @@ impl<'a> Cta<'a> {
         }
     }
 
-    /// The counters of the CTAs run (all zero when not counting).
-    fn into_counters(self) -> Counters {
+    /// The counters of the CTAs run and the sectors they touched (empty when not counting).
+    fn into_counters(self) -> (Counters, Footprint) {
         self.tally.map(Tally::finish).unwrap_or_default()
     }
 

@@ -29,7 +29,7 @@ mod thread;
 mod tests;
 
 pub use driver::{SimBuf, SimDriver};
-pub use profile::{Counters, LaunchProfile, Profiler};
+pub use profile::{Counters, LaunchProfile, ProfileOptions, Profiler, Sample};
 
 use crate::backend::ptx::PtxBackend;
 use crate::backend::Backend;
@@ -47,6 +47,16 @@ pub fn open() -> Result<Arc<dyn Backend>> {
 pub fn open_profiled() -> Result<(Arc<dyn Backend>, Profiler)> {
     let driver = SimDriver::new();
     let profiler = driver.profiler();
+    profiler.set_enabled(true);
+    Ok((Arc::new(PtxBackend::new(driver)?), profiler))
+}
+
+/// [`open_profiled`] on a device set up by `opts`: the SM count it reports (grids sized as
+/// on that card) and the sampling limit per launch.
+pub fn open_profiled_with(opts: ProfileOptions) -> Result<(Arc<dyn Backend>, Profiler)> {
+    let driver = SimDriver::with_sm_count(opts.sm_count);
+    let profiler = driver.profiler();
+    profiler.set_max_ctas(opts.max_ctas_per_launch);
     profiler.set_enabled(true);
     Ok((Arc::new(PtxBackend::new(driver)?), profiler))
 }

@@ -238,6 +238,11 @@ pub struct GlobalCounters {
     pub atomic_requests: u64,
     /// distinct 32-byte sectors per atomic request, summed
     pub atomic_sectors: u64,
+    /// distinct 32-byte sectors the whole launch loads (each crosses DRAM once if L2 holds
+    /// the launch's footprint: the DRAM model of `bella profile`, a lower bound)
+    pub dram_load_sectors: u64,
+    /// distinct 32-byte sectors the whole launch stores or updates atomically
+    pub dram_store_sectors: u64,
 }
 
 impl GlobalCounters {
@@ -252,6 +257,11 @@ impl GlobalCounters {
     /// All bytes between the SMs and L2 (loads, stores and atomics).
     pub fn l2_bytes(&self) -> u64 {
         (self.load_sectors + self.store_sectors + self.atomic_sectors) * 32
+    }
+    /// Bytes between L2 and DRAM if L2 holds the launch's whole footprint: every distinct
+    /// sector loaded is read once and every distinct sector written is written back once.
+    pub fn dram_bytes(&self) -> u64 {
+        (self.dram_load_sectors + self.dram_store_sectors) * 32
     }
     /// Average sectors per load request (4 for a coalesced 4-byte warp load, 32 when every
     /// lane touches its own sector); 0 without loads.
@@ -268,6 +278,8 @@ impl AddAssign<&GlobalCounters> for GlobalCounters {
         self.store_sectors += o.store_sectors;
         self.atomic_requests += o.atomic_requests;
         self.atomic_sectors += o.atomic_sectors;
+        self.dram_load_sectors += o.dram_load_sectors;
+        self.dram_store_sectors += o.dram_store_sectors;
     }
 }
 
@@ -364,6 +376,74 @@ impl AddAssign<&Counters> for Counters {
     }
 }
 
+impl Counters {
+    /// Counts of a sample of `run` CTAs scaled to `total` (rounded to the nearest count).
+    /// The CTA, warp and thread counts are the whole grid's exactly.
+    pub(super) fn scale_sample(
+        &mut self,
+        run: u64,
+        total: u64,
+        warps_per_cta: u64,
+        threads_per_cta: u64,
+    ) {
+        let s = |v: &mut u64| {
+            *v = ((*v as u128 * total as u128 + run as u128 / 2) / run as u128) as u64
+        };
+        self.ctas = total;
+        self.warps = total * warps_per_cta;
+        self.threads = total * threads_per_cta;
+        for &c in Class::ALL {
+            s(self.warp_inst.slot(c));
+            s(self.thread_inst.slot(c));
+        }
+        s(&mut self.flops);
+        let g = &mut self.global;
+        for v in [
+            &mut g.load_requests,
+            &mut g.load_sectors,
+            &mut g.store_requests,
+            &mut g.store_sectors,
+            &mut g.atomic_requests,
+            &mut g.atomic_sectors,
+            &mut g.dram_load_sectors,
+            &mut g.dram_store_sectors,
+        ] {
+            s(v);
+        }
+        let sh = &mut self.shared;
+        for v in [
+            &mut sh.load_requests,
+            &mut sh.load_wavefronts,
+            &mut sh.store_requests,
+            &mut sh.store_wavefronts,
+            &mut sh.atomic_requests,
+            &mut sh.atomic_wavefronts,
+            &mut sh.ideal_wavefronts,
+        ] {
+            s(v);
+        }
+    }
+}
+
+/// Which CTAs of a launch ran when it was sampled (its counters are scaled to the grid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    /// CTAs executed: evenly strided over the linear CTA index
+    pub ctas_run: u64,
+    /// CTAs in the grid
+    pub ctas_total: u64,
+}
+
+/// How a profiling simulator is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProfileOptions {
+    /// The SM count the device reports, so that the launch code sizes grids as on that card.
+    pub sm_count: u32,
+    /// Run at most this many CTAs of a launch (an evenly strided sample) and scale the
+    /// counters to the grid; the outputs of a sampled launch are then incomplete.
+    pub max_ctas_per_launch: Option<u64>,
+}
+
 /// The counters of one launch a profiling [`SimDriver`](super::SimDriver) ran.
 #[derive(Clone, Debug, Serialize)]
 pub struct LaunchProfile {
@@ -376,11 +456,15 @@ pub struct LaunchProfile {
     /// static plus dynamic shared memory of one CTA, in bytes
     pub shared_bytes: u32,
     pub counters: Counters,
+    /// `Some` when only a sample of the CTAs ran (the counters are scaled to the grid)
+    pub sample: Option<Sample>,
 }
 
 #[derive(Default)]
 struct ProfilerState {
     enabled: AtomicBool,
+    /// 0: run every CTA
+    max_ctas: std::sync::atomic::AtomicU64,
     log: Mutex<Vec<LaunchProfile>>,
 }
 
@@ -398,6 +482,14 @@ impl Profiler {
     /// Whether launches are counted.
     pub fn enabled(&self) -> bool {
         self.0.enabled.load(Relaxed)
+    }
+    /// Run at most `max` CTAs of each counted launch (see [`ProfileOptions`]); `None`: all.
+    pub fn set_max_ctas(&self, max: Option<u64>) {
+        self.0.max_ctas.store(max.unwrap_or(0), Relaxed);
+    }
+    /// The sampling limit of counted launches.
+    pub fn max_ctas(&self) -> Option<u64> {
+        Some(self.0.max_ctas.load(Relaxed)).filter(|&m| m > 0)
     }
     /// The launches counted since the last `take`, in launch order; the log is emptied.
     pub fn take(&self) -> Vec<LaunchProfile> {
@@ -478,7 +570,49 @@ pub(super) struct Tally<'a> {
     thread_pc: Vec<u64>,
     /// the accesses of the current barrier interval
     log: Vec<Access>,
+    /// distinct sectors loaded / stored so far (deduplicated when they grow)
+    footprint: Footprint,
     out: Counters,
+}
+
+/// The distinct global sectors a launch (or part of it) loads and stores.
+#[derive(Default)]
+pub(super) struct Footprint {
+    loads: Vec<u64>,
+    stores: Vec<u64>,
+}
+
+impl Footprint {
+    /// Sectors kept before a deduplication pass: bounds the memory a long launch takes.
+    const COMPACT_AT: usize = 1 << 22;
+
+    fn push(set: &mut Vec<u64>, sectors: &[u64]) {
+        set.extend_from_slice(sectors);
+        if set.len() >= Self::COMPACT_AT {
+            set.sort_unstable();
+            set.dedup();
+        }
+    }
+
+    /// The union of two footprints.
+    pub(super) fn merge(mut self, o: Footprint) -> Footprint {
+        self.loads.extend(o.loads);
+        self.stores.extend(o.stores);
+        for v in [&mut self.loads, &mut self.stores] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        self
+    }
+
+    /// `(distinct sectors loaded, distinct sectors stored)`.
+    pub(super) fn counts(mut self) -> (u64, u64) {
+        for v in [&mut self.loads, &mut self.stores] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        (self.loads.len() as u64, self.stores.len() as u64)
+    }
 }
 
 impl<'a> Tally<'a> {
@@ -495,6 +629,7 @@ impl<'a> Tally<'a> {
             warp_pc: vec![0; ncode],
             thread_pc: vec![0; ncode],
             log: Vec::new(),
+            footprint: Footprint::default(),
             out: Counters::default(),
         }
     }
@@ -550,13 +685,21 @@ impl<'a> Tally<'a> {
                 GLOBAL => {
                     let sectors = global_sectors(group);
                     let g = &mut self.out.global;
-                    let (req, sec) = match op {
-                        Op::Ld { .. } => (&mut g.load_requests, &mut g.load_sectors),
-                        Op::St { .. } => (&mut g.store_requests, &mut g.store_sectors),
-                        _ => (&mut g.atomic_requests, &mut g.atomic_sectors),
+                    let fp = &mut self.footprint;
+                    let (req, sec, set) = match op {
+                        Op::Ld { .. } => (&mut g.load_requests, &mut g.load_sectors, &mut fp.loads),
+                        Op::St { .. } => {
+                            (&mut g.store_requests, &mut g.store_sectors, &mut fp.stores)
+                        }
+                        _ => (
+                            &mut g.atomic_requests,
+                            &mut g.atomic_sectors,
+                            &mut fp.stores,
+                        ),
                     };
                     *req += 1;
-                    *sec += sectors;
+                    *sec += sectors.len() as u64;
+                    Footprint::push(set, &sectors);
                 }
                 _ => {
                     let (wavefronts, ideal) = shared_wavefronts(group);
@@ -576,8 +719,9 @@ impl<'a> Tally<'a> {
         self.log = log;
     }
 
-    /// The counters of every CTA this worker ran.
-    pub(super) fn finish(mut self) -> Counters {
+    /// The counters of every CTA this worker ran, and the sectors they touched (the launch
+    /// sets the DRAM counts from the union of every worker's footprint).
+    pub(super) fn finish(mut self) -> (Counters, Footprint) {
         self.flush();
         let mut out = self.out;
         for (pc, ins) in self.code.iter().enumerate() {
@@ -586,12 +730,12 @@ impl<'a> Tally<'a> {
             *out.thread_inst.slot(c) += self.thread_pc[pc];
             out.flops += flops(&ins.op) * self.thread_pc[pc];
         }
-        out
+        (out, self.footprint)
     }
 }
 
-/// Distinct 32-byte sectors the lanes of one request touch.
-fn global_sectors(group: &[Access]) -> u64 {
+/// The distinct 32-byte sectors the lanes of one request touch.
+fn global_sectors(group: &[Access]) -> Vec<u64> {
     let mut sectors: Vec<u64> = Vec::with_capacity(group.len());
     for a in group {
         let last = a.addr + a.bytes.max(1) as u64 - 1;
@@ -599,7 +743,7 @@ fn global_sectors(group: &[Access]) -> u64 {
     }
     sectors.sort_unstable();
     sectors.dedup();
-    sectors.len() as u64
+    sectors
 }
 
 /// Wavefronts of one shared request, and its conflict-free minimum (see the module notes).
