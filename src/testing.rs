@@ -426,7 +426,8 @@ pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
             }
         }
         "pairwise_sqdist" | "rbf_kernel" | "svgd_direction" => {
-            let mut shapes = vec![(1, 5), (2, 1), (5, 33), (8, 1000)];
+            // K = 80 takes the PTX fallback kernels (the tiled ones hold K ≤ 64).
+            let mut shapes = vec![(1, 5), (2, 1), (5, 33), (8, 1000), (80, 37)];
             if sizes != Sizes::Small {
                 shapes.push((16, 70_001));
             }

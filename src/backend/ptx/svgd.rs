@@ -1,6 +1,10 @@
 //! `pairwise_sqdist`, `rbf_kernel`, `svgd_direction` (kernels/svgd.ptx). The median of the
 //! K(K-1)/2 distances is taken on the host: the [K, K] matrix is tiny and the bandwidth is
 //! returned to the host anyway.
+//!
+//! Kernel choice: for K <= [`TILED_MAX_K`] the tiled kernels (`sqdist_partial`,
+//! `svgd_direction`) read theta (and score) once; above it the per-pair / per-output kernels
+//! (`sqdist_partial_pairs`, `svgd_direction_per_output`), which re-read rows, take over.
 
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, BLOCK, SVGD};
@@ -8,8 +12,14 @@ use super::{ptr, PtxBackend};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// Chunks of D are multiples of this (the vector path of `sqdist_partial` steps 1024).
+/// The largest K of the tiled kernels: `sqdist_partial` holds up to 8 pair slots per thread
+/// (2048 pairs, 64 · 63 / 2 = 2016), `svgd_direction` stages a 64 × 64 kernel.
+pub const TILED_MAX_K: usize = 64;
+
+/// Chunks of D for `sqdist_partial_pairs` are multiples of this (its vector path steps 1024).
 const CHUNK_QUANTUM: usize = 1024;
+/// Chunks of D for `sqdist_partial` are multiples of its 32-column tile.
+const TILE_COLS: usize = 32;
 
 pub fn pairwise_sqdist<D: Driver>(
     be: &PtxBackend<D>,
@@ -20,14 +30,50 @@ pub fn pairwise_sqdist<D: Driver>(
     let th = be.buf(theta)?;
     let out = be.storage(k * k)?;
     let pairs = k * k.saturating_sub(1) / 2;
-    // Enough (pair, chunk) units to give every SM a couple of CTAs even for few pairs.
-    let want = (2 * be.props().sm_count.max(1) as usize).div_ceil(pairs.max(1));
-    let chunk = d.div_ceil(want.max(1)).div_ceil(CHUNK_QUANTUM).max(1) * CHUNK_QUANTUM;
-    let nchunks = d.div_ceil(chunk).max(1);
+    let sms = be.props().sm_count.max(1) as usize;
+    let tiled = k <= TILED_MAX_K;
+    let (chunk, nchunks) = if tiled {
+        // About 2 CTAs per SM, each a chunk of D of all K rows.
+        let chunk = d.div_ceil(2 * sms).div_ceil(TILE_COLS).max(1) * TILE_COLS;
+        (chunk, d.div_ceil(chunk).max(1))
+    } else {
+        // Enough (pair, chunk) units to give every SM a couple of CTAs even for few pairs.
+        let want = (2 * sms).div_ceil(pairs.max(1));
+        let chunk = d.div_ceil(want.max(1)).div_ceil(CHUNK_QUANTUM).max(1) * CHUNK_QUANTUM;
+        (chunk, d.div_ceil(chunk).max(1))
+    };
     let partial = be.storage(pairs * nchunks)?;
-    let kn = "sqdist_partial";
+    let kn = if tiled {
+        "sqdist_partial"
+    } else {
+        "sqdist_partial_pairs"
+    };
     u32_of(kn, "units", pairs * nchunks)?;
-    if pairs > 0 {
+    if pairs > 0 && tiled {
+        // More than 128 pairs: 256 pairs per slot, one column group. Fewer: the pairs
+        // rounded up to a warp, and the rest of the CTA splits the tile's columns.
+        let (pstride, groups) = if pairs > 128 {
+            (256, 1)
+        } else {
+            let p = pairs.div_ceil(32) * 32;
+            (p, 256 / p)
+        };
+        be.launch(
+            SVGD,
+            kn,
+            grid_1d(be.props(), nchunks, 2),
+            &[
+                ptr(&partial.buf),
+                ptr(th),
+                Param::U32(u32_of(kn, "K", k)?),
+                Param::U32(u32_of(kn, "D", d)?),
+                Param::U32(u32_of(kn, "chunk", chunk)?),
+                Param::U32(nchunks as u32),
+                Param::U32(pstride as u32),
+                Param::U32(groups as u32),
+            ],
+        )?;
+    } else if pairs > 0 {
         be.launch(
             SVGD,
             kn,
@@ -42,6 +88,8 @@ pub fn pairwise_sqdist<D: Driver>(
             ],
         )?;
     }
+    // sqdist_partial writes partial[ch * pairs + pair], sqdist_partial_pairs partial[pair * nchunks + ch].
+    let (pair_stride, ch_stride) = if tiled { (1, pairs) } else { (nchunks, 1) };
     be.launch(
         SVGD,
         "sqdist_finalize",
@@ -51,6 +99,8 @@ pub fn pairwise_sqdist<D: Driver>(
             ptr(&partial.buf),
             Param::U32(k as u32),
             Param::U32(nchunks as u32),
+            Param::U32(pair_stride as u32),
+            Param::U32(ch_stride as u32),
         ],
     )?;
     be.tensor(&[k, k], out)
@@ -93,24 +143,37 @@ pub fn direction<D: Driver>(
     d: usize,
     bandwidth: f32,
 ) -> Result<Tensor> {
-    let kn = "svgd_direction";
+    let tiled = k <= TILED_MAX_K;
+    let kn = if tiled {
+        "svgd_direction"
+    } else {
+        "svgd_direction_per_output"
+    };
     let n = u32_of(kn, "K*D", k * d)?;
     let phi = be.storage(k * d)?;
-    if n > 0 {
+    let mut params = vec![
+        ptr(&phi.buf),
+        ptr(be.buf(theta)?),
+        ptr(be.buf(score)?),
+        ptr(be.buf(kernel)?),
+        Param::U32(k as u32),
+        Param::U32(d as u32),
+        Param::F32(2.0 / bandwidth),
+        Param::F32(1.0 / k as f32),
+    ];
+    if n > 0 && tiled {
+        // 8 rows per thread group; glog = log2 of the groups (a power of two), tiles of
+        // 512 >> glog columns, about 2 CTAs per SM (each stages the K x K kernel once).
+        let glog = k.div_ceil(8).next_power_of_two().trailing_zeros();
+        let tiles = d.div_ceil(512 >> glog);
+        params.push(Param::U32(glog));
+        be.launch(SVGD, kn, grid_1d(be.props(), tiles, 2), &params)?;
+    } else if n > 0 {
         be.launch(
             SVGD,
             kn,
             grid_1d(be.props(), (k * d).div_ceil(BLOCK as usize), 16),
-            &[
-                ptr(&phi.buf),
-                ptr(be.buf(theta)?),
-                ptr(be.buf(score)?),
-                ptr(be.buf(kernel)?),
-                Param::U32(k as u32),
-                Param::U32(d as u32),
-                Param::F32(2.0 / bandwidth),
-                Param::F32(1.0 / k as f32),
-            ],
+            &params,
         )?;
     }
     be.tensor(&[k, d], phi)
