@@ -1,14 +1,24 @@
-//! `bella profile` end to end: the JSON it writes for `adamw_step` and `lora_forward` at the
-//! quick shapes (run on the counting PTX simulator).
+//! `bella profile` end to end: the JSON it writes for `adamw_step`, `lora_forward` and
+//! `gelu_backward` at the quick shapes (run on the counting PTX simulator), whole and sampled.
 #![cfg(feature = "ptx-sim")]
 
 use serde_json::Value;
 use std::process::Command;
 
 fn profile(op: &str) -> Value {
-    let path = std::env::temp_dir().join(format!("bella-profile-{op}-{}.json", std::process::id()));
+    profile_with(op, &[])
+}
+
+fn profile_with(op: &str, extra: &[&str]) -> Value {
+    let path = std::env::temp_dir().join(format!(
+        "bella-profile-{op}-{}-{}.json",
+        extra.join(""),
+        std::process::id()
+    ));
     let out = Command::new(env!("CARGO_BIN_EXE_bella"))
-        .args(["profile", "--op", op, "--quick", "--json"])
+        .args(["profile", "--op", op, "--quick"])
+        .args(extra)
+        .arg("--json")
         .arg(&path)
         .output()
         .expect("bella runs");
@@ -50,6 +60,9 @@ fn adamw_step_profile_has_the_keys_seven_passes_and_three_modelled_cards() {
         assert!(l["counters"]["warp_inst"]["fp32_fma"].is_u64());
         assert!(l["occupancy"]["sm_80"]["blocks_per_sm"].is_u64());
         assert!(l["occupancy"]["sm_90"]["blocks_per_sm"].is_u64());
+        assert!(l["sample"].is_null(), "the whole grid ran: {}", l["sample"]);
+        assert!(l["dram_bytes"].is_u64());
+        assert_modelled_launch(l);
     }
     let t = &p["totals"];
     for key in [
@@ -69,13 +82,93 @@ fn adamw_step_profile_has_the_keys_seven_passes_and_three_modelled_cards() {
         "l2_bytes {l2} against 7 passes of {passes}"
     );
     assert_eq!(f(&t["min_bytes"]), passes);
+    // every sector of the 7 passes is distinct: the DRAM model moves each once
+    let dram = f(&t["dram_bytes"]);
+    assert!(
+        (dram - passes).abs() <= 0.02 * passes,
+        "dram_bytes {dram} against 7 passes of {passes}"
+    );
+    assert_eq!(json["sm_count"], 132);
+    assert!(json["model"]
+        .as_str()
+        .unwrap()
+        .contains("distinct 32-byte sectors"));
     for card in ["a100", "h100", "h200"] {
         let m = &t["modelled"][card];
         assert!(f(&m["us"]) > 0.0, "{card}: {m}");
         assert!(m["limiter"].is_string(), "{card}: {m}");
         let pct = f(&m["roofline_pct"]);
         assert!(pct > 0.0 && pct <= 100.0 + 1e-9, "{card}: {m}");
+        // the op's time is the sum of its launches'
+        let sum: f64 = launches.iter().map(|l| f(&l["modelled"][card]["us"])).sum();
+        assert!((f(&m["us"]) - sum).abs() <= 1e-9 * sum, "{card}: {m}");
     }
+}
+
+/// A launch's modelled time on each card: positive, its limiter named, the largest pipe.
+fn assert_modelled_launch(l: &Value) {
+    for card in ["a100", "h100", "h200"] {
+        let m = &l["modelled"][card];
+        let us = f(&m["us"]);
+        assert!(us > 0.0, "{card}: {m}");
+        let limiter = m["limiter"].as_str().expect("a limiter");
+        let pipes = m["pipes_us"].as_array().expect("pipes_us");
+        let top = pipes
+            .iter()
+            .map(|p| (p[0].as_str().unwrap(), f(&p[1])))
+            .fold(("none", 0.0), |a, b| if b.1 > a.1 { b } else { a });
+        assert_eq!(top, (limiter, us), "{card}: {m}");
+        assert!(m["ctas_per_sm"].as_u64().unwrap() >= 1);
+    }
+}
+
+#[test]
+fn a_sampled_run_scales_to_the_whole_runs_counts() {
+    // an op whose kernel is not being rewritten: 16 CTAs at the quick shape
+    let whole = profile("gelu_backward");
+    let sampled = profile_with("gelu_backward", &["--max-ctas", "4"]);
+    let (w, s) = (&whole["profiles"][0], &sampled["profiles"][0]);
+    let (wl, sl) = (&w["launches"][0], &s["launches"][0]);
+    assert_eq!(wl["kernel"], "gelu_backward");
+    assert!(wl["sample"].is_null());
+    let total = sl["sample"]["ctas_total"]
+        .as_u64()
+        .expect("a sampled launch");
+    assert_eq!(sl["sample"]["ctas_run"], 4);
+    assert!(total > 4, "the grid is wider than the sample: {total}");
+    assert_eq!(wl["grid"], sl["grid"]);
+    assert_eq!(s["sampling"]["max_ctas_per_launch"], 4);
+    assert_eq!(s["sampling"]["sampled_launches"], 1);
+    assert_modelled_launch(sl);
+    let near = |what: &str, a: f64, b: f64| {
+        assert!(
+            (a - b).abs() <= 0.03 * b.abs().max(1.0),
+            "{what}: sampled {a} against whole {b}"
+        );
+    };
+    let (wc, sc) = (&wl["counters"], &sl["counters"]);
+    for key in [
+        "fp32_fma",
+        "fp32_mul",
+        "integer",
+        "ld_global",
+        "st_global",
+        "control",
+    ] {
+        near(key, f(&sc["warp_inst"][key]), f(&wc["warp_inst"][key]));
+    }
+    near("flops", f(&sc["flops"]), f(&wc["flops"]));
+    for key in ["load_requests", "load_sectors", "store_sectors"] {
+        near(key, f(&sc["global"][key]), f(&wc["global"][key]));
+    }
+    near("l2_bytes", f(&sl["l2_bytes"]), f(&wl["l2_bytes"]));
+    // no CTA shares a sector with another: the scaled distinct sectors are the whole run's
+    near("dram_bytes", f(&sl["dram_bytes"]), f(&wl["dram_bytes"]));
+    near(
+        "h100 us",
+        f(&s["totals"]["modelled"]["h100"]["us"]),
+        f(&w["totals"]["modelled"]["h100"]["us"]),
+    );
 }
 
 #[test]
@@ -102,6 +195,7 @@ fn lora_forward_useful_flops_are_its_contract_count() {
         let launches = p["launches"].as_array().unwrap();
         assert_eq!(launches.len(), 1, "one fused launch");
         assert_eq!(launches[0]["kernel"], "lora_forward");
+        assert_modelled_launch(&launches[0]);
         assert!(f(&p["totals"]["flops_executed"]) >= contract);
     }
 }

@@ -1,5 +1,5 @@
-//! `bella profile`: simulator counters per launch and modelled GPU times per op (see
-//! `bella::profile`). Needs the `ptx-sim` feature.
+//! `bella profile`: simulator counters per launch and modelled GPU times per launch and per
+//! op (see `bella::profile`). Needs the `ptx-sim` feature.
 
 use bella::{BellaError, Result};
 
@@ -12,9 +12,20 @@ pub struct ProfileArgs {
     #[arg(long)]
     quick: bool,
     /// Shapes: `small` (what `bella bench` runs on ptx-sim), `cpu` or `gpu` (cases past the
-    /// simulator's budget are skipped, saying so).
+    /// simulator's budget run a sample of each launch's CTAs, saying so).
     #[arg(long, default_value = "small")]
     scale: String,
+    /// The SM count the simulated device reports, so grids are sized as on that card
+    /// (132: H100 SXM and H200; 108: A100).
+    #[arg(long, default_value_t = bella::profile::DEFAULT_SM_COUNT)]
+    sm_count: u32,
+    /// Run at most N CTAs of every launch (an evenly strided sample, counters scaled to the
+    /// grid), whatever the case's size.
+    #[arg(long, value_name = "N")]
+    max_ctas: Option<u64>,
+    /// Simulated thread instructions a sampled case may take.
+    #[arg(long, value_name = "INST", default_value_t = bella::profile::SAMPLE_BUDGET_INST)]
+    budget: u64,
     /// Write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<String>,
@@ -38,23 +49,35 @@ pub fn run(a: ProfileArgs) -> Result<i32> {
         what: "profile scale (small, cpu, gpu)",
         name: a.scale.clone(),
     })?;
-    let opts = bella::profile::Options {
+    if a.max_ctas == Some(0) || a.sm_count == 0 {
+        return Err(BellaError::invalid(
+            "--max-ctas and --sm-count are at least 1",
+        ));
+    }
+    let mut opts = bella::profile::Options::new(
         ops,
-        quick: a.quick,
+        a.quick,
         scale,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-    };
+        std::env::args().collect::<Vec<_>>().join(" "),
+    );
+    opts.sm_count = a.sm_count;
+    opts.max_ctas = a.max_ctas;
+    opts.budget_inst = a.budget;
     println!(
         "bella profile{} — counted on the PTX simulator; times are modelled from public peaks (A100, H100 SXM, H200), not measured",
         if a.quick { " --quick" } else { "" }
     );
     let start = std::time::Instant::now();
     let report = bella::profile::run(&opts, &mut |line| println!("{line}"))?;
+    let sampled = report
+        .profiles
+        .iter()
+        .filter(|p| p.sampling.sampled_launches > 0)
+        .count();
     println!(
-        "\nmodel: {}\nprofiled {} case(s), skipped {}, in {:.1} s",
+        "\nmodel: {}\nprofiled {} case(s), {sampled} of them sampled, in {:.1} s",
         report.model,
         report.profiles.len(),
-        report.skipped.len(),
         start.elapsed().as_secs_f64()
     );
     if let Some(path) = &a.json {

@@ -1,19 +1,22 @@
-//! Running the cases on the counting simulator, the table and the JSON.
+//! Running the cases on the counting simulator (whole or sampled), the table and the JSON.
 
 use super::cards::{occupancy, sm_limits, Occupancy, CARDS, SM_LIMITS};
-use super::model::{model, Modelled, PipeInputs};
+use super::model::{model_launch, model_op, LaunchInputs, LaunchModelled, Modelled, MODEL};
 use super::ptxas::{KernelInfo, Ptxas};
-use super::{SIM_MAX_BYTES, SIM_MAX_FLOPS};
-use crate::backend::ptx_sim::profile::{Class, Counters, LaunchProfile};
-use crate::bench::cases::{cases, OpCase, Scale, BENCH_OPS};
+use super::{SAMPLE_BUDGET_INST, SIM_MAX_BYTES, SIM_MAX_FLOPS};
+use crate::backend::ptx_sim::profile::{Class, Counters, LaunchProfile, Sample};
+use crate::backend::ptx_sim::{ProfileOptions, Profiler};
+use crate::bench::cases::{cases, matmul_case, OpCase, Scale, BENCH_OPS};
 use crate::error::{BellaError, Result};
 use crate::rng::Rng;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 
-/// One launch's counters with what ptxas and the occupancy rules add.
+/// One launch's counters with what ptxas, the occupancy rules and the model add.
 #[derive(Clone, Debug, Serialize)]
 pub struct LaunchRow {
     pub kernel: String,
@@ -26,11 +29,18 @@ pub struct LaunchRow {
     pub ptxas: BTreeMap<&'static str, Option<KernelInfo>>,
     /// blocks per SM per arch
     pub occupancy: BTreeMap<&'static str, Occupancy>,
+    /// null when every CTA ran; else the CTAs run of the grid's (the counters are scaled)
+    pub sample: Option<Sample>,
     pub counters: Counters,
     /// sectors × 32
     pub l2_bytes: u64,
+    /// the DRAM model: distinct 32-byte sectors loaded + stored by the launch, × 32 (for a
+    /// sampled launch, each buffer's scaled to the grid and capped at its size: an estimate)
+    pub dram_bytes: u64,
     pub sectors_per_load: f64,
     pub shared_conflict_degree: f64,
+    /// modelled (never measured) time of this launch per card: `a100`, `h100`, `h200`
+    pub modelled: BTreeMap<&'static str, LaunchModelled>,
 }
 
 /// An op's totals over its launches.
@@ -40,24 +50,35 @@ pub struct Totals {
     pub flops_executed: u64,
     pub min_bytes: f64,
     pub l2_bytes: u64,
+    /// the launches' `dram_bytes`, summed
+    pub dram_bytes: u64,
     pub counters: Counters,
-    /// modelled (never measured) time per card: `a100`, `h100`, `h200`
+    /// modelled (never measured) time per card, the sum of the launches': `a100`, `h100`,
+    /// `h200`
     pub modelled: BTreeMap<&'static str, Modelled>,
+}
+
+/// How an op's launches were run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sampling {
+    /// the CTA limit per launch the counted run had (null: every CTA of every launch)
+    pub max_ctas_per_launch: Option<u64>,
+    /// how the limit was chosen: `whole` (within the simulator budget), `forced`
+    /// (`--max-ctas`), `budget` (from a probe run and the work budget)
+    pub how: &'static str,
+    /// launches that ran a sample
+    pub sampled_launches: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct OpProfile {
     pub op: String,
     pub shape: String,
+    pub sampling: Sampling,
+    /// wall seconds the simulator took for this case (inputs, probe and counted run)
+    pub sim_seconds: f64,
     pub launches: Vec<LaunchRow>,
     pub totals: Totals,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Skipped {
-    pub op: String,
-    pub shape: String,
-    pub reason: String,
 }
 
 #[derive(Serialize)]
@@ -66,11 +87,16 @@ pub struct Report {
     pub scale: String,
     pub quick: bool,
     pub ptxas: bool,
+    /// the SM count the simulated device reported (grids sized as on that card)
+    pub sm_count: u32,
+    /// what the modelled times of the cards whose SM count differs are based on
+    pub launches_note: String,
+    /// simulated thread instructions per sampled case (see `sampling`)
+    pub sample_budget_inst: u64,
     pub model: &'static str,
     pub cards: &'static [super::cards::Card],
     pub sm_limits: &'static [super::cards::SmLimits],
     pub profiles: Vec<OpProfile>,
-    pub skipped: Vec<Skipped>,
 }
 
 /// What to profile.
@@ -79,6 +105,40 @@ pub struct Options {
     pub quick: bool,
     pub scale: Scale,
     pub command: String,
+    /// the SM count the simulated device reports
+    pub sm_count: u32,
+    /// run at most this many CTAs of every launch (None: whole within the budget, else
+    /// sampled from [`Options::budget_inst`])
+    pub max_ctas: Option<u64>,
+    /// simulated thread instructions a sampled case may take
+    pub budget_inst: u64,
+}
+
+impl Options {
+    /// Every op at `scale`, on 132 SMs, the default budget.
+    pub fn new(ops: Vec<String>, quick: bool, scale: Scale, command: String) -> Self {
+        Options {
+            ops,
+            quick,
+            scale,
+            command,
+            sm_count: super::DEFAULT_SM_COUNT,
+            max_ctas: None,
+            budget_inst: SAMPLE_BUDGET_INST,
+        }
+    }
+}
+
+fn ctas_of(grid: [u32; 3]) -> u64 {
+    grid.iter().map(|&g| g as u64).product()
+}
+
+fn fp32_warp(c: &Counters) -> u64 {
+    use Class::*;
+    [Fp32Fma, Fp32Add, Fp32Mul, Fp32Other]
+        .iter()
+        .map(|&k| c.warp_inst.get(k))
+        .sum()
 }
 
 fn row(p: LaunchProfile, ptxas: &mut Ptxas) -> LaunchRow {
@@ -98,10 +158,25 @@ fn row(p: LaunchProfile, ptxas: &mut Ptxas) -> LaunchRow {
             ),
         );
     }
+    let c = &p.counters;
+    let inputs = LaunchInputs {
+        ctas: ctas_of(p.grid),
+        warp_inst: c.warp_inst.total(),
+        fp32_warp_inst: fp32_warp(c),
+        sfu_warp_inst: c.warp_inst.get(Class::Fp32Special),
+        shared_wavefronts: c.shared.wavefronts(),
+        l2_bytes: c.global.l2_bytes(),
+        dram_bytes: c.global.dram_bytes(),
+    };
     LaunchRow {
-        l2_bytes: p.counters.global.l2_bytes(),
-        sectors_per_load: p.counters.global.sectors_per_load(),
-        shared_conflict_degree: p.counters.shared.conflict_degree(),
+        l2_bytes: c.global.l2_bytes(),
+        dram_bytes: c.global.dram_bytes(),
+        sectors_per_load: c.global.sectors_per_load(),
+        shared_conflict_degree: c.shared.conflict_degree(),
+        modelled: CARDS
+            .iter()
+            .map(|card| (card.key, model_launch(card, &inputs)))
+            .collect(),
         kernel: p.kernel,
         module: p.module,
         grid: p.grid,
@@ -109,58 +184,130 @@ fn row(p: LaunchProfile, ptxas: &mut Ptxas) -> LaunchRow {
         shared_bytes: p.shared_bytes,
         ptxas: info,
         occupancy: occ,
+        sample: p.sample,
         counters: p.counters,
     }
 }
 
-fn fp32_warp(c: &Counters) -> u64 {
-    use Class::*;
-    [Fp32Fma, Fp32Add, Fp32Mul, Fp32Other]
+/// The largest CTA limit `s >= floor` whose sampled run of the probed launches fits
+/// `budget` thread instructions (None: every launch whole within it). Each launch costs
+/// `min(s, ctas) × its average thread instructions per CTA`.
+pub fn sample_limit(probe: &[LaunchProfile], budget: u64, floor: u64) -> Option<u64> {
+    let launches: Vec<(u64, f64)> = probe
         .iter()
-        .map(|&k| c.warp_inst.get(k))
-        .sum()
+        .map(|p| {
+            let ctas = ctas_of(p.grid).max(1);
+            (ctas, p.counters.thread_inst.total() as f64 / ctas as f64)
+        })
+        .collect();
+    let widest = launches.iter().map(|l| l.0).max().unwrap_or(1);
+    let cost = |s: u64| -> f64 { launches.iter().map(|&(n, c)| n.min(s) as f64 * c).sum() };
+    if cost(widest) <= budget as f64 {
+        return None;
+    }
+    let (mut lo, mut hi) = (floor.max(1), widest);
+    if cost(lo) > budget as f64 {
+        return Some(lo);
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if cost(mid) <= budget as f64 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(lo)
 }
 
-/// Run one case once with counting on.
+/// Run `body` once with counting on and return its launches.
+fn counted(
+    body: &mut crate::bench::cases::RunOnce,
+    be: &Arc<dyn crate::Backend>,
+    prof: &Profiler,
+) -> Result<Vec<LaunchProfile>> {
+    prof.take();
+    body()?;
+    be.synchronize()?;
+    Ok(prof.take())
+}
+
+/// Run one case with counting on: whole, forced to `opts.max_ctas`, or sampled to the budget.
 fn profile_case(
     case: &OpCase,
-    be: &std::sync::Arc<dyn crate::Backend>,
-    prof: &crate::backend::ptx_sim::Profiler,
+    opts: &Options,
+    be: &Arc<dyn crate::Backend>,
+    prof: &Profiler,
     rng: &mut Rng,
     ptxas: &mut Ptxas,
 ) -> Result<OpProfile> {
+    let start = Instant::now();
+    let whole = case.work.flops <= SIM_MAX_FLOPS && case.work.bytes <= SIM_MAX_BYTES;
+    // the probe runs as many CTAs as there are simulator workers: the same wall time as one
+    let probe = rayon::current_num_threads().max(1) as u64;
+    let (how, first) = match (opts.max_ctas, whole) {
+        (Some(m), _) => ("forced", Some(m)),
+        (None, true) => ("whole", None),
+        (None, false) => ("budget", Some(probe)),
+    };
+    prof.set_max_ctas(first);
+    // what preparing the inputs launches (rbf_kernel before svgd_direction) runs under the
+    // same limit and is not reported
     let mut body = case.prepare(be, rng)?;
-    prof.take(); // what preparing the inputs launched (rbf_kernel before svgd_direction)
-    body()?;
-    be.synchronize()?;
-    let launches: Vec<LaunchRow> = prof.take().into_iter().map(|p| row(p, ptxas)).collect();
+    let mut raw = counted(&mut body, be, prof)?;
+    let mut limit = first;
+    if how == "budget" && raw.iter().any(|p| p.sample.is_some()) {
+        let s = sample_limit(&raw, opts.budget_inst, probe);
+        if s != Some(probe) {
+            prof.set_max_ctas(s);
+            raw = counted(&mut body, be, prof)?;
+            limit = s;
+        }
+    }
+    prof.set_max_ctas(None);
+    let launches: Vec<LaunchRow> = raw.into_iter().map(|p| row(p, ptxas)).collect();
     let mut total = Counters::default();
     for l in &launches {
         total += &l.counters;
     }
-    let inputs = PipeInputs {
-        warp_inst: total.warp_inst.total(),
-        fp32_warp_inst: fp32_warp(&total),
-        sfu_warp_inst: total.warp_inst.get(Class::Fp32Special),
-        shared_wavefronts: total.shared.wavefronts(),
-        l2_bytes: total.global.l2_bytes(),
-        min_bytes: case.work.bytes,
-        useful_flops: case.work.flops,
-    };
-    let modelled = CARDS.iter().map(|c| (c.key, model(c, &inputs))).collect();
+    let modelled = CARDS
+        .iter()
+        .map(|c| {
+            let ls: Vec<&LaunchModelled> = launches.iter().map(|l| &l.modelled[c.key]).collect();
+            (c.key, model_op(c, &ls, case.work.flops, case.work.bytes))
+        })
+        .collect();
+    let sampled_launches = launches.iter().filter(|l| l.sample.is_some()).count();
     Ok(OpProfile {
         op: case.op.to_string(),
         shape: case.shape.clone(),
+        sampling: Sampling {
+            max_ctas_per_launch: if sampled_launches > 0 { limit } else { None },
+            how: if sampled_launches > 0 { how } else { "whole" },
+            sampled_launches,
+        },
+        sim_seconds: start.elapsed().as_secs_f64(),
         totals: Totals {
             useful_flops: case.work.flops,
             flops_executed: total.flops,
             min_bytes: case.work.bytes,
             l2_bytes: total.global.l2_bytes(),
+            dram_bytes: total.global.dram_bytes(),
             counters: total,
             modelled,
         },
         launches,
     })
+}
+
+/// The cases of `op` profiled at `scale`: `bella bench`'s, plus at `--scale gpu` the single
+/// 4096³ GEMM of issue 11's targets next to bench's batched one.
+pub fn profile_cases(op: &str, scale: Scale, quick: bool) -> Vec<OpCase> {
+    let mut v = cases(op, scale, quick);
+    if op == "matmul" && scale == Scale::Gpu {
+        v.push(matmul_case(1, 4096, 4096, 4096));
+    }
+    v
 }
 
 /// Profile the ops of `opts`; `progress` gets the table as it is made.
@@ -171,7 +318,10 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             name: o.clone(),
         });
     }
-    let (be, prof) = crate::backend::ptx_sim::open_profiled()?;
+    let (be, prof) = crate::backend::ptx_sim::open_profiled_with(ProfileOptions {
+        sm_count: opts.sm_count,
+        max_ctas_per_launch: None,
+    })?;
     let mut ptxas = Ptxas::new();
     progress(&format!(
         "registers / static shared memory: {}",
@@ -181,6 +331,25 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             "unknown (ptxas not found; occupancy is an upper bound, marked ≤)"
         }
     ));
+    let launches_note = launches_note(opts.sm_count);
+    progress(&launches_note);
+    progress(&format!(
+        "sampling: {}",
+        match opts.max_ctas {
+            Some(m) => format!(
+                "every launch runs at most {m} CTAs (--max-ctas), counters scaled to the grid"
+            ),
+            None => format!(
+                "cases past {SIM_MAX_FLOPS:.0e} useful FLOPs or {} minimum bytes run an evenly \
+                 strided sample of each launch's CTAs, as many as fit {:.1e} simulated thread \
+                 instructions per case (after a probe of {} CTAs per launch), counters scaled \
+                 to the grid; sampled launches show `run/total` CTAs",
+                bytes(SIM_MAX_BYTES),
+                opts.budget_inst as f64,
+                rayon::current_num_threads().max(1)
+            ),
+        }
+    ));
     progress(LEGEND);
     let mut rng = Rng::new(1);
     let mut report = Report {
@@ -188,33 +357,17 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         scale: format!("{:?}", opts.scale).to_lowercase(),
         quick: opts.quick,
         ptxas: ptxas.available(),
-        model: "max of pipeline times at public peaks: issue, fp32, sfu, shared wavefronts, \
-                L2 bytes, DRAM = the op's minimum bytes (each byte from DRAM once, re-reads hit \
-                L2); all SMs busy, no launch latency",
+        sm_count: opts.sm_count,
+        launches_note,
+        sample_budget_inst: opts.budget_inst,
+        model: MODEL,
         cards: &CARDS,
         sm_limits: &SM_LIMITS,
         profiles: Vec::new(),
-        skipped: Vec::new(),
     };
     for op in &opts.ops {
-        for case in cases(op, opts.scale, opts.quick) {
-            if case.work.flops > SIM_MAX_FLOPS || case.work.bytes > SIM_MAX_BYTES {
-                let reason = format!(
-                    "{:.2e} useful FLOPs, {} minimum bytes: past the simulator's budget \
-                     ({SIM_MAX_FLOPS:.0e} FLOPs, {}); no sampling yet",
-                    case.work.flops,
-                    bytes(case.work.bytes),
-                    bytes(SIM_MAX_BYTES)
-                );
-                progress(&format!("{} — {}: skipped: {reason}", case.op, case.shape));
-                report.skipped.push(Skipped {
-                    op: case.op.into(),
-                    shape: case.shape.clone(),
-                    reason,
-                });
-                continue;
-            }
-            let p = profile_case(&case, &be, &prof, &mut rng, &mut ptxas)?;
+        for case in profile_cases(op, opts.scale, opts.quick) {
+            let p = profile_case(&case, opts, &be, &prof, &mut rng, &mut ptxas)?;
             for line in table(&p) {
                 progress(&line);
             }
@@ -222,6 +375,36 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         }
     }
     Ok(report)
+}
+
+/// Which card the launches were sized for, and what that means for the others.
+fn launches_note(sm_count: u32) -> String {
+    let same: Vec<&str> = CARDS
+        .iter()
+        .filter(|c| c.sms == sm_count)
+        .map(|c| c.key)
+        .collect();
+    let other: Vec<String> = CARDS
+        .iter()
+        .filter(|c| c.sms != sm_count)
+        .map(|c| format!("{} ({} SMs)", c.key, c.sms))
+        .collect();
+    let mut s = format!(
+        "launches sized for {sm_count} SMs (the simulated device reports {sm_count}){}",
+        if same.is_empty() {
+            String::new()
+        } else {
+            format!(": as on {}", same.join(", "))
+        }
+    );
+    if !other.is_empty() {
+        s += &format!(
+            "; the modelled {} figures use these same launches, spread over that card's SMs \
+             (`--sm-count N` sizes them for another card)",
+            other.join(", ")
+        );
+    }
+    s
 }
 
 impl Report {
@@ -243,6 +426,7 @@ fn bytes(b: f64) -> String {
 
 fn big(n: f64) -> String {
     match n {
+        n if n >= 1e12 => format!("{:.2}T", n / 1e12),
         n if n >= 1e9 => format!("{:.2}G", n / 1e9),
         n if n >= 1e6 => format!("{:.2}M", n / 1e6),
         n if n >= 1e4 => format!("{:.1}k", n / 1e3),
@@ -251,14 +435,21 @@ fn big(n: f64) -> String {
 }
 
 /// What the columns hold.
-pub const LEGEND: &str = "columns: regs = registers sm_80/sm_90 and smem = static shared bytes \
-(ptxas); o80/o90 = blocks per SM (occupancy) on sm_80/sm_90; w.* = warp instructions: fp32 \
-(FMA/add/mul/other/special), int (integer/convert/move), ldst (every load/store/atomic), ctrl \
-(branches), bar (barriers, warp collectives); flops = FP32 FLOPs executed; gld/gst = global load \
-/ store requests / 32-byte sectors; l2_bytes = all sectors × 32; shm = shared requests / \
-wavefronts / conflict degree (wavefronts per request)";
+pub const LEGEND: &str = "columns: ctas = CTAs run / in the grid (`all`: the whole grid ran; \
+else a sample, counters scaled to the grid); regs = registers sm_80/sm_90 and smem = static \
+shared bytes (ptxas); o80/o90 = blocks per SM (occupancy) on sm_80/sm_90; w.* = warp \
+instructions: fp32 (FMA/add/mul/other/special), int (integer/convert/move), ldst (every \
+load/store/atomic), ctrl (branches), bar (barriers, warp collectives); flops = FP32 FLOPs \
+executed; gld/gst = global load / store requests / 32-byte sectors; l2_bytes = all sectors × \
+32; dram = distinct sectors loaded + stored × 32 (the DRAM model: an L2 holding the launch's \
+footprint, a lower bound; ~: a sampled launch's, scaled per buffer and capped at its size, \
+an estimate); shm = shared requests / wavefronts / conflict degree (wavefronts \
+per request); modelled us = the launch's modelled time on a100/h100/h200, lim = the h100 \
+limiter";
 
-const W: [usize; 17] = [16, 12, 6, 7, 6, 4, 4, 8, 8, 8, 8, 8, 12, 12, 9, 12, 10];
+const W: [usize; 21] = [
+    16, 10, 11, 5, 7, 6, 4, 4, 8, 8, 8, 8, 8, 9, 13, 12, 9, 9, 14, 20, 6,
+];
 
 fn line(cells: &[String]) -> String {
     cells
@@ -269,12 +460,12 @@ fn line(cells: &[String]) -> String {
         .join(" ")
 }
 
-/// The column names (`w.` = warp instructions, `gld`/`gst` = global load/store requests /
-/// sectors, `shm` = shared requests / wavefronts / conflict degree).
+/// The column names (see [`LEGEND`]).
 pub fn header() -> String {
     let h = [
         "kernel",
         "grid",
+        "ctas",
         "block",
         "regs",
         "smem",
@@ -289,7 +480,10 @@ pub fn header() -> String {
         "gld req/sec",
         "gst req/s",
         "l2_bytes",
+        "dram",
         "shm r/wf/deg",
+        "modelled us a/h1/h2",
+        "lim",
     ];
     line(&h.map(String::from))
 }
@@ -326,6 +520,7 @@ fn counter_cells(c: &Counters) -> Vec<String> {
             big(c.global.store_sectors as f64)
         ),
         big(c.global.l2_bytes() as f64),
+        big(c.global.dram_bytes() as f64),
         format!(
             "{}/{}/{:.1}",
             big(c.shared.requests() as f64),
@@ -335,15 +530,31 @@ fn counter_cells(c: &Counters) -> Vec<String> {
     ]
 }
 
+fn sample_cell(s: &Option<Sample>) -> String {
+    match s {
+        None => "all".into(),
+        Some(s) => format!("{}/{}", s.ctas_run, s.ctas_total),
+    }
+}
+
 /// The table lines of one op: a title, a row per launch, a total and the modelled times.
 pub fn table(p: &OpProfile) -> Vec<String> {
     let t = &p.totals;
     let mut out = vec![format!(
-        "\n{} — {}: useful {} FLOP, minimum {}",
+        "\n{} — {}: useful {} FLOP, minimum {}{}",
         p.op,
         p.shape,
         big(t.useful_flops),
-        bytes(t.min_bytes)
+        bytes(t.min_bytes),
+        match p.sampling.max_ctas_per_launch {
+            Some(m) if p.sampling.sampled_launches > 0 => format!(
+                "; SAMPLED ({}): {} of {} launches ran at most {m} CTAs, counts scaled to the grid",
+                p.sampling.how,
+                p.sampling.sampled_launches,
+                p.launches.len()
+            ),
+            _ => String::new(),
+        }
     )];
     out.push(header());
     for l in &p.launches {
@@ -358,6 +569,7 @@ pub fn table(p: &OpProfile) -> Vec<String> {
         let mut cells = vec![
             l.kernel.clone(),
             format!("{}x{}x{}", l.grid[0], l.grid[1], l.grid[2]),
+            sample_cell(&l.sample),
             l.block[0].to_string(),
             regs,
             smem,
@@ -365,6 +577,12 @@ pub fn table(p: &OpProfile) -> Vec<String> {
             occ_cell(&l.occupancy["sm_90"]),
         ];
         cells.extend(counter_cells(&l.counters));
+        if l.sample.is_some() {
+            cells[17] = format!("~{}", cells[17]);
+        }
+        let us: Vec<String> = CARDS.iter().map(|c| sig3(l.modelled[c.key].us)).collect();
+        cells.push(us.join("/"));
+        cells.push(l.modelled["h100"].limiter.to_string());
         out.push(line(&cells));
     }
     let mut cells = vec![
@@ -375,17 +593,26 @@ pub fn table(p: &OpProfile) -> Vec<String> {
         String::new(),
         String::new(),
         String::new(),
+        String::new(),
     ];
     cells.extend(counter_cells(&t.counters));
+    if p.sampling.sampled_launches > 0 {
+        cells[17] = format!("~{}", cells[17]);
+    }
+    let us: Vec<String> = CARDS.iter().map(|c| sig3(t.modelled[c.key].us)).collect();
+    cells.push(us.join("/"));
+    cells.push(t.modelled["h100"].limiter.to_string());
     out.push(line(&cells));
     out.push(format!(
-        "  flops executed / useful = {} / {} ({:.2}x); l2_bytes / minimum bytes = {} / {} ({:.2}x)",
+        "  flops executed / useful = {} / {} ({:.2}x); l2_bytes / minimum bytes = {} / {} \
+         ({:.2}x); dram (distinct sectors) / minimum = {:.2}x",
         big(t.flops_executed as f64),
         big(t.useful_flops),
         ratio(t.flops_executed as f64, t.useful_flops),
         bytes(t.l2_bytes as f64),
         bytes(t.min_bytes),
         ratio(t.l2_bytes as f64, t.min_bytes),
+        ratio(t.dram_bytes as f64, t.min_bytes),
     ));
     let cards: Vec<String> = CARDS
         .iter()
@@ -419,4 +646,38 @@ fn sig3(x: f64) -> String {
     }
     let digits = (2 - x.log10().floor() as i32).max(0) as usize;
     format!("{x:.digits$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ptx_sim::profile::InstCounts;
+
+    fn launch(ctas: u32, inst_per_cta: u64) -> LaunchProfile {
+        let mut thread_inst = InstCounts::default();
+        thread_inst.add(Class::Fp32Fma, inst_per_cta * ctas as u64);
+        LaunchProfile {
+            module: "m".into(),
+            kernel: "k".into(),
+            grid: [ctas, 1, 1],
+            block: [256, 1, 1],
+            shared_bytes: 0,
+            counters: Counters {
+                thread_inst,
+                ..Default::default()
+            },
+            sample: None,
+        }
+    }
+
+    #[test]
+    fn the_sample_limit_fits_the_budget() {
+        let probe = [launch(1000, 100), launch(10, 1000)];
+        // everything: 1000·100 + 10·1000 = 110 000
+        assert_eq!(sample_limit(&probe, 110_000, 2), None);
+        // s ≥ 10: 100 s + 10 000 ≤ 30 000 → s = 200
+        assert_eq!(sample_limit(&probe, 30_000, 2), Some(200));
+        // below the floor's cost: the floor
+        assert_eq!(sample_limit(&probe, 10, 2), Some(2));
+    }
 }

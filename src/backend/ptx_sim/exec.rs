@@ -56,7 +56,7 @@ pub fn launch_counted(
                 Ok((a, fa.merge(fb)))
             },
         )?;
-    let (loads, stores) = footprint.counts();
+    let (loads, stores) = footprint.counts(run, total, |slot| l.global.sectors_of_slot(slot));
     counters.global.dram_load_sectors = loads;
     counters.global.dram_store_sectors = stores;
     if run == total {

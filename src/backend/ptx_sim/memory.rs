@@ -61,6 +61,14 @@ impl GlobalMap {
         }
     }
 
+    /// The 32-byte sectors of the buffer whose address slot is `slot` (0 if none is bound).
+    pub fn sectors_of_slot(&self, slot: u64) -> u64 {
+        self.bufs
+            .iter()
+            .find(|(b, _)| b.base >> SLOT_BITS == slot)
+            .map_or(0, |(b, _)| b.bytes().div_ceil(32))
+    }
+
     /// The buffer and word index of an in-bounds, aligned access of `bytes` bytes.
     fn locate(&self, addr: u64, bytes: u32, what: &str) -> Result<(&GlobalBuf, usize), String> {
         let slot = addr >> SLOT_BITS;

@@ -38,6 +38,7 @@
 //! conflict-free minimum.
 
 use super::isa::{BinOp, Op, Space, TerOp, Ty, UnOp};
+use super::memory::SLOT_BITS;
 use serde::Serialize;
 use std::ops::AddAssign;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -378,7 +379,8 @@ impl AddAssign<&Counters> for Counters {
 
 impl Counters {
     /// Counts of a sample of `run` CTAs scaled to `total` (rounded to the nearest count).
-    /// The CTA, warp and thread counts are the whole grid's exactly.
+    /// The CTA, warp and thread counts are the whole grid's exactly; the DRAM counts are
+    /// set by the caller from the sample's footprint (`Footprint::counts`).
     pub(super) fn scale_sample(
         &mut self,
         run: u64,
@@ -405,8 +407,6 @@ impl Counters {
             &mut g.store_sectors,
             &mut g.atomic_requests,
             &mut g.atomic_sectors,
-            &mut g.dram_load_sectors,
-            &mut g.dram_store_sectors,
         ] {
             s(v);
         }
@@ -605,13 +605,33 @@ impl Footprint {
         self
     }
 
-    /// `(distinct sectors loaded, distinct sectors stored)`.
-    pub(super) fn counts(mut self) -> (u64, u64) {
-        for v in [&mut self.loads, &mut self.stores] {
+    /// `(distinct sectors loaded, distinct sectors stored)` of a launch of which `run` of
+    /// `total` CTAs ran. For a sample, each buffer's count is scaled to the grid and capped
+    /// at the buffer's size (`sectors_of_slot`): CTAs that share inputs (a GEMM's panels)
+    /// touch the same sectors, so a linear scale alone would overcount them.
+    pub(super) fn counts(
+        mut self,
+        run: u64,
+        total: u64,
+        sectors_of_slot: impl Fn(u64) -> u64,
+    ) -> (u64, u64) {
+        let per_slot = SLOT_BITS - 5;
+        let count = |v: &mut Vec<u64>| -> u64 {
             v.sort_unstable();
             v.dedup();
-        }
-        (self.loads.len() as u64, self.stores.len() as u64)
+            v.chunk_by(|a, b| a >> per_slot == b >> per_slot)
+                .map(|group| {
+                    let n = group.len() as u64;
+                    if run == total {
+                        n
+                    } else {
+                        let scaled = (n as u128 * total as u128 / run as u128) as u64;
+                        scaled.min(sectors_of_slot(group[0] >> per_slot)).max(n)
+                    }
+                })
+                .sum()
+        };
+        (count(&mut self.loads), count(&mut self.stores))
     }
 }
 
