@@ -199,3 +199,20 @@ fn lora_forward_useful_flops_are_its_contract_count() {
         assert!(f(&p["totals"]["flops_executed"]) >= contract);
     }
 }
+
+#[test]
+fn particles_sets_the_svgd_cases_k() {
+    let v = profile_with("svgd_direction", &["--particles", "3"]);
+    let p = &v["profiles"][0];
+    assert_eq!(p["shape"].as_str().unwrap().split(' ').next(), Some("K=3"));
+    // theta and score read and phi written (3 K·D f32) and the K×K kernel read, at K = 3.
+    let d: f64 = p["shape"]
+        .as_str()
+        .unwrap()
+        .split("D=")
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(f(&p["totals"]["min_bytes"]), (3.0 * 3.0 * d + 9.0) * 4.0);
+}

@@ -102,7 +102,9 @@ DONE:
 fn run_copy(n: u32, stride: u32, grid: u32, block: u32) -> Counters {
     let d = driver(COPY);
     let threads = (grid * block) as usize;
-    let inp = d.upload(&vec![1.5; (threads * stride as usize).max(1)]).unwrap();
+    let inp = d
+        .upload(&vec![1.5; (threads * stride as usize).max(1)])
+        .unwrap();
     let out = d.alloc_zeroed(threads).unwrap();
     let params = [ptr(&out), ptr(&inp), Param::U32(n), Param::U32(stride)];
     profile_on(&d, "copy", grid, block, &params)

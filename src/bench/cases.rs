@@ -350,7 +350,9 @@ pub fn svgd_step(be: &dyn Backend, s: &mut SvgdInputs) -> Result<()> {
     ops::adamw_step(be, &mut s.theta, &phi, &mut s.m, &mut s.v, &ADAMW)
 }
 
-fn svgd_case(op: &'static str, k: usize, d: usize) -> OpCase {
+/// An SVGD op (`pairwise_sqdist`, `rbf_kernel`, `svgd_direction`, `svgd_step`) on `k`
+/// particles of `d` parameters.
+pub fn svgd_case(op: &'static str, k: usize, d: usize) -> OpCase {
     let work = match op {
         "pairwise_sqdist" | "rbf_kernel" => svgd_work::sqdist(k, d),
         "svgd_direction" => svgd_work::direction(k, d),

@@ -26,6 +26,9 @@ pub struct ProfileArgs {
     /// Simulated thread instructions a sampled case may take.
     #[arg(long, value_name = "INST", default_value_t = bella::profile::SAMPLE_BUDGET_INST)]
     budget: u64,
+    /// The particle count K of the SVGD cases (default: `bella bench`'s); D stays the scale's.
+    #[arg(long, value_name = "K")]
+    particles: Option<usize>,
     /// Write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<String>,
@@ -63,6 +66,10 @@ pub fn run(a: ProfileArgs) -> Result<i32> {
     opts.sm_count = a.sm_count;
     opts.max_ctas = a.max_ctas;
     opts.budget_inst = a.budget;
+    if a.particles == Some(0) {
+        return Err(BellaError::invalid("--particles is at least 1"));
+    }
+    opts.particles = a.particles;
     println!(
         "bella profile{} — counted on the PTX simulator; times are modelled from public peaks (A100, H100 SXM, H200), not measured",
         if a.quick { " --quick" } else { "" }

@@ -112,6 +112,8 @@ pub struct Options {
     pub max_ctas: Option<u64>,
     /// simulated thread instructions a sampled case may take
     pub budget_inst: u64,
+    /// the particle count of the SVGD cases (None: `bella bench`'s)
+    pub particles: Option<usize>,
 }
 
 impl Options {
@@ -125,6 +127,7 @@ impl Options {
             sm_count: super::DEFAULT_SM_COUNT,
             max_ctas: None,
             budget_inst: SAMPLE_BUDGET_INST,
+            particles: None,
         }
     }
 }
@@ -302,7 +305,22 @@ fn profile_case(
 
 /// The cases of `op` profiled at `scale`: `bella bench`'s, plus at `--scale gpu` the single
 /// 4096³ GEMM of issue 11's targets next to bench's batched one.
-pub fn profile_cases(op: &str, scale: Scale, quick: bool) -> Vec<OpCase> {
+pub fn profile_cases(op: &str, scale: Scale, quick: bool, particles: Option<usize>) -> Vec<OpCase> {
+    const SVGD_OPS: [&str; 4] = [
+        "pairwise_sqdist",
+        "rbf_kernel",
+        "svgd_direction",
+        "svgd_step",
+    ];
+    if let (Some(k), Some(svgd_op)) = (particles, SVGD_OPS.iter().find(|o| **o == op)) {
+        let d = crate::bench::cases::target_svgd_shape(scale).1;
+        let d = if quick && scale != Scale::Small {
+            d / 4
+        } else {
+            d
+        };
+        return vec![crate::bench::cases::svgd_case(svgd_op, k, d)];
+    }
     let mut v = cases(op, scale, quick);
     if op == "matmul" && scale == Scale::Gpu {
         v.push(matmul_case(1, 4096, 4096, 4096));
@@ -366,7 +384,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         profiles: Vec::new(),
     };
     for op in &opts.ops {
-        for case in profile_cases(op, opts.scale, opts.quick) {
+        for case in profile_cases(op, opts.scale, opts.quick, opts.particles) {
             let p = profile_case(&case, opts, &be, &prof, &mut rng, &mut ptxas)?;
             for line in table(&p) {
                 progress(&line);
