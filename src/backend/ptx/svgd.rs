@@ -90,10 +90,13 @@ pub fn pairwise_sqdist<D: Driver>(
     }
     // sqdist_partial writes partial[ch * pairs + pair], sqdist_partial_pairs partial[pair * nchunks + ch].
     let (pair_stride, ch_stride) = if tiled { (1, pairs) } else { (nchunks, 1) };
+    // One CTA per tile of 32 pairs (its 8 warps split the chunks); at least enough threads
+    // for the K diagonal zeros.
+    let finalize_units = pairs.div_ceil(32).max(k.div_ceil(BLOCK as usize));
     be.launch(
         SVGD,
         "sqdist_finalize",
-        grid_1d(be.props(), (k * k).div_ceil(BLOCK as usize), 16),
+        grid_1d(be.props(), finalize_units, 16),
         &[
             ptr(&out.buf),
             ptr(&partial.buf),
@@ -177,4 +180,37 @@ pub fn direction<D: Driver>(
         )?;
     }
     be.tensor(&[k, d], phi)
+}
+
+#[cfg(all(test, feature = "ptx-sim"))]
+mod tests {
+    use crate::backend::ptx_sim::{open_profiled_with, ProfileOptions};
+
+    /// Sized for 132 SMs, `sqdist_finalize` sees hundreds of chunks (its 8 warps each step
+    /// over many), which the 2-SM simulator of the doctor and cross-backend tests never gives.
+    #[test]
+    fn sqdist_many_chunks_matches_the_oracle() {
+        let (be, _prof) = open_profiled_with(ProfileOptions {
+            sm_count: 132,
+            max_ctas_per_launch: None,
+        })
+        .unwrap();
+        for (k, d) in [(8usize, 40_000usize), (33, 20_000), (3, 9_000)] {
+            let theta: Vec<f32> = (0..k * d)
+                .map(|x| ((x as u64 * 2654435761 % 1000) as f32) * 1e-3 - 0.5)
+                .collect();
+            let t = be.upload(&[k, d], &theta).unwrap();
+            let out = be
+                .download(&crate::ops::pairwise_sqdist(be.as_ref(), &t).unwrap())
+                .unwrap();
+            let th64: Vec<f64> = theta.iter().map(|&v| v as f64).collect();
+            let want = crate::oracle::pairwise_sqdist(&th64, k, d);
+            for (e, (&o, &w)) in out.iter().zip(&want).enumerate() {
+                assert!(
+                    ((o as f64) - w).abs() <= 1e-4 * w.abs() + 1e-6,
+                    "K={k} D={d} entry {e}: {o} vs {w}"
+                );
+            }
+        }
+    }
 }
