@@ -4,7 +4,7 @@
 # .device/bella (ignored by git, carried to the machine), and run this script there from
 # the repository root:
 #     benches/gpu-check.sh            # writes under $OUT (default ./gpu-check-out)
-# It runs `bella doctor` (every op against the CPU reference) on cuda and wgpu, then
+# It runs `bella doctor` (every op against the float64 oracle) on cuda and wgpu, then
 # `bella bench` on both, and tees everything under $OUT: gpu-check.log (card, driver,
 # every command and its exit status), doctor-{cuda,wgpu}.txt, bench-{cuda,wgpu}.txt and
 # bench-{cuda,wgpu}.json. Exit status: 0 when every command succeeded.
