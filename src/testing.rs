@@ -229,6 +229,10 @@ pub fn output_scale(output: &str, reference: &[(String, Tensor64)]) -> Scale {
             Scale::Range((p[1] as f64).ln())
         }
         ("loss", _, Some(_)) => Scale::Range(1.0),
+        // `dx = dy · f'(x)`: an f32 kernel's error is ~1e-7 of `|dy|` (the cases draw
+        // dy ~ N(0, 1)) whatever `f'(x)` is, and GELU's derivative crosses 0 at x ≈ −0.75,
+        // so a one-element case can sit arbitrarily close to 0: judged against 1, |dy|'s size.
+        ("dx", None, None) if reference.len() == 1 => Scale::Range(1.0),
         ("dlogits", _, Some(d)) if d.len() == 3 && d[1] > 0 => Scale::Range(1.0 / d[1] as f64),
         _ => Scale::Own,
     }
