@@ -380,6 +380,7 @@ fn every_op_matches_naive_float64() {
                         Scale::Range((cc as f64).ln())
                     }
                     ("loss", Some(_)) => Scale::Range(1.0),
+                    ("out", _) if op == "axpby" => Scale::Range(1.0),
                     ("dlogits", Some(&[_, m, _])) => Scale::Range(1.0 / m as f64),
                     _ => Scale::Own,
                 };
