@@ -12,6 +12,7 @@
 //!   how calibration holds up under a shift no method trained on.
 //! - OOD: classes 8 and 9, rotated like the target domain (so only their content is new).
 
+pub use super::split::Split;
 use crate::error::{BellaError, Result};
 use crate::rng::Rng;
 use std::io::Read;
@@ -26,29 +27,6 @@ pub const CLASSES: usize = 8;
 /// The shifted split: pixel noise (on the [0, 1] scale) and the chance of a one-pixel move.
 pub const SHIFT_NOISE_STD: f32 = 0.2;
 pub const SHIFT_MOVE_PROB: f32 = 0.3;
-
-/// Images `[n, 64]` scaled to [0, 1], labels `[n]`.
-#[derive(Clone, Debug, Default)]
-pub struct Split {
-    pub x: Vec<f32>,
-    pub y: Vec<u32>,
-}
-
-impl Split {
-    pub fn len(&self) -> usize {
-        self.y.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.y.is_empty()
-    }
-    fn push(&mut self, img: &[f32], label: u32) {
-        self.x.extend_from_slice(img);
-        self.y.push(label);
-    }
-    pub fn image(&self, i: usize) -> &[f32] {
-        &self.x[i * FEATURES..(i + 1) * FEATURES]
-    }
-}
 
 pub struct DigitsTask {
     /// Pre-training data for the base (source domain).
@@ -143,11 +121,11 @@ pub fn digits_task(per_class: usize) -> Result<DigitsTask> {
     let mut rng = Rng::new(DATA_SEED);
     let mut noise = Rng::new(DATA_SEED ^ 0xC0_22A7);
     let mut task = DigitsTask {
-        source: Split::default(),
-        target_train: Split::default(),
-        in_dist: Split::default(),
-        shifted: Split::default(),
-        ood: Split::default(),
+        source: Split::new(FEATURES),
+        target_train: Split::new(FEATURES),
+        in_dist: Split::new(FEATURES),
+        shifted: Split::new(FEATURES),
+        ood: Split::new(FEATURES),
     };
     for (img, label) in rows.iter().filter(|(_, l)| *l as usize >= CLASSES) {
         task.ood.push(&to_target_domain(img), *label);

@@ -2,7 +2,7 @@
 //! device, `ensemble_stats` for the predictive distribution, entropy and mutual information,
 //! then the metrics on the host.
 
-use super::data::{DigitsTask, Split, CLASSES, FEATURES};
+use super::data::{DigitsTask, Split, CLASSES};
 use super::metrics::{self, Bin, Calibration};
 use crate::autograd::Tape;
 use crate::backend::Backend;
@@ -24,7 +24,7 @@ pub fn predict(
     split: &Split,
 ) -> Result<Prediction> {
     let mut tape = Tape::new(be);
-    let x = tape.input(be.upload(&[split.len(), FEATURES], &split.x)?, false);
+    let x = tape.input(be.upload(&[split.len(), split.features], &split.x)?, false);
     let logits = model.forward(&mut tape, x, arena)?;
     let stats = crate::ops::ensemble_stats(be, tape.value(logits))?;
     Ok(Prediction {

@@ -9,6 +9,7 @@ pub mod method;
 pub mod metrics;
 pub mod plot;
 pub mod report;
+pub mod split;
 pub mod task;
 pub mod trainer;
 

@@ -150,7 +150,7 @@ pub fn base_accuracy(
     base: &FrozenMlp,
     split: &super::data::Split,
 ) -> Result<f64> {
-    let x = be.upload(&[split.len(), FEATURES], &split.x)?;
+    let x = be.upload(&[split.len(), split.features], &split.x)?;
     let logits = base.logits(be, &x)?.reshape(&[1, split.len(), CLASSES])?;
     let stats = crate::ops::ensemble_stats(be, &logits)?;
     let probs = be.download(&stats.probs)?;

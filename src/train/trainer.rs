@@ -2,8 +2,8 @@
 //! into the `[K, D]` gradient arena, (for SVGD) the score and `svgd_direction` over the
 //! whole arena, then one `adamw_step` over the arena. Only the mean loss leaves the device.
 
-use super::data::{Split, FEATURES};
 use super::method::Method;
+use super::split::Split;
 use crate::autograd::Tape;
 use crate::backend::{AdamW, Backend};
 use crate::error::{BellaError, Result};
@@ -92,18 +92,18 @@ pub fn train(
         for b in 0..batches {
             let range = b * bs..((b + 1) * bs).min(n);
             let m = range.len();
-            let mut x = Vec::with_capacity(orders.len() * m * FEATURES);
+            let mut x = Vec::with_capacity(orders.len() * m * data.features);
             let mut labels = Vec::with_capacity(orders.len() * m);
             for order in &orders {
                 for &i in &order[range.clone()] {
-                    x.extend_from_slice(data.image(i));
+                    x.extend_from_slice(data.row(i));
                     labels.push(data.y[i]);
                 }
             }
             let shape: Vec<usize> = if shared {
-                vec![m, FEATURES]
+                vec![m, data.features]
             } else {
-                vec![k, m, FEATURES]
+                vec![k, m, data.features]
             };
             let mut tape = Tape::new(be);
             let xv = tape.input(be.upload(&shape, &x)?, false);
