@@ -36,13 +36,14 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 /// One layer of the float64 reference network.
 enum Layer64 {
     /// Frozen `weight [O, I]` and `bias [O]`, adapted by the particle's `A [r, I]` and
-    /// `B [O, r]` at `slots`: `y = x Wᵀ + b + scale · (x Aᵀ) Bᵀ`.
+    /// `B [O, r]` at `slots`: `y = x Wᵀ + b + scale · (x Aᵀ) Bᵀ`; without slots (a layer
+    /// that is not a target module) `y = x Wᵀ + b`.
     Lora {
         weight: Vec<f64>,
         bias: Option<Vec<f64>>,
         out_features: usize,
         in_features: usize,
-        slots: LoraSlots,
+        slots: Option<LoraSlots>,
         scale: f64,
     },
     /// The particle's own `W [O, I]` and bias at `slots`: `y = x Wᵀ + b`.
@@ -108,11 +109,15 @@ impl Layer64 {
                 slots,
                 scale,
             } => {
-                let (o, i, r) = (*o, *i, slots.rank);
+                let (o, i) = (*o, *i);
                 assert_eq!(width, i, "LoRA layer input width");
+                let mut y = linear(h, m, i, weight, o, bias.as_deref());
+                let Some(slots) = slots else {
+                    return (y, o);
+                };
+                let r = slots.rank;
                 let a = &row[slots.a_offset..slots.a_offset + r * i];
                 let b = &row[slots.b_offset..slots.b_offset + o * r];
-                let mut y = linear(h, m, i, weight, o, bias.as_deref());
                 let z = linear(h, m, i, a, r, None);
                 let lora = linear(&z, m, r, b, o, None);
                 y.iter_mut().zip(&lora).for_each(|(y, l)| *y += scale * l);
@@ -405,7 +410,7 @@ fn lora_case(rng: &mut Rng, shared: bool) -> LoraCase {
             bias: Some(f64s(&b)),
             out_features: o,
             in_features: i,
-            slots,
+            slots: Some(slots),
             scale: scale as f64,
         }],
     };
@@ -564,25 +569,37 @@ fn three_layer_lora_network() {
     let mut rng = Rng::new(14);
     let spec = random_spec(&[6, 7, 5, 4], 3);
     let base = Arc::new(FrozenMlp::upload(&be, spec).unwrap());
-    let model = LoraParticles::new(base, 3, 2, 2.0).unwrap();
-    // Random B too, so every path carries gradient.
-    let theta: Vec<f32> = rng
-        .normal_vec(model.k() * model.d())
-        .iter()
-        .map(|v| 0.5 * v)
-        .collect();
-    let net = Net64::of_lora(&model);
-    let m = 5;
-    for per_particle in [false, true] {
-        let xshape = if per_particle {
-            vec![model.k(), m, 6]
-        } else {
-            vec![m, 6]
-        };
-        let x = rng.normal_vec(xshape.iter().product());
-        let y = labels(&mut rng, if per_particle { model.k() * m } else { m }, 4);
-        let what = format!("lora net per_particle={per_particle}");
-        check_net(&what, &model, &net, &x, &xshape, &theta, &y);
+    let full = LoraParticles::new(base.clone(), 3, 2, 2.0).unwrap();
+    // Target modules: the first and last layer (a frozen one between), and the middle one
+    // only (frozen layers before and after, so `dx` flows through a frozen layer).
+    let names = |ls: &[usize]| -> Vec<String> {
+        ls.iter()
+            .map(|&l| base.spec.layers[l].name.clone())
+            .collect()
+    };
+    let ends = LoraParticles::with_targets(base.clone(), 3, 2, 2.0, &names(&[0, 2])).unwrap();
+    let middle = LoraParticles::with_targets(base.clone(), 3, 2, 2.0, &names(&[1])).unwrap();
+    assert!(ends.d() < full.d() && middle.d() < ends.d());
+    for (which, model) in [("all", &full), ("ends", &ends), ("middle", &middle)] {
+        // Random B too, so every path carries gradient.
+        let theta: Vec<f32> = rng
+            .normal_vec(model.k() * model.d())
+            .iter()
+            .map(|v| 0.5 * v)
+            .collect();
+        let net = Net64::of_lora(model);
+        let m = 5;
+        for per_particle in [false, true] {
+            let xshape = if per_particle {
+                vec![model.k(), m, 6]
+            } else {
+                vec![m, 6]
+            };
+            let x = rng.normal_vec(xshape.iter().product());
+            let y = labels(&mut rng, if per_particle { model.k() * m } else { m }, 4);
+            let what = format!("lora net ({which} layers) per_particle={per_particle}");
+            check_net(&what, model, &net, &x, &xshape, &theta, &y);
+        }
     }
 }
 

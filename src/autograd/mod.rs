@@ -10,6 +10,8 @@
 
 mod rules;
 
+pub(crate) use rules::frozen_forward;
+
 use crate::backend::Backend;
 use crate::error::{BellaError, Result};
 use crate::tensor::Tensor;
@@ -79,6 +81,10 @@ enum Rule {
     Act {
         x: Var,
         kind: Activation,
+    },
+    Frozen {
+        x: Var,
+        weight: Tensor,
     },
 }
 
@@ -193,6 +199,18 @@ impl<'be> Tape<'be> {
         Ok(self.push(y, rule, true))
     }
 
+    /// A frozen linear layer without adapters: `y = x W0ᵀ + bias` over the last axis, `x`
+    /// `[M, I]` or `[K, M, I]` (the output keeps the leading axes). No parameter gradient.
+    pub fn frozen(&mut self, x: Var, base: FrozenRef) -> Result<Var> {
+        let y = rules::frozen_forward(self.be, self.value(x), base)?;
+        let needs = self.nodes[x.0].needs_grad;
+        let rule = Rule::Frozen {
+            x,
+            weight: base.weight.clone(),
+        };
+        Ok(self.push(y, rule, needs))
+    }
+
     pub fn activation(&mut self, x: Var, kind: Activation) -> Result<Var> {
         let xv = self.value(x);
         let y = match kind {
@@ -281,6 +299,12 @@ impl<'be> Tape<'be> {
                         Activation::Gelu => crate::ops::gelu_backward(be, xv, &dy)?,
                     };
                     (*x, Some(dx))
+                }
+                Rule::Frozen { x, weight } => {
+                    if !self.nodes[x.0].needs_grad {
+                        continue;
+                    }
+                    (*x, Some(rules::frozen_backward(be, &dy, weight)?))
                 }
             };
             if let Some(dx) = dx {

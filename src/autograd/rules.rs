@@ -97,6 +97,67 @@ pub(super) fn lora_backward(
     ops::lora_backward_into(be, dy, x, weight, &ad, h, scale, need_dx, grad, da, db)
 }
 
+/// `y = x W0ᵀ (+ 1 biasᵀ)` over the last axis of `x` (`[.., I]` → `[.., O]`): the rows of
+/// every particle in one matmul, the bias through a ones column (a device op too).
+pub(crate) fn frozen_forward(be: &dyn Backend, x: &Tensor, base: FrozenRef) -> Result<Tensor> {
+    let [o, i] = *base.weight.shape() else {
+        return Err(BellaError::shape(
+            "frozen linear",
+            "weight",
+            "[O, I]",
+            base.weight.shape(),
+        ));
+    };
+    let lead = match x.shape().split_last() {
+        Some((&last, lead)) if last == i && !lead.is_empty() => lead.to_vec(),
+        _ => {
+            return Err(BellaError::shape(
+                "frozen linear",
+                "x",
+                format!("[.., {i}]"),
+                x.shape(),
+            ))
+        }
+    };
+    let rows: usize = lead.iter().product();
+    let x2 = x.reshape(&[rows, i])?;
+    let mut y = ops::matmul(be, &x2, base.weight, false, true, 1.0)?;
+    if let Some(b) = base.bias {
+        let ones = ones(be, rows, 1)?;
+        let mut yb = be.zeros(&[rows, o])?;
+        let one = OutSlot {
+            offset: 0,
+            stride: 0,
+        };
+        ops::matmul_into(
+            be,
+            1,
+            operand(&ones, 0, 0, rows, 1),
+            false,
+            operand(b, 0, 0, 1, o),
+            false,
+            1.0,
+            &mut yb,
+            one,
+        )?;
+        y = ops::axpby(be, 1.0, &y, 1.0, &yb)?;
+    }
+    let mut shape = lead;
+    shape.push(o);
+    y.reshape(&shape)
+}
+
+/// `dx = dy W0` for [`frozen_forward`] (`dy [.., O]` → `dx [.., I]`).
+pub(crate) fn frozen_backward(be: &dyn Backend, dy: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let (o, i) = (weight.shape()[0], weight.shape()[1]);
+    let lead = &dy.shape()[..dy.shape().len() - 1];
+    let rows: usize = lead.iter().product();
+    let dx = ops::matmul(be, &dy.reshape(&[rows, o])?, weight, false, false, 1.0)?;
+    let mut shape = lead.to_vec();
+    shape.push(i);
+    dx.reshape(&shape)
+}
+
 /// `y_k = x_k W_kᵀ (+ 1 b_kᵀ)`: one batched matmul, and one more against a ones column for
 /// the bias (so the bias add is a device op too).
 pub(super) fn dense_forward(

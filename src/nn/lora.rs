@@ -7,7 +7,7 @@
 //! choice: every particle starts as the base) or, with [`BInit::Small`], Gaussian with
 //! standard deviation [`SMALL_B_STD`], which also spreads the particles' functions.
 
-use super::model::FrozenMlp;
+use super::model::{FrozenMlp, HostLinear};
 use super::Particles;
 use crate::autograd::{Arena, FrozenRef, LoraSlots, Tape, Var};
 use crate::error::{BellaError, Result};
@@ -55,40 +55,116 @@ pub struct LoraParticles {
     pub base: Arc<FrozenMlp>,
     pub k: usize,
     pub rank: usize,
+    /// LoRA alpha: the scale is `alpha / rank`.
+    pub alpha: f32,
     /// `α / r`.
     pub scale: f32,
-    pub slots: Vec<LoraSlots>,
+    /// Per layer of the base: where its adapters sit in the arena, `None` for a layer that
+    /// stays frozen (not among the target modules).
+    pub slots: Vec<Option<LoraSlots>>,
     d: usize,
 }
 
+/// One particle's adapters on one layer, as views of an arena row.
+pub struct LayerAdapter<'a> {
+    /// The layer (its name, `in_features`, `out_features`).
+    pub layer: &'a HostLinear,
+    /// `A [r, I]`, row-major.
+    pub a: &'a [f32],
+    /// `B [O, r]`, row-major.
+    pub b: &'a [f32],
+}
+
 impl LoraParticles {
+    /// K particles with rank-`rank` adapters on every layer of `base`.
     pub fn new(base: Arc<FrozenMlp>, k: usize, rank: usize, alpha: f32) -> Result<Self> {
+        Self::with_targets(base, k, rank, alpha, &[])
+    }
+
+    /// K particles with adapters on the layers named in `targets` (the base file's module
+    /// names, e.g. `0`, `layers.2`); empty: every layer. An unknown name is an error that
+    /// lists the layers there are.
+    pub fn with_targets(
+        base: Arc<FrozenMlp>,
+        k: usize,
+        rank: usize,
+        alpha: f32,
+        targets: &[String],
+    ) -> Result<Self> {
         if k == 0 || rank == 0 {
             return Err(BellaError::invalid(format!(
                 "need particles ≥ 1 and rank ≥ 1 (got {k}, {rank})"
             )));
         }
+        if !(alpha.is_finite() && alpha > 0.0) {
+            return Err(BellaError::invalid(format!(
+                "LoRA alpha must be positive and finite, got {alpha}"
+            )));
+        }
+        let layers = &base.spec.layers;
+        if let Some(t) = targets
+            .iter()
+            .find(|t| !layers.iter().any(|l| &l.name == *t))
+        {
+            let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+            return Err(BellaError::invalid(format!(
+                "target module `{t}` is not a layer of the model (its layers: {})",
+                names.join(", ")
+            )));
+        }
         let mut slots = Vec::new();
         let mut d = 0;
-        for l in &base.spec.layers {
+        for l in layers {
+            if !targets.is_empty() && !targets.contains(&l.name) {
+                slots.push(None);
+                continue;
+            }
             let a_offset = d;
             d += rank * l.in_features;
             let b_offset = d;
             d += l.out_features * rank;
-            slots.push(LoraSlots {
+            slots.push(Some(LoraSlots {
                 a_offset,
                 b_offset,
                 rank,
-            });
+            }));
         }
         Ok(LoraParticles {
             base,
             k,
             rank,
+            alpha,
             scale: alpha / rank as f32,
             slots,
             d,
         })
+    }
+
+    /// The names of the adapted layers, in layer order.
+    pub fn targets(&self) -> Vec<String> {
+        self.adapted().map(|(l, _)| l.name.clone()).collect()
+    }
+
+    /// The adapted layers and their slots, in layer order.
+    fn adapted(&self) -> impl Iterator<Item = (&HostLinear, LoraSlots)> {
+        self.base
+            .spec
+            .layers
+            .iter()
+            .zip(&self.slots)
+            .filter_map(|(l, s)| s.map(|s| (l, s)))
+    }
+
+    /// Particle `k`'s adapters in `arena` (host, `K·D` values), layer by layer.
+    pub fn particle_adapters<'a>(&'a self, arena: &'a [f32], k: usize) -> Vec<LayerAdapter<'a>> {
+        let row = &arena[k * self.d..(k + 1) * self.d];
+        self.adapted()
+            .map(|(l, s)| LayerAdapter {
+                layer: l,
+                a: &row[s.a_offset..s.a_offset + self.rank * l.in_features],
+                b: &row[s.b_offset..s.b_offset + l.out_features * self.rank],
+            })
+            .collect()
     }
 
     /// The initial arena (host, `K·D` values).
@@ -96,7 +172,7 @@ impl LoraParticles {
         let mut arena = vec![0.0; self.k * self.d];
         for (k, row) in arena.chunks_mut(self.d).enumerate() {
             let mut rng = particle_rng(seed, 1, k);
-            for (l, s) in self.base.spec.layers.iter().zip(&self.slots) {
+            for (l, s) in self.adapted() {
                 let bound = 1.0 / (l.in_features as f32).sqrt();
                 let a = &mut row[s.a_offset..s.a_offset + self.rank * l.in_features];
                 a.iter_mut()
@@ -131,7 +207,10 @@ impl Particles for LoraParticles {
                 weight: &self.base.weights[l],
                 bias: self.base.biases[l].as_ref(),
             };
-            h = tape.lora(h, base, arena, *slots, self.scale)?;
+            h = match slots {
+                Some(slots) => tape.lora(h, base, arena, *slots, self.scale)?,
+                None => tape.frozen(h, base)?,
+            };
             if l + 1 < n {
                 h = tape.activation(h, self.base.spec.activation)?;
             }
@@ -143,7 +222,7 @@ impl Particles for LoraParticles {
     fn to_named(&self, arena: &[f32]) -> Vec<(String, HostTensor)> {
         let mut out = Vec::new();
         for (k, row) in arena.chunks(self.d).enumerate() {
-            for (l, s) in self.base.spec.layers.iter().zip(&self.slots) {
+            for (l, s) in self.adapted() {
                 let (ri, or) = (self.rank * l.in_features, l.out_features * self.rank);
                 out.push((
                     format!("particles.{k}.{}.lora_A.weight", l.name),
@@ -166,7 +245,7 @@ impl Particles for LoraParticles {
     fn arena_from_named(&self, named: &Named) -> Result<Vec<f32>> {
         let mut arena = vec![0.0; self.k * self.d];
         for (k, row) in arena.chunks_mut(self.d).enumerate() {
-            for (l, s) in self.base.spec.layers.iter().zip(&self.slots) {
+            for (l, s) in self.adapted() {
                 let a = format!("particles.{k}.{}.lora_A.weight", l.name);
                 let b = format!("particles.{k}.{}.lora_B.weight", l.name);
                 let ri = self.rank * l.in_features;

@@ -4,8 +4,8 @@
 use crate::autograd::Activation;
 use crate::backend::Backend;
 use crate::error::{BellaError, Result};
-use crate::ops::{self, MatmulOperand};
-use crate::tensor::{OutSlot, Strided, Tensor};
+use crate::ops;
+use crate::tensor::Tensor;
 
 /// One linear layer in PyTorch layout: `weight [O, I]` row-major, `bias [O]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,33 +107,14 @@ impl FrozenMlp {
 
     /// Logits `[M, C]` of the base alone for `x [M, I]`, with ops only (no adapters).
     pub fn logits(&self, be: &dyn Backend, x: &Tensor) -> Result<Tensor> {
-        let m = x.shape()[0];
-        let mut h = x.clone();
         let n = self.weights.len();
+        let mut h = x.clone();
         for (l, (w, b)) in self.weights.iter().zip(&self.biases).enumerate() {
-            let (o, i) = (w.shape()[0], w.shape()[1]);
-            let mut y = ops::matmul(be, &h, w, false, true, 1.0)?;
-            if let Some(b) = b {
-                let ones = be.upload(&[m, 1], &vec![1.0; m])?;
-                let mut yb = be.zeros(&[m, o])?;
-                let a = MatmulOperand {
-                    view: Strided::contiguous(&ones, m, true),
-                    rows: m,
-                    cols: 1,
-                };
-                let bv = MatmulOperand {
-                    view: Strided::contiguous(b, o, true),
-                    rows: 1,
-                    cols: o,
-                };
-                let slot = OutSlot {
-                    offset: 0,
-                    stride: 0,
-                };
-                ops::matmul_into(be, 1, a, false, bv, false, 1.0, &mut yb, slot)?;
-                y = ops::axpby(be, 1.0, &y, 1.0, &yb)?;
-            }
-            debug_assert_eq!(i, h.shape()[1]);
+            let base = crate::autograd::FrozenRef {
+                weight: w,
+                bias: b.as_ref(),
+            };
+            let y = crate::autograd::frozen_forward(be, &h, base)?;
             h = if l + 1 < n {
                 match self.spec.activation {
                     Activation::Relu => ops::relu_forward(be, &y)?,
