@@ -32,6 +32,8 @@ fn opts(cfg: TrainConfig, dir: &Path, methods: &[Method], resume: bool) -> RunOp
         checkpoint: Some(dir.to_path_buf()),
         resume,
         base: None,
+        data: None,
+        init_from_peft: Vec::new(),
         quiet: true,
         plots: None,
     }
@@ -129,7 +131,7 @@ fn failed_resume_leaves_every_file_byte_identical() {
     );
     std::fs::write(&svgd, &good_svgd).unwrap();
 
-    // Another base: given with --base, or swapped into the checkpoint (same shapes, other
+    // Another base: given with --model, or swapped into the checkpoint (same shapes, other
     // weights: only the recorded fingerprint tells; other shapes).
     let other_dir = temp("other-base");
     std::fs::create_dir_all(&other_dir).unwrap();
@@ -139,11 +141,16 @@ fn failed_resume_leaves_every_file_byte_identical() {
         &DenseParticles::random_spec(&[64, 24, 16, 8], Activation::Relu, 99),
     )
     .unwrap();
-    fails_untouched(&dir, "--base differs", &["--base", "not the base"], || {
-        let mut o = opts(tiny(2), &dir, &[], true);
-        o.base = Some(other.clone());
-        train::run(&be, &o).map(|_| ()).unwrap_err().to_string()
-    });
+    fails_untouched(
+        &dir,
+        "--model differs",
+        &["--model", "not the base"],
+        || {
+            let mut o = opts(tiny(2), &dir, &[], true);
+            o.base = Some(other.clone());
+            train::run(&be, &o).map(|_| ()).unwrap_err().to_string()
+        },
+    );
     std::fs::copy(&other, &base).unwrap();
     fails_untouched(
         &dir,

@@ -94,11 +94,12 @@ fn train_writes_report_plots_and_eval_reads_adapters() {
                 "ood_auroc_entropy",
                 "ood_auroc_mi",
                 "shifted",
+                "train",
                 "train_seconds",
                 "trainable_params"
             ]
         );
-        for split in ["in_dist", "shifted"] {
+        for split in ["train", "in_dist", "shifted"] {
             assert_eq!(keys(&m[split]), ["accuracy", "brier", "ece", "nll"]);
         }
         let svg = plots.join(format!("reliability_{}.svg", m["method"].as_str().unwrap()));

@@ -26,7 +26,7 @@ fn adapted_particles_beat_the_frozen_base() {
         ..TrainConfig::default()
     };
     let task = digits_task(cfg.per_class).unwrap();
-    let spec = pretrain(&be, &task, &cfg, true).unwrap();
+    let spec = pretrain(&be, &task.source, &cfg, true).unwrap();
     let dir = std::env::temp_dir().join(format!("bella-learns-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let base_path = dir.join("base.safetensors");
@@ -51,6 +51,8 @@ fn adapted_particles_beat_the_frozen_base() {
             checkpoint: None,
             resume: false,
             base: Some(base_path),
+            data: None,
+            init_from_peft: Vec::new(),
             quiet: true,
             plots: None,
         },
@@ -59,7 +61,7 @@ fn adapted_particles_beat_the_frozen_base() {
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(report.methods.len(), Method::ALL.len());
     for m in &report.methods {
-        let (acc, sh) = (m.in_dist.accuracy, m.shifted.accuracy);
+        let (acc, sh) = (m.in_dist.unwrap().accuracy, m.shifted.unwrap().accuracy);
         println!("{}: target {acc:.3}, shifted {sh:.3}", m.method);
         assert!(
             acc > base_in + IN_DIST_MARGIN,

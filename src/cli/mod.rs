@@ -3,6 +3,7 @@
 mod bench;
 mod doctor;
 mod op;
+mod predict;
 mod profile;
 mod train;
 
@@ -23,8 +24,12 @@ struct Cli {
 enum Command {
     /// Train particles on a frozen base (no arguments: the embedded default task).
     Train(Box<train::TrainArgs>),
-    /// Evaluate saved adapters on the default task's splits.
+    /// Evaluate saved particles on the run's splits.
     Eval(train::EvalArgs),
+    /// Predictions with uncertainty from saved particles on new inputs.
+    Predict(predict::PredictArgs),
+    /// Saved LoRA particles as PEFT adapters (one directory per particle) plus the base.
+    Export(predict::ExportArgs),
     /// Run one op on named tensors from a safetensors file.
     Op(op::OpArgs),
     /// Every op on every available backend (cpu included) against the float64 oracle.
@@ -40,6 +45,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => train::eval(a),
+        Command::Predict(a) => predict::predict(a),
+        Command::Export(a) => predict::export(a),
         Command::Op(a) => op::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Bench(a) => bench::run(a),

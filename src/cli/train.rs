@@ -4,9 +4,10 @@ use bella::train::{self, Method, RunOptions, TrainConfig};
 use bella::{BellaError, Result};
 use std::path::PathBuf;
 
-/// Train Bella particles on the embedded digits task (pre-train a base MLP on upright
-/// digits, adapt on digits rotated by 90°, evaluate on a noisier shifted split and on
-/// held-out classes 8 and 9) and print a method × metric table.
+/// Train Bella particles and print a method × metric table. Without --model/--data: the
+/// embedded digits task (pre-train a base MLP on upright digits, adapt on digits rotated by
+/// 90°, evaluate on a noisier shifted split and on held-out classes 8 and 9). With
+/// `--model BASE.safetensors --data DATA`: the user's MLP and dataset.
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// cpu, wgpu, cuda, ptx-sim or auto (CUDA, then a real wgpu GPU, then the CPU).
@@ -56,10 +57,27 @@ pub struct TrainArgs {
     /// all; on --resume, the methods the run trains, as run.json records them].
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
-    /// Use this base model (safetensors MLP with 64 inputs and 8 outputs) instead of
-    /// pre-training one (on --resume: must be the checkpoint's base).
+    /// The frozen base: a safetensors MLP (`<layer>.weight [out, in]`, optional
+    /// `<layer>.bias`; see README). With --data any such MLP; without, it replaces the
+    /// digits task's pre-trained base (64 inputs, 8 outputs). On --resume: must be the
+    /// checkpoint's base.
+    #[arg(long, visible_alias = "base")]
+    model: Option<PathBuf>,
+    /// The training data: safetensors or .npz with `train.x [N, I]` (float), `train.y [N]`
+    /// (integer labels in 0..C), optionally `test.x`/`test.y`, `shifted.x`/`shifted.y` and
+    /// `ood.x`. Needs --model. On --resume: the recorded dataset unless given.
     #[arg(long)]
-    base: Option<PathBuf>,
+    data: Option<PathBuf>,
+    /// Comma list of the layers (module names of the model file, e.g. `0,4` or
+    /// `net.0,net.4`) that get adapters [default: every layer].
+    #[arg(long, value_delimiter = ',')]
+    target_modules: Vec<String>,
+    /// Comma list of PEFT LoRA adapter directories (`adapter_config.json` +
+    /// `adapter_model.safetensors`) to start the particles from: as many as particles (the
+    /// first one for single_lora). Rank, alpha and target modules come from the adapters.
+    /// Needs --model.
+    #[arg(long, value_delimiter = ',')]
+    init_from_peft: Vec<PathBuf>,
     /// Write the report as JSON.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -91,6 +109,9 @@ pub struct EvalArgs {
     /// Comma list of methods (default: every method with a checkpoint).
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
+    /// Evaluate on this dataset instead of the one the run recorded (same fingerprint).
+    #[arg(long)]
+    data: Option<PathBuf>,
     #[arg(long)]
     report: Option<PathBuf>,
     #[arg(long)]
@@ -131,7 +152,62 @@ fn config(a: &TrainArgs) -> Result<TrainConfig> {
     if a.bandwidth.is_some() {
         c.bandwidth = a.bandwidth;
     }
+    if !a.target_modules.is_empty() {
+        c.target_modules = a
+            .target_modules
+            .iter()
+            .map(|t| t.trim().to_string())
+            .collect();
+    }
+    if !a.init_from_peft.is_empty() {
+        from_peft(a, &mut c)?;
+    }
     Ok(c)
+}
+
+/// Rank, alpha, target modules and particle count from the PEFT adapters; a flag that says
+/// otherwise is an error.
+fn from_peft(a: &TrainArgs, c: &mut TrainConfig) -> Result<()> {
+    let Some(model) = &a.model else {
+        return Err(BellaError::invalid(
+            "--init-from-peft needs --model: the base the adapters were made for",
+        ));
+    };
+    let (r, alpha, targets) = train::peft_settings(model, &a.init_from_peft)?;
+    let n = a.init_from_peft.len();
+    let clash = |flag: &str, given: String, theirs: String| {
+        Err(BellaError::invalid(format!(
+            "{flag} {given} disagrees with the PEFT adapters ({theirs}); leave it out"
+        )))
+    };
+    if let Some(g) = a.rank.filter(|&g| g != r) {
+        return clash("--rank", g.to_string(), format!("r = {r}"));
+    }
+    if let Some(g) = a.alpha.filter(|&g| g != alpha) {
+        return clash("--alpha", g.to_string(), format!("lora_alpha = {alpha}"));
+    }
+    if !a.target_modules.is_empty() && c.target_modules != targets {
+        return clash(
+            "--target-modules",
+            c.target_modules.join(","),
+            format!("target_modules {}", targets.join(",")),
+        );
+    }
+    let only_single = !a.methods.is_empty() && a.methods.iter().all(|m| m.trim() == "single_lora");
+    if !only_single {
+        if let Some(g) = a.particles.filter(|&g| g != n) {
+            return clash(
+                "--particles",
+                g.to_string(),
+                format!("{n} adapter directories"),
+            );
+        }
+        c.particles = n;
+    }
+    c.rank = r;
+    c.alpha = alpha;
+    c.target_modules = targets;
+    Ok(())
 }
 
 pub fn run(a: TrainArgs) -> Result<i32> {
@@ -147,7 +223,9 @@ pub fn run(a: TrainArgs) -> Result<i32> {
         methods,
         checkpoint: a.checkpoint,
         resume: a.resume,
-        base: a.base,
+        base: a.model,
+        data: a.data,
+        init_from_peft: a.init_from_peft,
         quiet: a.quiet,
         plots: a.plots,
     };
@@ -161,7 +239,13 @@ pub fn run(a: TrainArgs) -> Result<i32> {
 
 pub fn eval(a: EvalArgs) -> Result<i32> {
     let be = bella::backend::open_named(&a.backend)?;
-    let report = train::eval_saved(be.as_ref(), &a.checkpoint, &methods(&a.methods)?, &a.plots)?;
+    let report = train::eval_saved(
+        be.as_ref(),
+        &a.checkpoint,
+        &methods(&a.methods)?,
+        &a.data,
+        &a.plots,
+    )?;
     print!("{}", report.table());
     if let Some(p) = &a.report {
         report.write(p)?;

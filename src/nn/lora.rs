@@ -242,6 +242,9 @@ impl Particles for LoraParticles {
         }
         out
     }
+    fn as_lora(&self) -> Option<&LoraParticles> {
+        Some(self)
+    }
     fn arena_from_named(&self, named: &Named) -> Result<Vec<f32>> {
         let mut arena = vec![0.0; self.k * self.d];
         for (k, row) in arena.chunks_mut(self.d).enumerate() {

@@ -7,6 +7,7 @@ pub mod dense;
 pub mod load;
 pub mod lora;
 pub mod model;
+pub mod peft;
 
 pub use crate::autograd::Activation;
 pub use dense::DenseParticles;
@@ -32,5 +33,9 @@ pub trait Particles {
     fn arena_from_named(&self, named: &crate::ops::named::Named) -> Result<Vec<f32>>;
     fn trainable_params(&self) -> usize {
         self.k() * self.d()
+    }
+    /// The LoRA particles behind this model, if it is one (PEFT export needs their layout).
+    fn as_lora(&self) -> Option<&LoraParticles> {
+        None
     }
 }

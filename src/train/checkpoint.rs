@@ -34,6 +34,15 @@ pub struct RunRecord {
     /// [`base_fingerprint`] of `base.safetensors` when the run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_fingerprint: Option<String>,
+    /// The user's dataset (`--data`), as given; absent for the embedded digits task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    /// `Dataset::fingerprint` of that dataset when the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fingerprint: Option<String>,
+    /// The PEFT adapter directories the particles started from (`--init-from-peft`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from_peft: Option<Vec<PathBuf>>,
 }
 
 /// A 64-bit FNV-1a hash (hex) of a model's layer names, shapes, weights, biases and

@@ -81,6 +81,9 @@ pub struct TrainConfig {
     pub widths: Vec<usize>,
     pub pretrain_epochs: usize,
     pub pretrain_lr: f32,
+    /// The layers that get adapters, by the base file's module names; empty: every layer.
+    #[serde(default)]
+    pub target_modules: Vec<String>,
 }
 
 impl Default for TrainConfig {
@@ -102,6 +105,7 @@ impl Default for TrainConfig {
             widths: vec![64, 512, 512, 8],
             pretrain_epochs: 30,
             pretrain_lr: 1e-3,
+            target_modules: Vec::new(),
         }
     }
 }
@@ -153,6 +157,20 @@ impl TrainConfig {
             stored.seed,
             stored.batch_size,
         );
+        if self.target_modules != stored.target_modules {
+            let list = |t: &[String]| {
+                if t.is_empty() {
+                    "every layer".to_string()
+                } else {
+                    t.join(",")
+                }
+            };
+            return Some(format!(
+                "the checkpoint adapts {}, not {}",
+                list(&stored.target_modules),
+                list(&self.target_modules)
+            ));
+        }
         if mine != theirs || self.per_class != stored.per_class || self.widths != stored.widths {
             return Some(format!(
                 "the checkpoint was made with particles {}, rank {}, alpha {}, b-init {}, seed {}, batch {}, {} images/class, widths {:?}",

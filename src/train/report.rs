@@ -1,4 +1,6 @@
-//! The report: JSON in the schema of the training issue, and the table printed for people.
+//! The report: JSON (per method: the training split's metrics, those of the test and shifted
+//! splits and the OOD AUROCs where the data has them, `null` where not), and the table
+//! printed for people.
 
 use super::metrics::Calibration;
 use crate::error::{BellaError, Result};
@@ -10,10 +12,15 @@ pub struct MethodReport {
     pub method: String,
     pub trainable_params: usize,
     pub train_seconds: f64,
-    pub in_dist: Calibration,
-    pub shifted: Calibration,
-    pub ood_auroc_entropy: f64,
-    /// `null` for one particle.
+    /// On the training split.
+    pub train: Calibration,
+    /// On the test split (`null` without one).
+    pub in_dist: Option<Calibration>,
+    /// On the shifted split (`null` without one).
+    pub shifted: Option<Calibration>,
+    /// `null` without OOD inputs.
+    pub ood_auroc_entropy: Option<f64>,
+    /// `null` for one particle or without OOD inputs.
     pub ood_auroc_mi: Option<f64>,
 }
 
@@ -33,13 +40,26 @@ impl Report {
             .map_err(|e| BellaError::io(format!("cannot write {}: {e}", path.display())))
     }
 
-    /// method × metric, in-distribution and shifted side by side.
+    /// method × metric: the test split (the training split when there is none) and the
+    /// shifted split side by side, then the OOD AUROCs; `-` where the data has no such split.
     pub fn table(&self) -> String {
+        let digits = self.task == super::task_data::DIGITS_TASK;
+        let has_test = self.methods.iter().any(|m| m.in_dist.is_some());
+        let first = match (digits, has_test) {
+            (true, _) => "in-distribution (target)",
+            (false, true) => "test",
+            (false, false) => "train (no test split)",
+        };
+        let second = if digits {
+            "shifted (target+noise)"
+        } else {
+            "shifted"
+        };
         let mut s = String::new();
         let _ = writeln!(
             s,
             "{:<15} {:>9} {:>7} | {:^27} | {:^27} | {:^11}",
-            "", "", "", "in-distribution (target)", "shifted (target+noise)", "OOD AUROC"
+            "", "", "", first, second, "OOD AUROC"
         );
         let _ = writeln!(
             s,
@@ -59,25 +79,24 @@ impl Report {
             "MI"
         );
         for m in &self.methods {
-            let c = |c: &Calibration| {
-                format!(
+            let c = |c: Option<&Calibration>| match c {
+                Some(c) => format!(
                     "{:>6.3} {:>6.3} {:>6.3} {:>6.3}",
                     c.accuracy, c.nll, c.ece, c.brier
-                )
+                ),
+                None => format!("{:>6} {:>6} {:>6} {:>6}", "-", "-", "-", "-"),
             };
-            let mi = m
-                .ood_auroc_mi
-                .map_or("-".to_string(), |v| format!("{v:.3}"));
+            let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
             let _ = writeln!(
                 s,
-                "{:<15} {:>9} {:>7.1} | {} | {} | {:>5.3} {:>5}",
+                "{:<15} {:>9} {:>7.1} | {} | {} | {:>5} {:>5}",
                 m.method,
                 m.trainable_params,
                 m.train_seconds,
-                c(&m.in_dist),
-                c(&m.shifted),
-                m.ood_auroc_entropy,
-                mi
+                c(m.in_dist.as_ref().or(Some(&m.train).filter(|_| !has_test))),
+                c(m.shifted.as_ref()),
+                opt(m.ood_auroc_entropy),
+                opt(m.ood_auroc_mi)
             );
         }
         s

@@ -1,16 +1,22 @@
-//! The default task end to end: pre-train the base on the source domain, save it as
+//! A run end to end. The embedded task: pre-train the base on the source domain, save it as
 //! safetensors and load it back frozen through the same loader users use, adapt every method
-//! on the target domain, evaluate, report. Also `bella eval` on a checkpoint directory.
+//! on the target domain, evaluate, report. A user's run: their model file and dataset
+//! (`--model`, `--data`), optionally particles started from PEFT adapters. Also `bella eval`
+//! on a checkpoint directory.
 
 use super::checkpoint::{base_fingerprint, CheckpointDir, RunRecord};
-use super::data::{digits_task, DigitsTask, CLASSES, FEATURES};
+use super::data::{CLASSES, FEATURES};
+use super::dataset::Dataset;
 use super::eval::{evaluate, Evaluation};
 use super::method::{Method, TrainConfig};
 use super::report::{MethodReport, Report};
+use super::split::Split;
+use super::task_data::{TaskData, DIGITS_TASK};
 use super::trainer::{train, RunState, StepSettings};
 use crate::autograd::Activation;
 use crate::backend::Backend;
 use crate::error::{BellaError, Result};
+use crate::nn::peft::{self, PeftAdapter};
 use crate::nn::{
     load_model, save_model, BInit, DenseParticles, FrozenMlp, LoraParticles, MlpSpec, Particles,
 };
@@ -19,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub const TASK_NAME: &str = "digits-rot90";
+pub const TASK_NAME: &str = DIGITS_TASK;
 
 pub struct RunOptions {
     pub cfg: TrainConfig,
@@ -27,8 +33,16 @@ pub struct RunOptions {
     pub methods: Vec<Method>,
     pub checkpoint: Option<PathBuf>,
     pub resume: bool,
-    /// A user's base model instead of pre-training one (64 inputs, 8 outputs).
+    /// The user's model (`--model`): with `data`, any MLP the loader accepts; without, it
+    /// replaces the pre-trained base of the digits task (64 inputs, 8 outputs).
     pub base: Option<PathBuf>,
+    /// The user's dataset (`--data`, safetensors or `.npz`; see [`Dataset`]); needs `base`.
+    /// On resume and eval: the recorded one unless given.
+    pub data: Option<PathBuf>,
+    /// PEFT LoRA adapter directories the LoRA particles start from (fresh runs only): K of
+    /// them for the K-particle methods, the first for `single_lora`. The run's rank, alpha
+    /// and target modules must be the adapters' (see [`peft_settings`]).
+    pub init_from_peft: Vec<PathBuf>,
     pub quiet: bool,
     pub plots: Option<PathBuf>,
 }
@@ -68,14 +82,54 @@ pub fn build_model(
             (Box::new(m), init)
         }
         _ => {
-            let m = LoraParticles::new(base.clone(), k, cfg.rank, cfg.alpha)?;
+            let m = LoraParticles::with_targets(
+                base.clone(),
+                k,
+                cfg.rank,
+                cfg.alpha,
+                &cfg.target_modules,
+            )?;
             let init = m.init(cfg.seed, BInit::parse(&cfg.b_init)?);
             (Box::new(m), init)
         }
     })
 }
 
-fn settings(method: Method, cfg: &TrainConfig) -> StepSettings {
+/// `build_model`, with the LoRA particles started from PEFT adapters when there are any:
+/// all of them for a K-particle method, the first for `single_lora`.
+pub(crate) fn build_started(
+    method: Method,
+    base: &Arc<FrozenMlp>,
+    cfg: &TrainConfig,
+    adapters: &[PeftAdapter],
+) -> Result<(Box<dyn Particles>, Vec<f32>)> {
+    if adapters.is_empty() {
+        return build_model(method, base, cfg);
+    }
+    if method == Method::FullEnsemble {
+        return Err(BellaError::invalid(
+            "full_ensemble fine-tunes whole weights and cannot start from PEFT adapters; leave it out of --methods",
+        ));
+    }
+    let k = method.particles(cfg.particles);
+    let m = LoraParticles::with_targets(base.clone(), k, cfg.rank, cfg.alpha, &cfg.target_modules)?;
+    let arena = peft::arena_from_adapters(&m, &adapters[..k.min(adapters.len())])?;
+    Ok((Box::new(m), arena))
+}
+
+/// The rank, alpha and target modules that PEFT adapter directories imply for a run on the
+/// model in `model_path`, after checking each adapter against the model.
+pub fn peft_settings(model_path: &Path, dirs: &[PathBuf]) -> Result<(usize, f32, Vec<String>)> {
+    let spec = load_model(model_path)?;
+    let adapters = read_adapters(&spec, dirs)?;
+    peft::common_settings(&adapters, &spec)
+}
+
+fn read_adapters(spec: &MlpSpec, dirs: &[PathBuf]) -> Result<Vec<PeftAdapter>> {
+    dirs.iter().map(|d| peft::read_adapter(d, spec)).collect()
+}
+
+pub(crate) fn settings(method: Method, cfg: &TrainConfig) -> StepSettings {
     StepSettings {
         label: method.name(),
         method,
@@ -108,7 +162,7 @@ fn check_base(spec: &MlpSpec, path: &Path) -> Result<()> {
 /// Pre-train the base MLP on the source domain (a dense K = 1 run on the same ops).
 pub fn pretrain(
     be: &dyn Backend,
-    task: &DigitsTask,
+    source: &Split,
     cfg: &TrainConfig,
     quiet: bool,
 ) -> Result<MlpSpec> {
@@ -126,15 +180,12 @@ pub fn pretrain(
         prior_std: cfg.prior_std,
         bandwidth: None,
     };
-    let n = task
-        .source
-        .len()
-        .div_ceil(cfg.batch_size.min(task.source.len()));
+    let n = source.len().div_ceil(cfg.batch_size.min(source.len()));
     let pb = bar(quiet, (n * cfg.pretrain_epochs) as u64, "pretrain base");
     train(
         be,
         &model,
-        &task.source,
+        source,
         &set,
         &mut state,
         &pb,
@@ -145,16 +196,13 @@ pub fn pretrain(
 }
 
 /// Accuracy of the base alone on a split (before any adaptation).
-pub fn base_accuracy(
-    be: &dyn Backend,
-    base: &FrozenMlp,
-    split: &super::data::Split,
-) -> Result<f64> {
+pub fn base_accuracy(be: &dyn Backend, base: &FrozenMlp, split: &Split) -> Result<f64> {
+    let classes = base.spec.out_features();
     let x = be.upload(&[split.len(), split.features], &split.x)?;
-    let logits = base.logits(be, &x)?.reshape(&[1, split.len(), CLASSES])?;
+    let logits = base.logits(be, &x)?.reshape(&[1, split.len(), classes])?;
     let stats = crate::ops::ensemble_stats(be, &logits)?;
     let probs = be.download(&stats.probs)?;
-    Ok(super::metrics::calibration(&probs, &split.y, CLASSES)?.accuracy)
+    Ok(super::metrics::calibration(&probs, &split.y, classes)?.accuracy)
 }
 
 fn method_report(
@@ -167,6 +215,7 @@ fn method_report(
         method: method.name().to_string(),
         trainable_params: model.trainable_params(),
         train_seconds: seconds,
+        train: ev.train,
         in_dist: ev.in_dist,
         shifted: ev.shifted,
         ood_auroc_entropy: ev.ood_auroc_entropy,
@@ -175,9 +224,14 @@ fn method_report(
 }
 
 /// The run's report: the task, the backend and the methods' results.
-fn report(be: &dyn Backend, cfg: &TrainConfig, methods: Vec<MethodReport>) -> Report {
+fn report(
+    be: &dyn Backend,
+    task: &TaskData,
+    cfg: &TrainConfig,
+    methods: Vec<MethodReport>,
+) -> Report {
     Report {
-        task: TASK_NAME.to_string(),
+        task: task.name.clone(),
         backend: be.kind().name().to_string(),
         particles: cfg.particles,
         rank: cfg.rank,
@@ -189,11 +243,14 @@ fn plot(dir: &Option<PathBuf>, method: Method, ev: &Evaluation) -> Result<()> {
     let Some(dir) = dir else { return Ok(()) };
     std::fs::create_dir_all(dir)
         .map_err(|e| BellaError::io(format!("cannot create {}: {e}", dir.display())))?;
+    let ece = |c: &Option<super::metrics::Calibration>| {
+        c.map_or("-".to_string(), |c| format!("{:.3}", c.ece))
+    };
     let title = format!(
-        "{}: ECE in-dist {:.3}, shifted {:.3}",
+        "{}: ECE in-dist {}, shifted {}",
         method.name(),
-        ev.in_dist.ece,
-        ev.shifted.ece
+        ece(&ev.in_dist),
+        ece(&ev.shifted)
     );
     let path = dir.join(format!("reliability_{}.svg", method.name()));
     super::plot::reliability_svg(&path, &title, &ev.in_dist_bins, &ev.shifted_bins)
@@ -221,6 +278,7 @@ type Trainee = (Method, Box<dyn Particles>, RunState);
 
 /// Everything a run needs, found and checked before it writes anything.
 struct Prepared {
+    task: TaskData,
     ck: Option<CheckpointDir>,
     base: Arc<FrozenMlp>,
     /// `run.json` as this run leaves it.
@@ -251,31 +309,105 @@ fn names(methods: &[Method]) -> String {
         .join(", ")
 }
 
-/// A fresh run: the base from the user's file or pre-training, every method's starting
-/// state; then (all checks passed) the base, `run.json` and every method's starting state
-/// are written, so a resume always finds one.
-fn prepare_fresh(be: &dyn Backend, opts: &RunOptions, task: &DigitsTask) -> Result<Prepared> {
+/// The name a user's data file is reported under.
+fn data_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// A user's dataset for `spec`, checked against it (and, when given, its recorded
+/// fingerprint).
+fn user_task(path: &Path, spec: &MlpSpec, fingerprint: Option<&str>) -> Result<(TaskData, String)> {
+    let data = Dataset::load(path)?;
+    data.check_model(spec.in_features(), spec.out_features())
+        .map_err(|e| BellaError::invalid(format!("{}: {e}", path.display())))?;
+    let got = data.fingerprint();
+    if let Some(want) = fingerprint {
+        if got != want {
+            return Err(BellaError::invalid(format!(
+                "{} is not the dataset this run was trained on (fingerprint {got}, run.json records {want})",
+                path.display()
+            )));
+        }
+    }
+    Ok((
+        TaskData::user(&data_name(path), data, spec.out_features()),
+        got,
+    ))
+}
+
+/// A fresh run: the base from the user's file or pre-training, the data (the user's or the
+/// digits task), every method's starting state; then (all checks passed) the base,
+/// `run.json` and every method's starting state are written, so a resume always finds one.
+fn prepare_fresh(be: &dyn Backend, opts: &RunOptions) -> Result<Prepared> {
     let cfg = &opts.cfg;
-    let methods = if opts.methods.is_empty() {
-        Method::ALL.to_vec()
-    } else {
+    if let Some(dir) = &opts.checkpoint {
+        if CheckpointDir::open(dir).record_path().exists() {
+            return Err(BellaError::invalid(format!(
+                "{} already holds a run (run.json): add --resume to continue it, or give a new directory",
+                dir.display()
+            )));
+        }
+    }
+    let methods = if !opts.methods.is_empty() {
         dedup(&opts.methods)
+    } else if !opts.init_from_peft.is_empty() {
+        // Full fine-tunes cannot start from adapters.
+        Method::ALL
+            .into_iter()
+            .filter(|&m| m != Method::FullEnsemble)
+            .collect()
+    } else {
+        Method::ALL.to_vec()
     };
-    let spec = match &opts.base {
-        Some(p) => {
+    let (task, spec, data_fingerprint) = match (&opts.base, &opts.data) {
+        (None, Some(_)) => {
+            return Err(BellaError::invalid(
+                "--data needs --model: the base model the particles adapt",
+            ))
+        }
+        (Some(p), Some(d)) => {
+            let spec = load_model(p)?;
+            let (task, fp) = user_task(d, &spec, None)?;
+            (task, spec, Some(fp))
+        }
+        (Some(p), None) => {
             let spec = load_model(p)?;
             check_base(&spec, p)?;
-            spec
+            (TaskData::digits(cfg.per_class)?, spec, None)
         }
-        None => {
+        (None, None) => {
+            let task = TaskData::digits(cfg.per_class)?;
             note(opts.quiet, "pre-training the base MLP on the source domain");
-            through_file(&pretrain(be, task, cfg, opts.quiet)?)?
+            let source = task
+                .source
+                .as_ref()
+                .expect("the digits task has a source domain");
+            let spec = through_file(&pretrain(be, source, cfg, opts.quiet)?)?;
+            (task, spec, None)
         }
     };
+    let adapters = read_adapters(&spec, &opts.init_from_peft)?;
+    if !adapters.is_empty() {
+        let needs = methods
+            .iter()
+            .map(|m| m.particles(cfg.particles))
+            .max()
+            .unwrap_or(1);
+        if adapters.len() != needs {
+            return Err(BellaError::invalid(format!(
+                "--init-from-peft gives {} adapters; the run trains {needs} particles (--particles {})",
+                adapters.len(),
+                cfg.particles
+            )));
+        }
+    }
     let base = Arc::new(FrozenMlp::upload(be, spec.clone())?);
     let mut trainees = Vec::new();
     for &method in &methods {
-        let (model, arena) = build_model(method, &base, cfg)?;
+        let (model, arena) = build_started(method, &base, cfg, &adapters)?;
         let state = RunState::fresh(be, model.k(), model.d(), &arena)?;
         trainees.push((method, model, state));
     }
@@ -283,6 +415,13 @@ fn prepare_fresh(be: &dyn Backend, opts: &RunOptions, task: &DigitsTask) -> Resu
         cfg: cfg.clone(),
         methods: Some(methods),
         base_fingerprint: Some(base_fingerprint(&spec)),
+        // Absolute, so a resume or eval from another directory finds it.
+        data: opts
+            .data
+            .as_ref()
+            .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())),
+        data_fingerprint,
+        init_from_peft: (!opts.init_from_peft.is_empty()).then(|| opts.init_from_peft.clone()),
     };
     let ck = match &opts.checkpoint {
         Some(dir) => {
@@ -297,6 +436,7 @@ fn prepare_fresh(be: &dyn Backend, opts: &RunOptions, task: &DigitsTask) -> Resu
         None => None,
     };
     Ok(Prepared {
+        task,
         ck,
         base,
         record,
@@ -305,7 +445,34 @@ fn prepare_fresh(be: &dyn Backend, opts: &RunOptions, task: &DigitsTask) -> Resu
     })
 }
 
-/// `--resume`: every check (settings, methods, base, every method's saved state) before
+/// The data of a saved run: the dataset `data` names (else the one `run.json` records),
+/// checked against the recorded fingerprint; or the digits task.
+fn saved_task(
+    ck: &CheckpointDir,
+    record: &RunRecord,
+    spec: &MlpSpec,
+    data: &Option<PathBuf>,
+) -> Result<(TaskData, Option<PathBuf>)> {
+    let path = data.clone().or_else(|| record.data.clone());
+    match path {
+        Some(p) => {
+            if record.data.is_none() {
+                return Err(BellaError::invalid(format!(
+                    "the run in {} was trained on the embedded digits task, not on a dataset; leave out --data",
+                    ck.dir.display()
+                )));
+            }
+            let (task, _) = user_task(&p, spec, record.data_fingerprint.as_deref())?;
+            Ok((task, Some(p)))
+        }
+        None => {
+            check_base(spec, &ck.base_path())?;
+            Ok((TaskData::digits(record.cfg.per_class)?, None))
+        }
+    }
+}
+
+/// `--resume`: every check (settings, methods, base, data, every method's saved state) before
 /// anything is written. The methods are those `run.json` records unless `opts.methods`
 /// names some of them.
 fn prepare_resume(be: &dyn Backend, opts: &RunOptions) -> Result<Prepared> {
@@ -313,6 +480,11 @@ fn prepare_resume(be: &dyn Backend, opts: &RunOptions) -> Result<Prepared> {
     let Some(dir) = &opts.checkpoint else {
         return Err(BellaError::invalid("--resume needs --checkpoint DIR"));
     };
+    if !opts.init_from_peft.is_empty() {
+        return Err(BellaError::invalid(
+            "--init-from-peft starts a fresh run; a resumed run continues from its checkpoint",
+        ));
+    }
     let ck = CheckpointDir::open(dir);
     let stored = ck.load_record()?;
     if let Some(why) = cfg.structural_mismatch(&stored.cfg) {
@@ -336,17 +508,17 @@ fn prepare_resume(be: &dyn Backend, opts: &RunOptions) -> Result<Prepared> {
         dedup(&opts.methods)
     };
     let spec = ck.load_base(&stored).map_err(cannot)?;
-    check_base(&spec, &ck.base_path())?;
     let fingerprint = base_fingerprint(&spec);
     if let Some(p) = &opts.base {
         if base_fingerprint(&load_model(p)?) != fingerprint {
             return Err(BellaError::invalid(format!(
-                "cannot resume: --base {} is not the base this run was trained on ({})",
+                "cannot resume: --model {} is not the base this run was trained on ({})",
                 p.display(),
                 ck.base_path().display()
             )));
         }
     }
+    let (task, data) = saved_task(&ck, &stored, &spec, &opts.data).map_err(cannot)?;
     let base = Arc::new(FrozenMlp::upload(be, spec)?);
     let mut trainees = Vec::new();
     for &method in &methods {
@@ -358,8 +530,12 @@ fn prepare_resume(be: &dyn Backend, opts: &RunOptions) -> Result<Prepared> {
         cfg: cfg.clone(),
         methods: Some(recorded),
         base_fingerprint: Some(fingerprint),
+        data,
+        data_fingerprint: stored.data_fingerprint.clone(),
+        init_from_peft: stored.init_from_peft.clone(),
     };
     Ok(Prepared {
+        task,
         ck: Some(ck),
         base,
         record_pending: record != stored,
@@ -372,8 +548,8 @@ fn prepare_resume(be: &dyn Backend, opts: &RunOptions) -> Result<Prepared> {
 pub fn run(be: &dyn Backend, opts: &RunOptions) -> Result<Report> {
     let cfg = &opts.cfg;
     cfg.check()?;
-    let task = digits_task(cfg.per_class)?;
     let Prepared {
+        task,
         ck,
         base,
         record,
@@ -382,23 +558,32 @@ pub fn run(be: &dyn Backend, opts: &RunOptions) -> Result<Report> {
     } = if opts.resume {
         prepare_resume(be, opts)?
     } else {
-        prepare_fresh(be, opts, &task)?
+        prepare_fresh(be, opts)?
     };
-    note(
-        opts.quiet,
-        &format!(
+    let base_msg = match (&task.source, &task.test) {
+        (Some(source), Some(test)) => format!(
             "base model: accuracy {:.3} on the target domain before adaptation, {:.3} on the source images",
-            base_accuracy(be, &base, &task.in_dist)?,
-            base_accuracy(be, &base, &task.source)?
+            base_accuracy(be, &base, test)?,
+            base_accuracy(be, &base, source)?
         ),
-    );
+        (None, Some(test)) => format!(
+            "base model: accuracy {:.3} on the training split and {:.3} on the test split before adaptation",
+            base_accuracy(be, &base, &task.train)?,
+            base_accuracy(be, &base, test)?
+        ),
+        _ => format!(
+            "base model: accuracy {:.3} on the training split before adaptation",
+            base_accuracy(be, &base, &task.train)?
+        ),
+    };
+    note(opts.quiet, &base_msg);
     let mut reports = Vec::new();
     for (method, model, mut state) in trainees {
         let set = settings(method, cfg);
         let batches = task
-            .target_train
+            .train
             .len()
-            .div_ceil(cfg.batch_size.min(task.target_train.len()));
+            .div_ceil(cfg.batch_size.min(task.train.len()));
         let pb = bar(opts.quiet, (batches * cfg.epochs) as u64, method.name());
         pb.set_position((batches * state.epoch.min(cfg.epochs)) as u64);
         let mut save = |s: &RunState, _loss: f32| match &ck {
@@ -414,7 +599,7 @@ pub fn run(be: &dyn Backend, opts: &RunOptions) -> Result<Report> {
         let trained = train(
             be,
             model.as_ref(),
-            &task.target_train,
+            &task.train,
             &set,
             &mut state,
             &pb,
@@ -440,22 +625,25 @@ pub fn run(be: &dyn Backend, opts: &RunOptions) -> Result<Report> {
             &ev,
         ));
     }
-    Ok(report(be, cfg, reports))
+    Ok(report(be, &task, cfg, reports))
 }
 
 /// `bella eval`: evaluate the adapters saved in a checkpoint directory (every method of
-/// the run when `methods` is empty).
+/// the run when `methods` is empty) on the run's data (`data`, else the dataset `run.json`
+/// records, else the digits task).
 pub fn eval_saved(
     be: &dyn Backend,
     dir: &Path,
     methods: &[Method],
+    data: &Option<PathBuf>,
     plots: &Option<PathBuf>,
 ) -> Result<Report> {
     let ck = CheckpointDir::open(dir);
     let record = ck.load_record()?;
     let cfg = &record.cfg;
-    let task = digits_task(cfg.per_class)?;
-    let base = Arc::new(FrozenMlp::upload(be, ck.load_base(&record)?)?);
+    let spec = ck.load_base(&record)?;
+    let (task, _) = saved_task(&ck, &record, &spec, data)?;
+    let base = Arc::new(FrozenMlp::upload(be, spec)?);
     let methods = if methods.is_empty() {
         ck.methods(&record)?
     } else {
@@ -474,5 +662,5 @@ pub fn eval_saved(
             &ev,
         ));
     }
-    Ok(report(be, cfg, reports))
+    Ok(report(be, &task, cfg, reports))
 }
