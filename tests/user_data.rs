@@ -455,3 +455,59 @@ fn bad_user_input_is_one_line_and_leaves_the_checkpoint_alone() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `bella predict` on every backend present agrees with the CPU's prediction (the same
+/// checkpoint, the same inputs), norm-wise and element-wise.
+#[test]
+fn predict_agrees_on_every_backend() {
+    let Some(dir) = fixture("backends") else {
+        return;
+    };
+    let mut a = train("bella_ensemble", "3");
+    a.extend(["--data", "data.safetensors", "--checkpoint", "ck"]);
+    ok(&dir, &a);
+    let predict = |backend: &str| {
+        let out = format!("pred-{backend}.safetensors");
+        ok(
+            &dir,
+            &[
+                "predict",
+                "--checkpoint",
+                "ck",
+                "--method",
+                "bella_ensemble",
+                "--in",
+                "x.safetensors",
+                "--out",
+                &out,
+                "--backend",
+                backend,
+            ],
+        );
+        st::read(&dir.join(out)).unwrap()
+    };
+    let want = predict("cpu");
+    for kind in [bella::BackendKind::Wgpu, bella::BackendKind::PtxSim] {
+        if bella::testing::backend_for_test(kind).is_none() {
+            continue;
+        }
+        let got = predict(kind.name());
+        for name in [
+            "logits",
+            "probs",
+            "entropy",
+            "expected_entropy",
+            "mutual_info",
+        ] {
+            let r: Vec<f64> = want[name].to_f32().iter().map(|&v| v as f64).collect();
+            let scale = if name == "mutual_info" {
+                bella::testing::Scale::Range(4f64.ln())
+            } else {
+                bella::testing::Scale::Own
+            };
+            let c = bella::testing::compare(&got[name].to_f32(), &r, scale);
+            assert!(c.passed(), "{kind} {name}: {}", c.describe());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
