@@ -3,7 +3,9 @@
 
 use std::fmt;
 
+/// What went wrong; new kinds may be added (the enum is `#[non_exhaustive]`).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum BellaError {
     /// A tensor has the wrong shape: which op, which tensor, what was expected, what came.
     Shape {

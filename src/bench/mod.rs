@@ -14,6 +14,7 @@ pub mod cases;
 pub mod cublas;
 pub mod machine;
 pub mod measure;
+#[cfg(feature = "cli")]
 pub mod plot;
 pub mod report;
 pub mod roofline;

@@ -9,7 +9,9 @@ pub mod dataset;
 pub mod eval;
 pub mod method;
 pub mod metrics;
+#[cfg(feature = "cli")]
 pub mod plot;
+pub mod progress;
 pub mod report;
 pub mod split;
 pub mod task;

@@ -9,6 +9,7 @@ use super::data::{CLASSES, FEATURES};
 use super::dataset::Dataset;
 use super::eval::{evaluate, Evaluation};
 use super::method::{Method, TrainConfig};
+use super::progress::bar;
 use super::report::{MethodReport, Report};
 use super::split::Split;
 use super::task_data::{TaskData, DIGITS_TASK};
@@ -20,7 +21,6 @@ use crate::nn::peft::{self, PeftAdapter};
 use crate::nn::{
     load_model, save_model, BInit, DenseParticles, FrozenMlp, LoraParticles, MlpSpec, Particles,
 };
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,20 +51,6 @@ fn note(quiet: bool, msg: &str) {
     if !quiet {
         eprintln!("{msg}");
     }
-}
-
-fn bar(quiet: bool, len: u64, prefix: &str) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    let style =
-        ProgressStyle::with_template("{prefix:>15} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
-            .expect("the template is valid")
-            .progress_chars("=> ");
-    pb.set_style(style);
-    pb.set_prefix(prefix.to_string());
-    pb
 }
 
 /// The particles a method trains on the frozen base, and their starting arena.
@@ -188,7 +174,7 @@ pub fn pretrain(
         source,
         &set,
         &mut state,
-        &pb,
+        pb.as_ref(),
         &mut |_, _| Ok(()),
     )?;
     pb.finish();
@@ -253,7 +239,13 @@ fn plot(dir: &Option<PathBuf>, method: Method, ev: &Evaluation) -> Result<()> {
         ece(&ev.shifted)
     );
     let path = dir.join(format!("reliability_{}.svg", method.name()));
-    super::plot::reliability_svg(&path, &title, &ev.in_dist_bins, &ev.shifted_bins)
+    #[cfg(feature = "cli")]
+    return super::plot::reliability_svg(&path, &title, &ev.in_dist_bins, &ev.shifted_bins);
+    #[cfg(not(feature = "cli"))]
+    return Err(BellaError::invalid(format!(
+        "cannot draw {} ({title}): reliability diagrams need bella's `cli` feature",
+        path.display()
+    )));
 }
 
 /// Save a pre-trained base and load it back through the users' loader: the frozen base is
@@ -602,7 +594,7 @@ pub fn run(be: &dyn Backend, opts: &RunOptions) -> Result<Report> {
             &task.train,
             &set,
             &mut state,
-            &pb,
+            pb.as_ref(),
             &mut save,
         );
         pb.finish();

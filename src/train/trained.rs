@@ -117,14 +117,13 @@ pub fn fit_from(
     let (model, init) = build_started(method, &base, cfg, adapters)?;
     let mut state = RunState::fresh(be, model.k(), model.d(), &init)?;
     let set = settings(method, cfg);
-    let pb = indicatif::ProgressBar::hidden();
     train(
         be,
         model.as_ref(),
         data,
         &set,
         &mut state,
-        &pb,
+        &super::progress::Silent,
         &mut |_, _| Ok(()),
     )?;
     Ok(Trained {

@@ -71,7 +71,7 @@ pub fn train(
     data: &Split,
     set: &StepSettings,
     state: &mut RunState,
-    progress: &indicatif::ProgressBar,
+    progress: &dyn super::progress::Progress,
     on_epoch: &mut EpochHook,
 ) -> Result<()> {
     let (k, d, n) = (model.k(), model.d(), data.len());
