@@ -395,7 +395,16 @@ pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
             }
         }
         "matmul" => {
-            let mut shapes = vec![(1, 1, 1, 1), (3, 5, 7, 9), (2, 65, 33, 70)];
+            let mut shapes = vec![
+                (1, 1, 1, 1),
+                (3, 5, 7, 9),
+                (2, 65, 33, 70),
+                (2, 130, 133, 17),
+                (1, 1, 37, 20),
+                (2, 40, 1, 19),
+                (1, 30, 41, 1),
+                (3, 600, 580, 9),
+            ];
             if sizes != Sizes::Small {
                 shapes.push((4, 130, 257, 129));
             }

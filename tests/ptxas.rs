@@ -120,7 +120,7 @@ fn every_kernel_assembles_for_sm80_and_sm90_without_spills() {
 fn kernel_files_declare_the_launched_entries() {
     let expected: [(&str, &[&str]); 6] = [
         ("lora.ptx", &["lora_forward"]),
-        ("matmul.ptx", &["gemm_tiled"]),
+        ("matmul.ptx", &["gemm_tiled", "gemm_tiled_128"]),
         (
             "svgd.ptx",
             &[

@@ -1,11 +1,16 @@
-//! `gemm_tiled` (kernels/matmul.ptx): the `matmul` op, and the GEMMs `lora_backward` and
-//! the r > 64 path of `lora_forward` are built from.
+//! `gemm_tiled` / `gemm_tiled_128` (kernels/matmul.ptx): the `matmul` op, and the GEMMs
+//! `lora_backward` and the r > 64 path of `lora_forward` are built from.
+//!
+//! Two kernels, one contract and one parameter list: `gemm_tiled_128` (128×128 tiles, 8×8
+//! per thread, double-buffered) for large products, `gemm_tiled` (64×64 tiles, 4×4 per
+//! thread) for small and skinny ones. [`choose`] picks per launch (the rule is on it).
 
 use super::driver::{Driver, Param};
-use super::modules::{grid_1d, u32_of, MATMUL};
+use super::modules::{grid_1d, u32_of, BLOCK, MATMUL};
 use super::{ptr_at, PtxBackend};
 use crate::backend::MatmulArgs;
 use crate::error::Result;
+use crate::profile::cards::{occupancy, SM_LIMITS};
 use crate::tensor::Tensor;
 
 /// A matrix operand: a buffer, the element offset of block 0, the block stride (0 =
@@ -40,15 +45,93 @@ pub(crate) struct Gemm<'a, B> {
     pub bias: Option<&'a B>,
 }
 
-const TILE: usize = 64;
+/// One GEMM kernel of kernels/matmul.ptx and what the host sizes its launches from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Kernel {
+    pub name: &'static str,
+    /// the square output tile of one work unit
+    pub tile: usize,
+    /// registers per thread: the larger of ptxas' sm_80 and sm_90 reports (a unit test
+    /// checks these against ptxas when it is installed)
+    pub regs: u32,
+    /// static shared memory per CTA, bytes (ptxas)
+    pub smem: u32,
+    /// modelled time of one tile relative to one `gemm_tiled` tile over the same `inner`
+    /// (`bella profile --op matmul --scale gpu`, 4096³ on H100: 2424 µs for 1024/132 tiles
+    /// of 128 per SM = 312 µs a tile, 4766 µs for 4096/132 tiles of 64 = 154 µs: 2.0)
+    pub tile_cost: f64,
+}
+
+/// 64×64 tiles, 16-deep slices, 4×4 per thread.
+pub(crate) const SMALL: Kernel = Kernel {
+    name: "gemm_tiled",
+    tile: 64,
+    regs: 48,
+    smem: 8704,
+    tile_cost: 1.0,
+};
+
+/// 128×128 tiles, 8-deep double-buffered slices, 8×8 per thread.
+pub(crate) const LARGE: Kernel = Kernel {
+    name: "gemm_tiled_128",
+    tile: 128,
+    regs: 128,
+    smem: 16896,
+    tile_cost: 2.0,
+};
+
+impl Kernel {
+    fn tiles(&self, m: usize, n: usize, batch: usize) -> usize {
+        m.div_ceil(self.tile) * n.div_ceil(self.tile) * batch
+    }
+
+    /// Resident 256-thread CTAs per SM on sm_80 and sm_90 (the smaller), from the
+    /// kernel's registers and shared memory: the grid holds that many CTAs per SM.
+    pub fn blocks_per_sm(&self) -> u32 {
+        SM_LIMITS
+            .iter()
+            .map(|l| occupancy(l, BLOCK, Some(self.regs), self.smem).blocks_per_sm)
+            .min()
+            .unwrap_or(1)
+            .max(1)
+    }
+}
+
+/// The kernel for an `m × n` output over `batch` blocks on `sms` SMs. Each kernel's time is
+/// estimated as its waves of tiles, `ceil(tiles / sms)` (tiles spread evenly over the SMs;
+/// CTAs resident on one SM share its pipes), times its per-tile cost ([`Kernel::tile_cost`]);
+/// `gemm_tiled_128` is taken when that is strictly lower. So large products (4096³ on 132
+/// SMs: 8 waves of 128-tiles, cost 16, against 32 waves of 64-tiles) take `gemm_tiled_128`;
+/// products with m or n ≤ 64 (half as many 128-tiles at twice the cost: never strictly
+/// cheaper), or too few tiles to fill the SMs (130×133: one wave either way), keep
+/// `gemm_tiled`, whose smaller tiles waste less of a skinny edge and spread over more SMs.
+pub(crate) fn choose(m: usize, n: usize, batch: usize, sms: usize) -> &'static Kernel {
+    let sms = sms.max(1);
+    let est = |k: &Kernel| k.tiles(m, n, batch).div_ceil(sms) as f64 * k.tile_cost;
+    if est(&LARGE) < est(&SMALL) {
+        &LARGE
+    } else {
+        &SMALL
+    }
+}
 
 impl<'a, B> Gemm<'a, B> {
     pub fn launch<D: Driver<Buf = B>>(&self, be: &PtxBackend<D>) -> Result<()> {
+        let sms = be.props().sm_count as usize;
+        self.launch_with(be, choose(self.m, self.n, self.batch, sms))
+    }
+
+    /// Launch on a given kernel (tests run both on the same shapes).
+    pub(crate) fn launch_with<D: Driver<Buf = B>>(
+        &self,
+        be: &PtxBackend<D>,
+        kernel: &Kernel,
+    ) -> Result<()> {
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             return Ok(());
         }
-        let k = "gemm_tiled";
-        let tiles = self.m.div_ceil(TILE) * self.n.div_ceil(TILE) * self.batch;
+        let k = kernel.name;
+        let tiles = kernel.tiles(self.m, self.n, self.batch);
         u32_of(k, "tile count", tiles)?;
         let flags = u32::from(self.beta.is_some()) | (u32::from(self.bias.is_some()) << 1);
         let params = [
@@ -74,8 +157,10 @@ impl<'a, B> Gemm<'a, B> {
             Param::F32(self.beta.unwrap_or(0.0)),
             Param::U32(flags),
         ];
-        // Tiles are heavy (a full sweep of `inner`): one CTA per tile up to a few per SM.
-        be.launch(MATMUL, k, grid_1d(be.props(), tiles, 8), &params)
+        // Tiles are heavy (a full sweep of `inner`): one CTA per tile, up to as many per SM
+        // as are resident together (occupancy); the CTAs loop over the rest.
+        let grid = grid_1d(be.props(), tiles, kernel.blocks_per_sm());
+        be.launch(MATMUL, k, grid, &params)
     }
 }
 
@@ -123,4 +208,355 @@ pub fn matmul<D: Driver>(be: &PtxBackend<D>, args: &MatmulArgs, out: &mut Tensor
         bias: None,
     }
     .launch(be)
+}
+
+#[cfg(all(test, feature = "ptx-sim"))]
+mod tests {
+    //! Both kernels on the same strided, batched, reduced, broadcast, beta and bias cases,
+    //! on the PTX simulator against a float64 loop; and the host's kernel choice.
+    use super::*;
+    use crate::backend::ptx_sim::SimDriver;
+    use crate::rng::Rng;
+
+    /// Element offsets and strides of one operand in its own buffer of `len` floats.
+    #[derive(Clone, Copy)]
+    struct Layout {
+        offset: usize,
+        block_stride: usize,
+        s0: usize,
+        s1: usize,
+        len: usize,
+    }
+
+    /// A `rows × cols` operand per block (`blocks` of them; `shared`: one, block stride 0),
+    /// stored transposed or not, with `pad` spare floats per stored row and `offset` floats
+    /// in front (odd values make rows and blocks misaligned).
+    fn layout(
+        rows: usize,
+        cols: usize,
+        t: bool,
+        blocks: usize,
+        shared: bool,
+        pad: usize,
+        offset: usize,
+    ) -> Layout {
+        let (srows, scols) = if t { (cols, rows) } else { (rows, cols) };
+        let pitch = scols + pad;
+        let block = srows * pitch;
+        let (s0, s1) = if t { (1, pitch) } else { (pitch, 1) };
+        let nblocks = if shared { 1 } else { blocks };
+        Layout {
+            offset,
+            block_stride: if shared { 0 } else { block },
+            s0,
+            s1,
+            len: offset + nblocks * block,
+        }
+    }
+
+    struct Case {
+        m: usize,
+        n: usize,
+        inner: usize,
+        batch: usize,
+        nred: usize,
+        ta: bool,
+        tb: bool,
+        shared_a: bool,
+        shared_b: bool,
+        pad: usize,
+        offset: usize,
+        beta: Option<f32>,
+        bias: bool,
+    }
+
+    impl Case {
+        fn run(&self, kernel: &Kernel) {
+            let sim = PtxBackend::new(SimDriver::new()).expect("simulator loads kernels/");
+            let d = sim.driver();
+            let mut rng = Rng::new(Rng::fresh_seed());
+            let blocks = self.batch * self.nred;
+            let la = layout(
+                self.m,
+                self.inner,
+                self.ta,
+                blocks,
+                self.shared_a,
+                self.pad,
+                self.offset,
+            );
+            let lb = layout(
+                self.inner,
+                self.n,
+                self.tb,
+                blocks,
+                self.shared_b,
+                self.pad,
+                2 * self.offset,
+            );
+            let c_row = self.n + self.pad;
+            let c_block = self.m * c_row + self.pad;
+            let c_off = self.offset;
+            let c_len = c_off + self.batch * c_block;
+            let (a, b, c0, bias) = (
+                rng.normal_vec(la.len),
+                rng.normal_vec(lb.len),
+                rng.normal_vec(c_len),
+                rng.normal_vec(self.n),
+            );
+            let (alpha, beta) = (0.75f32, self.beta);
+            // the float64 reference, C outside the m × n blocks untouched
+            let mut want: Vec<f64> = c0.iter().map(|&v| v as f64).collect();
+            for bi in 0..self.batch {
+                for i in 0..self.m {
+                    for j in 0..self.n {
+                        let mut acc = 0f64;
+                        for q in 0..self.nred {
+                            let blk = bi * self.nred + q;
+                            for k in 0..self.inner {
+                                let av =
+                                    a[la.offset + blk * la.block_stride + i * la.s0 + k * la.s1];
+                                let bv =
+                                    b[lb.offset + blk * lb.block_stride + k * lb.s0 + j * lb.s1];
+                                acc += av as f64 * bv as f64;
+                            }
+                        }
+                        let at = c_off + bi * c_block + i * c_row + j;
+                        let mut v = alpha as f64 * acc;
+                        if let Some(beta) = beta {
+                            v += beta as f64 * c0[at] as f64;
+                        }
+                        if self.bias {
+                            v += bias[j] as f64;
+                        }
+                        want[at] = v;
+                    }
+                }
+            }
+            let (abuf, bbuf, cbuf, biasbuf) = (
+                d.upload(&a).unwrap(),
+                d.upload(&b).unwrap(),
+                d.upload(&c0).unwrap(),
+                d.upload(&bias).unwrap(),
+            );
+            Gemm {
+                m: self.m,
+                n: self.n,
+                inner: self.inner,
+                batch: self.batch,
+                nred: self.nred,
+                a: Operand {
+                    buf: &abuf,
+                    offset: la.offset,
+                    block_stride: la.block_stride,
+                    s0: la.s0,
+                    s1: la.s1,
+                },
+                b: Operand {
+                    buf: &bbuf,
+                    offset: lb.offset,
+                    block_stride: lb.block_stride,
+                    s0: lb.s0,
+                    s1: lb.s1,
+                },
+                c: &cbuf,
+                c_offset: c_off,
+                c_block,
+                c_row,
+                alpha,
+                beta,
+                bias: self.bias.then_some(&biasbuf),
+            }
+            .launch_with(&sim, kernel)
+            .expect("launch");
+            let got = d.download(&cbuf, c_len).unwrap();
+            let scale = want.iter().fold(1f64, |s, v| s.max(v.abs()));
+            let tol = 1e-5 * scale * ((self.inner * self.nred) as f64).sqrt().max(1.0);
+            for (at, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g as f64 - w).abs() <= tol,
+                    "{}: m={} n={} inner={} batch={} nred={} ta={} tb={} pad={} off={}: \
+                     C[{at}] = {g}, want {w}",
+                    kernel.name,
+                    self.m,
+                    self.n,
+                    self.inner,
+                    self.batch,
+                    self.nred,
+                    self.ta,
+                    self.tb,
+                    self.pad,
+                    self.offset
+                );
+            }
+        }
+    }
+
+    fn plain(m: usize, n: usize, inner: usize, ta: bool, tb: bool) -> Case {
+        Case {
+            m,
+            n,
+            inner,
+            batch: 1,
+            nred: 1,
+            ta,
+            tb,
+            shared_a: false,
+            shared_b: false,
+            pad: 0,
+            offset: 0,
+            beta: None,
+            bias: false,
+        }
+    }
+
+    #[test]
+    fn both_kernels_on_odd_shapes_and_every_transpose() {
+        for (m, n, inner) in [
+            (130, 133, 17),
+            (1, 131, 9),
+            (129, 1, 12),
+            (140, 135, 1),
+            (128, 128, 16),
+        ] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                for k in [&SMALL, &LARGE] {
+                    plain(m, n, inner, ta, tb).run(k);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn both_kernels_batched_reduced_broadcast_beta_bias_misaligned() {
+        let cases = [
+            // aligned interior tiles, batched, shared B, beta and bias
+            Case {
+                m: 256,
+                n: 136,
+                inner: 24,
+                batch: 2,
+                nred: 1,
+                ta: false,
+                tb: true,
+                shared_a: false,
+                shared_b: true,
+                pad: 0,
+                offset: 0,
+                beta: Some(0.5),
+                bias: true,
+            },
+            // nred = 3: the prefetch runs across reduction blocks; shared A
+            Case {
+                m: 131,
+                n: 129,
+                inner: 13,
+                batch: 2,
+                nred: 3,
+                ta: true,
+                tb: false,
+                shared_a: true,
+                shared_b: false,
+                pad: 0,
+                offset: 0,
+                beta: None,
+                bias: true,
+            },
+            // misaligned rows and base (scalar edge path everywhere), beta
+            Case {
+                m: 133,
+                n: 130,
+                inner: 21,
+                batch: 1,
+                nred: 2,
+                ta: false,
+                tb: false,
+                shared_a: false,
+                shared_b: false,
+                pad: 1,
+                offset: 3,
+                beta: Some(-1.25),
+                bias: false,
+            },
+            // padded but aligned rows (pitch multiple of 4): interior vector path with strides
+            Case {
+                m: 128,
+                n: 256,
+                inner: 32,
+                batch: 1,
+                nred: 1,
+                ta: true,
+                tb: true,
+                shared_a: false,
+                shared_b: false,
+                pad: 4,
+                offset: 4,
+                beta: Some(2.0),
+                bias: true,
+            },
+            // inner = 0: C = beta C + bias
+            Case {
+                m: 130,
+                n: 131,
+                inner: 0,
+                batch: 1,
+                nred: 1,
+                ta: false,
+                tb: false,
+                shared_a: false,
+                shared_b: false,
+                pad: 0,
+                offset: 0,
+                beta: Some(0.5),
+                bias: true,
+            },
+        ];
+        for c in &cases {
+            for k in [&SMALL, &LARGE] {
+                c.run(k);
+            }
+        }
+    }
+
+    #[test]
+    fn the_kernel_follows_the_size() {
+        // 4096²: 1024 tiles of 128 (8 waves) against 4096 of 64 (32 waves)
+        assert_eq!(choose(4096, 4096, 1, 132).name, LARGE.name);
+        assert_eq!(choose(4096, 4096, 8, 132).name, LARGE.name);
+        // skinny: m or n ≤ 64 keeps the 64 tile
+        assert_eq!(choose(4096, 16, 8, 132).name, SMALL.name);
+        assert_eq!(choose(16, 4096, 8, 132).name, SMALL.name);
+        assert_eq!(choose(16, 16, 1, 132).name, SMALL.name);
+        // a few tiles: one wave of either, the 64 tile is cheaper
+        assert_eq!(choose(130, 133, 1, 132).name, SMALL.name);
+        assert_eq!(choose(1, 1, 1, 132).name, SMALL.name);
+        // src/testing.rs's matmul case (3, 600, 580, 9) takes the 128 tile on any SM count
+        // up to 132 (300 tiles of 64, 75 of 128), so the op tests run both kernels
+        for sms in [1, 2, 4, 16, 64, 108, 132] {
+            assert_eq!(choose(600, 580, 3, sms).name, LARGE.name, "{sms} SMs");
+        }
+    }
+
+    /// The registers and shared memory the grid is sized from are ptxas' (when installed).
+    #[test]
+    fn kernel_resources_match_ptxas() {
+        let mut ptxas = crate::profile::ptxas::Ptxas::new();
+        if !ptxas.available() {
+            println!("notice: ptxas not found; skipping");
+            return;
+        }
+        for k in [&SMALL, &LARGE] {
+            let mut regs = 0;
+            for arch in ["sm_80", "sm_90"] {
+                let info = ptxas
+                    .info(MATMUL, k.name, arch)
+                    .expect("ptxas assembles matmul.ptx");
+                regs = regs.max(info.registers);
+                assert_eq!(info.smem, k.smem, "{} {arch} shared memory", k.name);
+            }
+            assert_eq!(regs, k.regs, "{} registers (max of sm_80, sm_90)", k.name);
+        }
+        assert_eq!(LARGE.blocks_per_sm(), 2);
+        assert_eq!(SMALL.blocks_per_sm(), 5);
+    }
 }
