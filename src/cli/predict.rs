@@ -22,6 +22,7 @@ pub struct PredictArgs {
     /// Output safetensors file.
     #[arg(long)]
     out: PathBuf,
+    /// cpu, wgpu, cuda, ptx-sim or auto (CUDA, then a real wgpu GPU, then the CPU).
     #[arg(long, default_value = "auto")]
     backend: String,
 }
