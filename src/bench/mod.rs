@@ -1,3 +1,5 @@
+//! Internal: benchmark helpers for `bella bench` and `benches/`, no stability promise.
+//!
 //! `bella bench`: timings per op, shape and backend, against ceilings measured in the same
 //! run, and the baselines the library exists to beat.
 //!
