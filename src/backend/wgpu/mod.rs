@@ -82,6 +82,12 @@ pub fn has_real_gpu() -> bool {
 }
 
 impl WgpuBackend {
+    /// Open the process's wgpu device (the first call picks the adapter; later calls return
+    /// the same one).
+    ///
+    /// # Errors
+    /// [`BellaError::BackendUnavailable`] or [`BellaError::Device`] if no adapter or device
+    /// can be had.
     pub fn new() -> Result<WgpuBackend> {
         let mut opened = OPENED
             .lock()
