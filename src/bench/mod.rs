@@ -4,11 +4,11 @@
 //! run, and the baselines the library exists to beat.
 //!
 //! - [`cases`]: what runs (shapes, counted FLOPs and bytes); shared with `benches/ops.rs`.
-//! - [`timer`], [`measure`]: how it is timed (warm-up, repeated synchronised runs, median).
+//! - [`timer`], [`mod@measure`]: how it is timed (warm-up, repeated synchronised runs, median).
 //! - [`roofline`]: copy bandwidth and large-GEMM ceilings, and each op's share of them.
 //! - [`baselines`]: fused `lora_forward` vs the per-particle loop and the merged ensemble;
 //!   the SVGD step vs its memory floor; (CUDA) cuBLAS for the base product.
-//! - [`report`], [`plot`]: JSON, the table, the SVG chart.
+//! - [`report`], `plot`: JSON, the table, the SVG chart.
 
 pub mod baselines;
 pub mod cases;
