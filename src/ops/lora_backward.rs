@@ -127,7 +127,8 @@ pub struct LoraGrads {
 /// let w = be.upload(&[1, 2], &[3.0, 4.0])?;
 /// let a = be.upload(&[1, 1, 2], &[1.0, 1.0])?;
 /// let b = be.upload(&[1, 1, 1], &[2.0])?;
-/// let fwd = lora_forward(&be, &x, &w, None, &Adapter::from_tensors("lora_forward", &a, &b)?, 0.5)?;
+/// let adapter = Adapter::from_tensors("lora_forward", &a, &b)?;
+/// let fwd = lora_forward(&be, &x, &w, None, &adapter, 0.5)?;
 ///
 /// let dy = be.upload(&[1, 1, 1], &[1.0])?;
 /// let g = lora_backward(&be, &dy, &x, &w, &a, &b, &fwd.h, 0.5)?;

@@ -109,7 +109,8 @@ pub(crate) fn layer_dims(op: &str, x: &Tensor, weight: &Tensor, ad: &Adapter) ->
 pub struct LoraForwardOut {
     /// `y [K, M, O]`: each particle's layer output.
     pub y: Tensor,
-    /// `h [K, M, r]`: the adapter activations `x_k A_kᵀ`, kept for [`lora_backward`](super::lora_backward).
+    /// `h [K, M, r]`: the adapter activations `x_k A_kᵀ`, kept for
+    /// [`lora_backward`](super::lora_backward).
     pub h: Tensor,
 }
 

@@ -144,8 +144,8 @@ pub fn matmul_into(
 /// # Errors
 /// [`BellaError::Shape`] if an operand is not 2-D or 3-D, is empty, or the two batches
 /// differ; [`BellaError::Invalid`] if the inner dimensions differ, `alpha` is not finite,
-/// or a tensor is on another backend; [`BellaError::Device`] if the outputs do not fit the backend's
-/// [memory budget](crate::backend::MemoryBudget).
+/// or a tensor is on another backend; [`BellaError::Device`] if the output does not fit the
+/// backend's [memory budget](crate::backend::MemoryBudget).
 ///
 /// # Example
 ///

@@ -52,8 +52,8 @@ pub struct DeviceProps {
 }
 
 /// What the PTX host code needs of a device: real CUDA (`CudaDriver`, feature `cuda`) or
-/// the simulator (`SimDriver`, feature `ptx-sim`). Buffers hold f32 elements; offsets and lengths count elements unless
-/// named in bytes.
+/// the simulator (`SimDriver`, feature `ptx-sim`). Buffers hold f32 elements; offsets and
+/// lengths count elements unless named in bytes.
 pub trait Driver: Send + Sync + 'static {
     /// A device allocation of f32 elements.
     type Buf: Send + Sync + 'static;
