@@ -39,9 +39,9 @@ pub struct DenseSlots {
     pub w_offset: usize,
     /// Element offset of the bias `[O]`, if the layer has one.
     pub b_offset: Option<usize>,
-    /// I.
+    /// Inputs I of the layer.
     pub in_features: usize,
-    /// O.
+    /// Outputs O of the layer.
     pub out_features: usize,
 }
 
@@ -166,7 +166,7 @@ impl<'be> Tape<'be> {
         self.be
     }
 
-    /// The recorded value of `v` (panics if `v` is from another tape).
+    /// The recorded value of `v`, which must come from this tape.
     pub fn value(&self, v: Var) -> &Tensor {
         &self.nodes[v.0].value
     }

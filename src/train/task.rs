@@ -30,7 +30,8 @@ pub const TASK_NAME: &str = DIGITS_TASK;
 
 /// What one `bella train` run does: configuration, methods, files.
 pub struct RunOptions {
-    /// The run configuration (ignored on resume: `run.json`'s is used).
+    /// The run configuration; on resume it must agree with `run.json`'s in everything that
+    /// shapes the run (an error says what differs).
     pub cfg: TrainConfig,
     /// Empty: every method on a fresh run, on `resume` the methods `run.json` records.
     pub methods: Vec<Method>,
