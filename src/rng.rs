@@ -2,12 +2,15 @@
 //! `bella doctor`, benches and initialisation, without another dependency.
 
 #[derive(Clone, Debug)]
+/// A SplitMix64 generator with a cached Box–Muller spare. The same seed gives the same
+/// sequence on every machine.
 pub struct Rng {
     state: u64,
     spare: Option<f32>,
 }
 
 impl Rng {
+    /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
         Rng {
             state: seed ^ 0x9E37_79B9_7F4A_7C15,
@@ -25,6 +28,7 @@ impl Rng {
         t ^ (std::process::id() as u64).rotate_left(32)
     }
 
+    /// The next 64 uniformly random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
@@ -43,6 +47,7 @@ impl Rng {
         (self.next_u64() % n as u64) as usize
     }
 
+    /// A standard normal sample (mean 0, variance 1).
     pub fn normal(&mut self) -> f32 {
         if let Some(s) = self.spare.take() {
             return s;
@@ -55,10 +60,12 @@ impl Rng {
         (r * t.cos()) as f32
     }
 
+    /// `n` standard normal samples.
     pub fn normal_vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.normal()).collect()
     }
 
+    /// `n` samples uniform in `[lo, hi)`.
     pub fn uniform_vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| lo + (hi - lo) * self.uniform()).collect()
     }

@@ -10,10 +10,13 @@ use std::sync::Arc;
 
 /// Device memory of one backend. Backends downcast to their own concrete type.
 pub trait Storage: Any + Send + Sync {
+    /// `self` as [`Any`], for the owning backend to downcast.
     fn as_any(&self) -> &dyn Any;
+    /// `self` as mutable [`Any`], for the owning backend to downcast.
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// Number of f32 elements.
     fn len(&self) -> usize;
+    /// No elements.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -60,18 +63,23 @@ impl Tensor {
         })
     }
 
+    /// The dimensions, outermost first (particles lead: K is dimension 0 where present).
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
+    /// Number of dimensions (0 for a scalar).
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
+    /// Number of elements, the product of the shape (1 for a scalar, 0 if any dim is 0).
     pub fn numel(&self) -> usize {
         numel(&self.shape)
     }
+    /// The backend that holds the data; ops refuse tensors of another backend.
     pub fn device(&self) -> BackendKind {
         self.device
     }
+    /// The backend's storage, shared (read-only).
     pub fn storage(&self) -> &dyn Storage {
         self.storage.as_ref()
     }
@@ -105,6 +113,7 @@ impl Tensor {
     }
 }
 
+/// Number of elements of a tensor of this shape (1 for `[]`).
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -114,8 +123,11 @@ pub fn numel(shape: &[usize]) -> usize {
 /// slice of the `[K, D]` parameter arena, and how a shared input is broadcast.
 #[derive(Clone, Copy, Debug)]
 pub struct Strided<'a> {
+    /// The tensor the blocks live in.
     pub tensor: &'a Tensor,
+    /// Element index of block 0.
     pub offset: usize,
+    /// Elements from one block to the next; 0 = one shared block.
     pub stride: usize,
 }
 
@@ -142,6 +154,8 @@ impl<'a> Strided<'a> {
 /// Where an op writes per-particle blocks into an existing tensor (same layout as [`Strided`]).
 #[derive(Clone, Copy, Debug)]
 pub struct OutSlot {
+    /// Element index of block 0 in the output tensor.
     pub offset: usize,
+    /// Elements from one block to the next.
     pub stride: usize,
 }

@@ -1,3 +1,5 @@
+//! Internal: test helpers for `tests/` and `bella doctor`, no stability promise.
+//!
 //! Shared test bodies: every op on random inputs (fresh seeds, odd sizes, K=1, r=1, M=1,
 //! shared and per-particle `x`, sizes past one tile, and past the 65535-workgroup dispatch
 //! limit) compared with the float64 [`oracle`](crate::oracle), norm-wise and element-wise.
@@ -597,6 +599,7 @@ pub fn check_op(kind: BackendKind, op: &str) {
 }
 
 /// Instantiate the shared test bodies for one backend: one `#[test]` per op.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! backend_tests {
     ($kind:expr) => {

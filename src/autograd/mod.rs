@@ -24,38 +24,53 @@ pub struct Var(usize);
 /// starts at `a_offset + k·D`, its `B_k [O, r]` at `b_offset + k·D`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoraSlots {
+    /// Element offset of particle 0's `A [r, I]` within its arena row.
     pub a_offset: usize,
+    /// Element offset of particle 0's `B [O, r]` within its arena row.
     pub b_offset: usize,
+    /// The adapter rank r.
     pub rank: usize,
 }
 
 /// Where one dense layer's weight `[O, I]` and optional bias `[O]` sit in the arena.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenseSlots {
+    /// Element offset of the weight `[O, I]` within each arena row.
     pub w_offset: usize,
+    /// Element offset of the bias `[O]`, if the layer has one.
     pub b_offset: Option<usize>,
+    /// Inputs I of the layer.
     pub in_features: usize,
+    /// Outputs O of the layer.
     pub out_features: usize,
 }
 
 /// The `[K, D]` parameter arena and its sizes.
 #[derive(Clone, Copy, Debug)]
 pub struct Arena<'a> {
+    /// The `[K, D]` parameter tensor (one contiguous row per particle).
     pub params: &'a Tensor,
+    /// Particles K.
     pub k: usize,
+    /// Parameters per particle D (the row stride).
     pub d: usize,
 }
 
 /// A frozen linear layer (`weight [O, I]`, optional `bias [O]`) adapted by LoRA.
 #[derive(Clone, Copy, Debug)]
 pub struct FrozenRef<'a> {
+    /// `W0 [O, I]`.
     pub weight: &'a Tensor,
+    /// `[O]`, if the layer has one.
     pub bias: Option<&'a Tensor>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The elementwise activation between layers.
 pub enum Activation {
+    /// `max(x, 0)`.
     Relu,
+    /// GELU, tanh form (PyTorch `approximate="tanh"`).
     Gelu,
 }
 
@@ -122,17 +137,23 @@ impl Loss {
 pub struct Grads(Vec<Option<Tensor>>);
 
 impl Grads {
+    /// The gradient of `v`, or `None` if it needed none (it did not depend on a parameter
+    /// or on an input that asked for its gradient).
     pub fn get(&self, v: Var) -> Option<&Tensor> {
         self.0.get(v.0).and_then(|g| g.as_ref())
     }
 }
 
+/// One forward pass of a network on one backend, recorded for [`Tape::backward`].
+/// Build values with [`Tape::input`], [`Tape::lora`], [`Tape::dense`], [`Tape::frozen`],
+/// [`Tape::activation`]; end with [`Tape::softmax_xent`].
 pub struct Tape<'be> {
     be: &'be dyn Backend,
     nodes: Vec<Node>,
 }
 
 impl<'be> Tape<'be> {
+    /// An empty tape whose ops run on `be`.
     pub fn new(be: &'be dyn Backend) -> Self {
         Tape {
             be,
@@ -140,10 +161,12 @@ impl<'be> Tape<'be> {
         }
     }
 
+    /// The backend the tape's ops run on.
     pub fn backend(&self) -> &'be dyn Backend {
         self.be
     }
 
+    /// The recorded value of `v`, which must come from this tape.
     pub fn value(&self, v: Var) -> &Tensor {
         &self.nodes[v.0].value
     }
@@ -211,6 +234,7 @@ impl<'be> Tape<'be> {
         Ok(self.push(y, rule, needs))
     }
 
+    /// `relu` or `gelu` of `x`, elementwise.
     pub fn activation(&mut self, x: Var, kind: Activation) -> Result<Var> {
         let xv = self.value(x);
         let y = match kind {

@@ -28,19 +28,26 @@ use std::str::FromStr;
 /// The four backends of DESIGN.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BackendKind {
+    /// The CPU reference and fallback (always built).
     Cpu,
+    /// WGSL kernels through wgpu (feature `wgpu`): Vulkan, Metal, DX12, or lavapipe.
     Wgpu,
+    /// PTX kernels on an NVIDIA GPU through the driver API (feature `cuda`).
     Cuda,
+    /// The same PTX and launch code as `Cuda`, run by the CPU simulator (feature `ptx-sim`).
     PtxSim,
 }
 
 impl BackendKind {
+    /// Every kind, whether built in or not.
     pub const ALL: [BackendKind; 4] = [
         BackendKind::Cpu,
         BackendKind::Wgpu,
         BackendKind::Cuda,
         BackendKind::PtxSim,
     ];
+    /// The name used on the command line and in reports: `cpu`, `wgpu`, `cuda`, `ptx-sim`
+    /// (what [`FromStr`] parses and [`Display`](fmt::Display) prints).
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Cpu => "cpu",
@@ -73,40 +80,63 @@ impl FromStr for BackendKind {
 /// Sizes of one LoRA layer call. `x_shared`: `x` is `[M, I]` for all particles, else `[K, M, I]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoraDims {
+    /// Particles K.
     pub k: usize,
+    /// Rows M of `x` per particle.
     pub m: usize,
+    /// Input features I.
     pub i: usize,
+    /// Output features O.
     pub o: usize,
+    /// Adapter rank r.
     pub r: usize,
+    /// `x` is one `[M, I]` for all particles (else `[K, M, I]`).
     pub x_shared: bool,
 }
 
 /// `lora_forward`: `y_k = x_k Wᵀ + bias + s·(x_k A_kᵀ) B_kᵀ`, `h_k = x_k A_kᵀ`.
-/// `a` blocks are `[r, I]`, `b` blocks are `[O, r]`.
+/// `a` blocks are `[r, I]`, `b` blocks are `[O, r]`. Built by [`crate::ops::lora_forward`].
 pub struct LoraForwardArgs<'a> {
+    /// The layer's sizes; every tensor below agrees with them.
     pub dims: LoraDims,
+    /// `[M, I]` if `dims.x_shared`, else `[K, M, I]`.
     pub x: &'a Tensor,
+    /// The frozen `W0`, `[O, I]`.
     pub weight: &'a Tensor,
+    /// `[O]`, added to every row.
     pub bias: Option<&'a Tensor>,
+    /// `lora_a` blocks, `[r, I]` per particle.
     pub a: Strided<'a>,
+    /// `lora_b` blocks, `[O, r]` per particle.
     pub b: Strided<'a>,
+    /// The LoRA scale `s = alpha / r`.
     pub scale: f32,
 }
 
 /// `lora_backward`. `d_lora_a` blocks (`[r, I]`) are written at `da`, `d_lora_b` blocks
 /// (`[O, r]`) at `db`, both into the one gradient tensor (the `[K, D]` arena in training).
 pub struct LoraBackwardArgs<'a> {
+    /// The layer's sizes; every tensor below agrees with them.
     pub dims: LoraDims,
+    /// Upstream gradient `[K, M, O]`.
     pub dy: &'a Tensor,
+    /// The forward's input: `[M, I]` if `dims.x_shared`, else `[K, M, I]`.
     pub x: &'a Tensor,
+    /// The frozen `W0`, `[O, I]`.
     pub weight: &'a Tensor,
+    /// `lora_a` blocks, `[r, I]` per particle.
     pub a: Strided<'a>,
+    /// `lora_b` blocks, `[O, r]` per particle.
     pub b: Strided<'a>,
+    /// The forward's `h = x_k A_kᵀ`, `[K, M, r]`.
     pub h: &'a Tensor,
+    /// The LoRA scale `s`.
     pub scale: f32,
     /// Whether to compute `dx` (the first layer of a network does not need it).
     pub need_dx: bool,
+    /// Where particle k's `d_lora_a` block goes in the gradient tensor.
     pub da: OutSlot,
+    /// Where particle k's `d_lora_b` block goes in the gradient tensor.
     pub db: OutSlot,
 }
 
@@ -114,26 +144,42 @@ pub struct LoraBackwardArgs<'a> {
 /// `op(b)` `[n_inner, n]`, `c` `[m, n]`. Stored `a` is `[n_inner, m]` when `trans_a`,
 /// stored `b` is `[n, n_inner]` when `trans_b`. Stride 0 broadcasts a shared operand.
 pub struct MatmulArgs<'a> {
+    /// Number of products.
     pub batch: usize,
+    /// Rows of `op(a)` and `c`.
     pub m: usize,
+    /// Columns of `op(b)` and `c`.
     pub n: usize,
+    /// The shared dimension (`n_inner`).
     pub inner: usize,
+    /// `a` blocks as stored (`[m, inner]`, or `[inner, m]` when `trans_a`).
     pub a: Strided<'a>,
+    /// `b` blocks as stored (`[inner, n]`, or `[n, inner]` when `trans_b`).
     pub b: Strided<'a>,
+    /// Use `aᵀ`.
     pub trans_a: bool,
+    /// Use `bᵀ`.
     pub trans_b: bool,
+    /// Scale of the product.
     pub alpha: f32,
+    /// Where block k of `c` (`[m, n]`) is written in the output tensor.
     pub out: OutSlot,
 }
 
 /// PyTorch AdamW hyper-parameters for one step (`step` ≥ 1).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamW {
+    /// Learning rate.
     pub lr: f32,
+    /// First-moment decay `β1`, in `[0, 1)`.
     pub beta1: f32,
+    /// Second-moment decay `β2`, in `[0, 1)`.
     pub beta2: f32,
+    /// Added to `√v̂` in the denominator.
     pub eps: f32,
+    /// Decoupled weight decay `wd`: `param` is scaled by `1 − lr·wd` each step.
     pub weight_decay: f32,
+    /// The step count `t`, starting at 1 (the bias corrections use it).
     pub step: u32,
 }
 
@@ -149,11 +195,15 @@ impl AdamW {
     }
 }
 
-/// Outputs of `ensemble_stats`.
+/// Outputs of [`ensemble_stats`](crate::ops::ensemble_stats). Entropies in nats.
 pub struct EnsembleStats {
+    /// `[M, C]`: the mean over particles of the softmax.
     pub probs: Tensor,
+    /// `[M]`: the entropy of `probs` (total uncertainty).
     pub entropy: Tensor,
+    /// `[M]`: the mean of the particles' own entropies.
     pub expected_entropy: Tensor,
+    /// `[M]`: `entropy − expected_entropy`, the particles' disagreement.
     pub mutual_info: Tensor,
 }
 
@@ -165,7 +215,12 @@ pub struct EnsembleStats {
 /// index inside a row, tensors live on this backend, outputs do not alias inputs, the
 /// outputs fit the [`MemoryBudget`]) and only then calls the kernel, so no call through
 /// this trait reads or writes past a buffer. `crate::ops` checks the full op contract on top.
+///
+/// The checked methods return [`BellaError::Invalid`] for arguments that break those
+/// rules and [`BellaError::Device`] for outputs over the budget or a device failure; their
+/// semantics are the op contracts documented on the functions of [`crate::ops`].
 pub trait Backend: Send + Sync {
+    /// Which backend this is; every tensor it makes carries this kind.
     fn kind(&self) -> BackendKind;
     /// The device in words (adapter name, driver), for `bella doctor` and reports.
     fn describe(&self) -> String;
@@ -174,31 +229,35 @@ pub trait Backend: Send + Sync {
 
     /// A tensor of `shape` holding `data` (checked against the shape and the budget).
     fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor>;
+    /// The tensor's values, row-major, copied to the host (waits for queued work).
     fn download(&self, t: &Tensor) -> Result<Vec<f32>>;
     /// A tensor of zeros (checked against the budget).
     fn zeros(&self, shape: &[usize]) -> Result<Tensor>;
     /// Wait for all queued work (benchmarks time after this).
     fn synchronize(&self) -> Result<()>;
 
+    /// [`lora_forward`](crate::ops::lora_forward) on checked sizes: returns `(y, h)`,
+    /// `y [K, M, O]`, `h [K, M, r]`.
     fn lora_forward(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
         checks::lora_forward(self.kind(), &self.memory_budget(), args)?;
         // SAFETY: the sizes the kernel relies on were checked just above.
         unsafe { self.lora_forward_unchecked(args) }
     }
-    /// Writes `d_lora_a`, `d_lora_b` into `grad`; returns `dx` when asked
+    /// [`lora_backward`](crate::ops::lora_backward_into): writes `d_lora_a`, `d_lora_b` into
+    /// `grad` at `args.da` / `args.db`; returns `dx` when `args.need_dx`
     /// (`[M, I]` summed over particles for a shared `x`, else `[K, M, I]`).
     fn lora_backward(&self, args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>> {
         checks::lora_backward(self.kind(), &self.memory_budget(), args, grad)?;
         // SAFETY: checked above.
         unsafe { self.lora_backward_unchecked(args, grad) }
     }
-    /// Writes `c` into `out` at `args.out`.
+    /// [`matmul`](crate::ops::matmul_into): writes each block of `c` into `out` at `args.out`.
     fn matmul(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
         checks::matmul(self.kind(), args, out)?;
         // SAFETY: checked above.
         unsafe { self.matmul_unchecked(args, out) }
     }
-    /// `theta` is `[k, d]`; returns `[k, k]`.
+    /// [`pairwise_sqdist`](crate::ops::pairwise_sqdist): `theta` is `[k, d]`; returns `[k, k]`.
     fn pairwise_sqdist(&self, theta: &Tensor, k: usize, d: usize) -> Result<Tensor> {
         let budget = self.memory_budget();
         let ts = [("theta", theta)];
@@ -213,7 +272,8 @@ pub trait Backend: Send + Sync {
         // SAFETY: checked above.
         unsafe { self.pairwise_sqdist_unchecked(theta, k, d) }
     }
-    /// Returns the `[k, k]` kernel and the bandwidth used (median heuristic when `None`).
+    /// [`rbf_kernel`](crate::ops::rbf_kernel): returns the `[k, k]` kernel and the bandwidth
+    /// used (median heuristic when `None`).
     fn rbf_kernel(
         &self,
         theta: &Tensor,
@@ -234,6 +294,8 @@ pub trait Backend: Send + Sync {
         // SAFETY: checked above.
         unsafe { self.rbf_kernel_unchecked(theta, k, d, bandwidth) }
     }
+    /// [`svgd_direction`](crate::ops::svgd_direction): `theta`, `score` `[k, d]`, `kernel`
+    /// `[k, k]`; returns `phi [k, d]`.
     fn svgd_direction(
         &self,
         theta: &Tensor,
@@ -257,7 +319,7 @@ pub trait Backend: Send + Sync {
         // SAFETY: checked above.
         unsafe { self.svgd_direction_unchecked(theta, score, kernel, k, d, bandwidth) }
     }
-    /// Updates `param`, `m`, `v` in place.
+    /// [`adamw_step`](crate::ops::adamw_step): updates `param`, `m`, `v` in place.
     fn adamw_step(
         &self,
         param: &mut Tensor,
@@ -270,6 +332,7 @@ pub trait Backend: Send + Sync {
         // SAFETY: checked above.
         unsafe { self.adamw_step_unchecked(param, grad, m, v, hp) }
     }
+    /// [`relu_forward`](crate::ops::relu_forward): `max(x, 0)`, elementwise.
     fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
         checks::same_len(
             self.kind(),
@@ -280,12 +343,14 @@ pub trait Backend: Send + Sync {
         // SAFETY: checked above.
         unsafe { self.relu_forward_unchecked(x) }
     }
+    /// [`relu_backward`](crate::ops::relu_backward): `dy · 1[x > 0]`, elementwise.
     fn relu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         let ts = [("x", x), ("dy", dy)];
         checks::same_len(self.kind(), &self.memory_budget(), "relu_backward", &ts)?;
         // SAFETY: checked above.
         unsafe { self.relu_backward_unchecked(x, dy) }
     }
+    /// [`gelu_forward`](crate::ops::gelu_forward): tanh-form GELU, elementwise.
     fn gelu_forward(&self, x: &Tensor) -> Result<Tensor> {
         checks::same_len(
             self.kind(),
@@ -296,13 +361,15 @@ pub trait Backend: Send + Sync {
         // SAFETY: checked above.
         unsafe { self.gelu_forward_unchecked(x) }
     }
+    /// [`gelu_backward`](crate::ops::gelu_backward): `dy · gelu'(x)`, elementwise.
     fn gelu_backward(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         let ts = [("x", x), ("dy", dy)];
         checks::same_len(self.kind(), &self.memory_budget(), "gelu_backward", &ts)?;
         // SAFETY: checked above.
         unsafe { self.gelu_backward_unchecked(x, dy) }
     }
-    /// `logits` `[k, m, c]`, `m` labels each `< c`. Returns `loss [k]`, `dlogits`.
+    /// [`softmax_xent`](crate::ops::softmax_xent): `logits` `[k, m, c]`, `m` labels each
+    /// `< c`. Returns `loss [k]`, `dlogits [k, m, c]`.
     fn softmax_xent(
         &self,
         logits: &Tensor,
@@ -323,6 +390,7 @@ pub trait Backend: Send + Sync {
         // SAFETY: checked above.
         unsafe { self.softmax_xent_unchecked(logits, labels, k, m, c) }
     }
+    /// [`ensemble_stats`](crate::ops::ensemble_stats) of `logits [k, m, c]`.
     fn ensemble_stats(
         &self,
         logits: &Tensor,
@@ -452,6 +520,9 @@ pub trait Backend: Send + Sync {
 }
 
 /// Open one backend, or say why it is not available (not compiled in, no device, no driver).
+///
+/// # Errors
+/// [`BellaError::BackendUnavailable`] with the reason.
 pub fn open(kind: BackendKind) -> Result<std::sync::Arc<dyn Backend>> {
     match kind {
         BackendKind::Cpu => Ok(std::sync::Arc::new(cpu::CpuBackend::new())),
@@ -483,7 +554,10 @@ pub fn open_auto() -> std::sync::Arc<dyn Backend> {
     std::sync::Arc::new(cpu::CpuBackend::new())
 }
 
-/// Parse `cpu|wgpu|cuda|ptx-sim|auto` and open it.
+/// Parse `cpu|wgpu|cuda|ptx-sim|auto` and open it (`auto` as [`open_auto`]).
+///
+/// # Errors
+/// [`BellaError::Unknown`] for another name; as [`open`] otherwise.
 pub fn open_named(name: &str) -> Result<std::sync::Arc<dyn Backend>> {
     if name == "auto" {
         return Ok(open_auto());

@@ -1,12 +1,14 @@
+//! Internal: benchmark helpers for `bella bench` and `benches/`, no stability promise.
+//!
 //! `bella bench`: timings per op, shape and backend, against ceilings measured in the same
 //! run, and the baselines the library exists to beat.
 //!
 //! - [`cases`]: what runs (shapes, counted FLOPs and bytes); shared with `benches/ops.rs`.
-//! - [`timer`], [`measure`]: how it is timed (warm-up, repeated synchronised runs, median).
+//! - [`timer`], [`mod@measure`]: how it is timed (warm-up, repeated synchronised runs, median).
 //! - [`roofline`]: copy bandwidth and large-GEMM ceilings, and each op's share of them.
 //! - [`baselines`]: fused `lora_forward` vs the per-particle loop and the merged ensemble;
 //!   the SVGD step vs its memory floor; (CUDA) cuBLAS for the base product.
-//! - [`report`], [`plot`]: JSON, the table, the SVG chart.
+//! - [`report`], `plot`: JSON, the table, the SVG chart.
 
 pub mod baselines;
 pub mod cases;

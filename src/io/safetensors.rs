@@ -197,7 +197,7 @@ pub fn write(path: &Path, tensors: &[(String, HostTensor)]) -> Result<()> {
     write_with_metadata(path, tensors, None)
 }
 
-/// Like [`write`], with string metadata in the header (checkpoints record their run there).
+/// Like [`write()`], with string metadata in the header (checkpoints record their run there).
 pub fn write_with_metadata(
     path: &Path,
     tensors: &[(String, HostTensor)],

@@ -9,10 +9,14 @@ use crate::error::Result;
 use crate::ops::named::{HostTensor, Named};
 use crate::tensor::Tensor;
 
+/// K trainable copies of a whole MLP: every weight `[O, I]` then bias `[O]` of each
+/// layer, per particle one `[K, D]` arena row.
 pub struct DenseParticles {
+    /// Particles K.
     pub k: usize,
     /// Layer names and sizes; the values in it are those of the starting point.
     pub spec: MlpSpec,
+    /// Per layer, where its weight and bias sit in an arena row.
     pub slots: Vec<DenseSlots>,
     d: usize,
 }

@@ -20,18 +20,23 @@ use std::sync::Arc;
 pub const SMALL_B_STD: f32 = 0.02;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the LoRA `B` factors start (`A` starts random, as PEFT's Kaiming-uniform).
 pub enum BInit {
+    /// `B = 0`, as PEFT: every particle starts exactly at the base model.
     Zero,
+    /// `B ~ N(0, σ²)` with σ = [`SMALL_B_STD`], so the particles start apart.
     Small,
 }
 
 impl BInit {
+    /// The `--b-init` spelling: `zero` or `small`.
     pub fn name(self) -> &'static str {
         match self {
             BInit::Zero => "zero",
             BInit::Small => "small",
         }
     }
+    /// Parse `zero` or `small`; anything else is [`BellaError::Invalid`].
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "zero" => Ok(BInit::Zero),
@@ -51,9 +56,14 @@ pub fn particle_rng(seed: u64, stream: u64, k: usize) -> Rng {
     )
 }
 
+/// K LoRA particles on one frozen base: every adapted layer's `A [r, I]` then `B [O, r]`,
+/// per particle one `[K, D]` arena row.
 pub struct LoraParticles {
+    /// The frozen MLP, shared.
     pub base: Arc<FrozenMlp>,
+    /// Particles K.
     pub k: usize,
+    /// Adapter rank r (the same on every adapted layer).
     pub rank: usize,
     /// LoRA alpha: the scale is `alpha / rank`.
     pub alpha: f32,

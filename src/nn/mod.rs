@@ -22,6 +22,7 @@ use crate::tensor::Tensor;
 
 /// K particles whose trainable parameters are the rows of one `[K, D]` arena.
 pub trait Particles {
+    /// Particles K (the arena's rows).
     fn k(&self) -> usize;
     /// Parameters per particle (the arena's row length).
     fn d(&self) -> usize;
@@ -31,6 +32,7 @@ pub trait Particles {
     fn to_named(&self, arena: &[f32]) -> Vec<(String, HostTensor)>;
     /// The inverse of [`Particles::to_named`]; errors name what is missing or mis-shaped.
     fn arena_from_named(&self, named: &crate::ops::named::Named) -> Result<Vec<f32>>;
+    /// All trainable values, `K · D`.
     fn trainable_params(&self) -> usize {
         self.k() * self.d()
     }

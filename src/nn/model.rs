@@ -12,16 +12,22 @@ use crate::tensor::Tensor;
 pub struct HostLinear {
     /// The module path the file uses (`layers.0`, `2`, `fc1`): adapters are named after it.
     pub name: String,
+    /// O: rows of `weight`.
     pub out_features: usize,
+    /// I: columns of `weight`.
     pub in_features: usize,
+    /// `[O, I]`, row-major.
     pub weight: Vec<f32>,
+    /// `[O]`, if the layer has one.
     pub bias: Option<Vec<f32>>,
 }
 
 /// An MLP: linear layers, the activation after every layer but the last.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MlpSpec {
+    /// In order, input first.
     pub layers: Vec<HostLinear>,
+    /// Applied after every layer but the last (the last gives the logits).
     pub activation: Activation,
 }
 
@@ -62,9 +68,11 @@ impl MlpSpec {
         }
         Ok(())
     }
+    /// Inputs of the first layer.
     pub fn in_features(&self) -> usize {
         self.layers[0].in_features
     }
+    /// Outputs of the last layer (the number of classes C).
     pub fn out_features(&self) -> usize {
         self.layers[self.layers.len() - 1].out_features
     }
@@ -79,12 +87,16 @@ impl MlpSpec {
 
 /// The base on a device, frozen.
 pub struct FrozenMlp {
+    /// The host values and layer names it was made from.
     pub spec: MlpSpec,
+    /// Per layer, `weight [O, I]` on the device.
     pub weights: Vec<Tensor>,
+    /// Per layer, `bias [O]` on the device, if any.
     pub biases: Vec<Option<Tensor>>,
 }
 
 impl FrozenMlp {
+    /// Check `spec` ([`MlpSpec::check`]) and upload every weight and bias to `be`.
     pub fn upload(be: &dyn Backend, spec: MlpSpec) -> Result<Self> {
         spec.check()?;
         let mut weights = Vec::new();

@@ -1,8 +1,4 @@
-//! `lora_backward` (DESIGN.md op 2).
-//!
-//! In `dy [K, M, O]`, `x`, `weight`, adapters, `h [K, M, r]`, `scale`. With `g_k = dy_k B_k`:
-//! `d_lora_b_k = s · dy_kᵀ h_k`, `d_lora_a_k = s · g_kᵀ x_k`, `dx_k = dy_k W + s · g_k A_k`;
-//! for a shared `x`, `dx = Σ_k dx_k` (`[M, I]`).
+//! `lora_backward` (DESIGN.md op 2); the contract is on [`lora_backward`].
 
 use super::lora_forward::{layer_dims, Adapter};
 use super::{expect_device, expect_finite, expect_shape};
@@ -12,8 +8,18 @@ use crate::tensor::{OutSlot, Tensor};
 
 const OP: &str = "lora_backward";
 
-/// Gradients written into an existing tensor (the `[K, D]` gradient arena), and `dx` when
-/// asked for. `da`/`db` say where each particle's `d_lora_a`/`d_lora_b` block goes.
+/// [`lora_backward`] writing into an existing gradient tensor (the `[K, D]` gradient arena
+/// of training) instead of returning new tensors.
+///
+/// Same inputs and math as [`lora_backward`], with the adapter given as strided blocks.
+/// Particle k's `d_lora_a` block (`[r, I]`) is written at `da.offset + k * da.stride` of
+/// `grad`, its `d_lora_b` block (`[O, r]`) at `db.offset + k * db.stride`; the rest of `grad`
+/// is left as it was. Returns `dx` (`[M, I]` summed over particles for a shared `x`, else
+/// `[K, M, I]`) when `need_dx`, else `None`.
+///
+/// # Errors
+/// As [`lora_backward`], and [`BellaError::Invalid`] if a slot does not fit in `grad` or
+/// `grad` shares storage with an input.
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward_into(
     be: &dyn Backend,
@@ -78,13 +84,61 @@ pub fn lora_backward_into(
     )
 }
 
+/// Outputs of [`lora_backward`].
 pub struct LoraGrads {
+    /// Gradient of the input: `[M, I]` (summed over particles) for a shared `x`, else `[K, M, I]`.
     pub dx: Tensor,
+    /// `d_lora_a [K, r, I]`.
     pub d_lora_a: Tensor,
+    /// `d_lora_b [K, O, r]`.
     pub d_lora_b: Tensor,
 }
 
-/// The op-contract form: returns `dx`, `d_lora_a [K, r, I]`, `d_lora_b [K, O, r]`.
+/// `lora_backward` (DESIGN.md op 2): the gradients of [`lora_forward`](super::lora_forward)
+/// for all K particles.
+///
+/// In `dy [K, M, O]`, `x` (`[M, I]` shared or `[K, M, I]`), `weight [O, I]`,
+/// `lora_a [K, r, I]`, `lora_b [K, O, r]`, `h [K, M, r]` (from the forward), `scale` `s`.
+/// With `g_k = dy_k B_k` (`[M, r]`):
+/// `d_lora_b_k = s · dy_kᵀ h_k`, `d_lora_a_k = s · g_kᵀ x_k`, `dx_k = dy_k W + s · g_k A_k`;
+/// for a shared `x`, `dx = Σ_k dx_k` (`[M, I]`).
+///
+/// # Errors
+/// [`BellaError::Shape`] if the shapes disagree (or a tensor is empty);
+/// [`BellaError::Invalid`] if `scale` is not finite or a tensor is on another backend;
+/// [`BellaError::Device`] if the outputs do not fit the backend's
+/// [memory budget](crate::backend::MemoryBudget).
+///
+/// # Example
+///
+/// The layer of [`lora_forward`](super::lora_forward)'s example (`x = [1, 2]`,
+/// `W = [[3, 4]]`, `A = [[1, 1]]`, `B = [[2]]`, `s = 0.5`, so `h = 3`) with `dy = 1`:
+/// `g = dy B = 2`, `d_lora_b = 0.5 · 1 · 3 = 1.5`, `d_lora_a = 0.5 · 2 · [1, 2] = [1, 2]`,
+/// `dx = [3, 4] + 0.5 · 2 · [1, 1] = [4, 5]`.
+///
+/// ```
+/// use bella::backend::cpu::CpuBackend;
+/// use bella::ops::{lora_backward, lora_forward, Adapter};
+/// use bella::Backend;
+///
+/// # fn main() -> bella::Result<()> {
+/// let be = CpuBackend::new();
+/// let x = be.upload(&[1, 2], &[1.0, 2.0])?;
+/// let w = be.upload(&[1, 2], &[3.0, 4.0])?;
+/// let a = be.upload(&[1, 1, 2], &[1.0, 1.0])?;
+/// let b = be.upload(&[1, 1, 1], &[2.0])?;
+/// let adapter = Adapter::from_tensors("lora_forward", &a, &b)?;
+/// let fwd = lora_forward(&be, &x, &w, None, &adapter, 0.5)?;
+///
+/// let dy = be.upload(&[1, 1, 1], &[1.0])?;
+/// let g = lora_backward(&be, &dy, &x, &w, &a, &b, &fwd.h, 0.5)?;
+/// assert_eq!(be.download(&g.d_lora_b)?, vec![1.5]);
+/// assert_eq!(be.download(&g.d_lora_a)?, vec![1.0, 2.0]);
+/// assert_eq!(g.dx.shape(), &[1, 2]); // shared x: [M, I]
+/// assert_eq!(be.download(&g.dx)?, vec![4.0, 5.0]);
+/// # Ok(())
+/// # }
+/// ```
 #[allow(clippy::too_many_arguments)]
 pub fn lora_backward(
     be: &dyn Backend,

@@ -1,9 +1,4 @@
-//! `lora_forward` (DESIGN.md op 1).
-//!
-//! In `x` (`[M, I]` shared, or `[K, M, I]`), `weight [O, I]`, optional `bias [O]`, adapters
-//! `A_k [r, I]`, `B_k [O, r]`, `scale s`. Out `y [K, M, O]`, `h [K, M, r]`:
-//! `h_k = x_k A_kᵀ`, `y_k = x_k Wᵀ + bias + s · h_k B_kᵀ`.
-//! With a shared `x` the base product `x Wᵀ` is computed once for all K particles.
+//! `lora_forward` (DESIGN.md op 1); the contract is on [`lora_forward`].
 
 use super::{expect_device, expect_finite, expect_nonempty, expect_rank, expect_shape};
 use crate::backend::{Backend, LoraDims, LoraForwardArgs};
@@ -16,14 +11,22 @@ const OP: &str = "lora_forward";
 /// tensors (the `[K, D]` parameter arena in training; `[K,r,I]`/`[K,O,r]` tensors for `bella op`).
 #[derive(Clone, Copy, Debug)]
 pub struct Adapter<'a> {
+    /// The `lora_a` blocks: K blocks of `[r, I]`, block k at `a.offset + k * a.stride`.
     pub a: Strided<'a>,
+    /// The `lora_b` blocks: K blocks of `[O, r]`, block k at `b.offset + k * b.stride`.
     pub b: Strided<'a>,
+    /// Number of particles K (≥ 1).
     pub k: usize,
+    /// Adapter rank r (≥ 1).
     pub r: usize,
 }
 
 impl<'a> Adapter<'a> {
-    /// From `lora_a [K, r, I]` and `lora_b [K, O, r]` tensors.
+    /// From `lora_a [K, r, I]` and `lora_b [K, O, r]` tensors (K, r and O are read from
+    /// them). `op` names the op in error messages.
+    ///
+    /// # Errors
+    /// [`BellaError::Shape`] if either tensor is not 3-D or `lora_b` is not `[K, O, r]`.
     pub fn from_tensors(op: &str, lora_a: &'a Tensor, lora_b: &'a Tensor) -> Result<Self> {
         let sa = expect_rank(op, "lora_a", lora_a, 3)?;
         let sb = expect_rank(op, "lora_b", lora_b, 3)?;
@@ -101,12 +104,58 @@ pub(crate) fn layer_dims(op: &str, x: &Tensor, weight: &Tensor, ad: &Adapter) ->
     })
 }
 
+/// Outputs of [`lora_forward`].
 #[derive(Debug)]
 pub struct LoraForwardOut {
+    /// `y [K, M, O]`: each particle's layer output.
     pub y: Tensor,
+    /// `h [K, M, r]`: the adapter activations `x_k A_kᵀ`, kept for
+    /// [`lora_backward`](super::lora_backward).
     pub h: Tensor,
 }
 
+/// `lora_forward` (DESIGN.md op 1): one linear layer `W0` with K LoRA adapters, all
+/// particles in one call.
+///
+/// In `x` (`[M, I]` shared by all particles, or `[K, M, I]`), `weight [O, I]`, optional
+/// `bias [O]`, the adapter's `A_k [r, I]` and `B_k [O, r]`, `scale` `s` (PEFT's
+/// `alpha / r`). Out `y [K, M, O]` and `h [K, M, r]`:
+/// `h_k = x_k A_kᵀ`, `y_k = x_k Wᵀ + bias + s · h_k B_kᵀ`.
+/// With a shared `x` the base product `x Wᵀ` is computed once for all K particles.
+///
+/// # Errors
+/// [`BellaError::Shape`] if the shapes disagree (or a tensor is empty);
+/// [`BellaError::Invalid`] if K or r is 0, an adapter block does not fit its tensor, `scale`
+/// is not finite, or a tensor is on another backend;
+/// [`BellaError::Device`] if the outputs do not fit the backend's
+/// [memory budget](crate::backend::MemoryBudget).
+///
+/// # Example
+///
+/// One particle (K = 1), one row (M = 1), I = 2, O = 1, rank 1:
+/// `x Wᵀ = 1·3 + 2·4 = 11`, `h = x Aᵀ = 3`, `y = 11 + 0.5 + 0.5 · 3 · 2 = 14.5`.
+///
+/// ```
+/// use bella::backend::cpu::CpuBackend;
+/// use bella::ops::{lora_forward, Adapter};
+/// use bella::Backend;
+///
+/// # fn main() -> bella::Result<()> {
+/// let be = CpuBackend::new();
+/// let x = be.upload(&[1, 2], &[1.0, 2.0])?; // shared x [M, I]
+/// let w = be.upload(&[1, 2], &[3.0, 4.0])?; // weight [O, I]
+/// let bias = be.upload(&[1], &[0.5])?;
+/// let a = be.upload(&[1, 1, 2], &[1.0, 1.0])?; // lora_a [K, r, I]
+/// let b = be.upload(&[1, 1, 1], &[2.0])?; // lora_b [K, O, r]
+/// let adapter = Adapter::from_tensors("lora_forward", &a, &b)?;
+///
+/// let out = lora_forward(&be, &x, &w, Some(&bias), &adapter, 0.5)?;
+/// assert_eq!(out.y.shape(), &[1, 1, 1]);
+/// assert_eq!(be.download(&out.h)?, vec![3.0]);
+/// assert_eq!(be.download(&out.y)?, vec![14.5]);
+/// # Ok(())
+/// # }
+/// ```
 pub fn lora_forward(
     be: &dyn Backend,
     x: &Tensor,

@@ -1,7 +1,4 @@
-//! `matmul` (DESIGN.md op 3): batched, general.
-//!
-//! In `a`, `b` (each `[Kb, m, n]` or shared `[m, n]`), `trans_a`, `trans_b`, `alpha`;
-//! out `c = alpha · op(a) op(b)`, `[Kb, M, N]` if either input is batched, else `[M, N]`.
+//! `matmul` (DESIGN.md op 3); the contract is on [`matmul`].
 
 use super::{expect_device, expect_finite, expect_nonempty};
 use crate::backend::{Backend, MatmulArgs};
@@ -13,13 +10,20 @@ const OP: &str = "matmul";
 /// One operand: `batch` blocks of `rows × cols` (as stored) inside a tensor; stride 0 = shared.
 #[derive(Clone, Copy, Debug)]
 pub struct MatmulOperand<'a> {
+    /// Where the blocks are: block `k` at `view.offset + k * view.stride`.
     pub view: Strided<'a>,
+    /// Rows of one block as stored (before any transpose).
     pub rows: usize,
+    /// Columns of one block as stored.
     pub cols: usize,
 }
 
 impl<'a> MatmulOperand<'a> {
-    /// A whole `[m, n]` (shared) or `[Kb, m, n]` tensor.
+    /// A whole `[m, n]` (shared, stride 0) or `[Kb, m, n]` tensor; also returns the batch
+    /// `Some(Kb)` for a 3-D tensor, `None` for a shared one. `name` is used in errors.
+    ///
+    /// # Errors
+    /// [`BellaError::Shape`] if `t` is neither 2-D nor 3-D.
     pub fn whole(name: &str, t: &'a Tensor) -> Result<(Self, Option<usize>)> {
         match *t.shape() {
             [m, n] => Ok((
@@ -48,7 +52,15 @@ impl<'a> MatmulOperand<'a> {
     }
 }
 
-/// The general form: operands as strided views, `c` written into `out` at `slot`.
+/// [`matmul`] on strided views, writing into an existing tensor: for each of `batch`
+/// blocks, `c = alpha · op(a) op(b)` (`[m, n]`) is written at `slot.offset + k * slot.stride`
+/// of `out`; the rest of `out` is left as it was. An operand with stride 0 is shared by every
+/// block.
+///
+/// # Errors
+/// [`BellaError::Invalid`] if the inner dimensions differ, a size is 0, `alpha` is not
+/// finite, a block (in or out) does not fit its tensor, `out` shares storage with an input,
+/// or a tensor is on another backend.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_into(
     be: &dyn Backend,
@@ -121,7 +133,46 @@ pub fn matmul_into(
     )
 }
 
-/// The op-contract form on whole tensors.
+/// `matmul` (DESIGN.md op 3): batched, general `c = alpha · op(a) op(b)`, where `op(t)` is
+/// `tᵀ` when its `trans_*` flag is set.
+///
+/// `a`, `b` are each `[Kb, rows, cols]` or shared `[rows, cols]` (a shared operand is used
+/// for every batch entry). With `op(a)` `[m, n_inner]` and `op(b)` `[n_inner, n]`, out `c` is
+/// `[Kb, m, n]` if either input is batched, else `[m, n]`. The workhorse for full-weight
+/// gradients (`dW_k = dy_kᵀ x_k`) and anything the fused kernels don't cover.
+///
+/// # Errors
+/// [`BellaError::Shape`] if an operand is not 2-D or 3-D, is empty, or the two batches
+/// differ; [`BellaError::Invalid`] if the inner dimensions differ, `alpha` is not finite,
+/// or a tensor is on another backend; [`BellaError::Device`] if the output does not fit the
+/// backend's [memory budget](crate::backend::MemoryBudget).
+///
+/// # Example
+///
+/// `c = 2 · a bᵀ` with `a = [[1, 2, 3], [4, 5, 6]]`, `b = [[1, 0, 0], [0, 1, 1]]`:
+/// `a bᵀ = [[1, 5], [4, 11]]`.
+///
+/// ```
+/// use bella::backend::cpu::CpuBackend;
+/// use bella::{ops, Backend};
+///
+/// # fn main() -> bella::Result<()> {
+/// let be = CpuBackend::new();
+/// let a = be.upload(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+/// let b = be.upload(&[2, 3], &[1.0, 0.0, 0.0, 0.0, 1.0, 1.0])?;
+/// let c = ops::matmul(&be, &a, &b, false, true, 2.0)?;
+/// assert_eq!(c.shape(), &[2, 2]);
+/// assert_eq!(be.download(&c)?, vec![2.0, 10.0, 8.0, 22.0]);
+///
+/// // A batched `a` [2, 2, 3] against the shared `b`: one product per batch entry.
+/// let a2 = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+/// let a2 = be.upload(&[2, 2, 3], &a2)?;
+/// let c2 = ops::matmul(&be, &a2, &b, false, true, 1.0)?;
+/// assert_eq!(c2.shape(), &[2, 2, 2]);
+/// assert_eq!(be.download(&c2)?, vec![1.0, 5.0, 4.0, 11.0, 0.0, 0.0, 1.0, 2.0]);
+/// # Ok(())
+/// # }
+/// ```
 pub fn matmul(
     be: &dyn Backend,
     a: &Tensor,

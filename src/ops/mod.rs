@@ -1,7 +1,12 @@
-//! The ops of DESIGN.md: one file each, holding the op's contract (shape and value checks,
-//! the math in its doc comment). Each checks its arguments and dispatches to a backend, so
-//! backends only ever see valid input. `named` runs an op on named host tensors
-//! (`bella op`, `bella doctor`).
+//! The ops of DESIGN.md, the library's entry point: one function per op, whose doc is the
+//! op's contract (shapes, what is computed, errors) with a worked example on the CPU
+//! backend. Each checks its arguments and dispatches to a [`Backend`], so backends only ever
+//! see valid input; bad input is a [`BellaError`], never a panic. Every tensor must live on
+//! the backend passed in (make them with [`Backend::upload`] / [`Backend::zeros`]).
+//!
+//! The `*_into` forms ([`lora_backward_into`], [`matmul_into`]) take strided views and write
+//! into an existing tensor (the `[K, D]` arenas of training); [`named`] runs an op on named
+//! host tensors (`bella op`, `bella doctor`).
 
 mod activation;
 mod adamw_step;

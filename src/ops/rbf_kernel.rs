@@ -1,13 +1,30 @@
-//! `rbf_kernel` (DESIGN.md op 5): `theta [K, D]`, optional `bandwidth` → `kernel [K, K]`,
-//! `bandwidth`. Median heuristic when none is given: `h = med{d_ij : i<j} / ln(K+1)` (mean of
-//! the two middle values for an even count); `h = 1` if that is 0 or not finite.
-//! `k_ij = exp(−d_ij / h)`; K = 1 gives `[[1]]`.
+//! `rbf_kernel` (DESIGN.md op 5); the contract is on [`rbf_kernel`].
 
 use super::pairwise_sqdist::particles;
 use crate::backend::Backend;
 use crate::error::{BellaError, Result};
 use crate::tensor::Tensor;
 
+/// `rbf_kernel` (DESIGN.md op 5): the RBF kernel matrix of the particles, for
+/// [`svgd_direction`](super::svgd_direction).
+///
+/// In `theta [K, D]`, optional `bandwidth` `h`; out `kernel [K, K]` with
+/// `k_ij = exp(−d_ij / h)` (`d_ij = ‖θ_i − θ_j‖²` as in
+/// [`pairwise_sqdist`](super::pairwise_sqdist)), and the bandwidth used. With `None`, the
+/// median heuristic: `med` = median of `{d_ij : i<j}` (mean of the two middle values for an
+/// even count), `h = med / ln(K+1)`; if `h` is 0 or not finite, `h = 1` (see
+/// [`median_bandwidth`]). K = 1 gives `[[1]]`.
+///
+/// # Errors
+/// [`BellaError::Shape`](crate::BellaError::Shape) if `theta` is not a non-empty 2-D tensor;
+/// [`BellaError::Invalid`] if a given bandwidth is not positive and finite, or `theta` is on
+/// another backend; [`BellaError::Device`](crate::BellaError::Device) if the output does not
+/// fit the backend's [memory budget](crate::backend::MemoryBudget).
+///
+/// # Example
+///
+/// See [`svgd_direction`](super::svgd_direction)'s example, which checks the kernel and the
+/// median bandwidth of two particles by hand.
 pub fn rbf_kernel(
     be: &dyn Backend,
     theta: &Tensor,
@@ -27,6 +44,16 @@ pub fn rbf_kernel(
 /// The median-heuristic bandwidth, shared by every backend (it runs on the host over the
 /// downloaded `[K, K]` distances): median of `{d_ij : i<j}` over `ln(K+1)`; 1 when that is
 /// 0 or not finite (or there are no pairs, K = 1).
+///
+/// `sqdist` is the row-major `[k, k]` matrix of [`pairwise_sqdist`](super::pairwise_sqdist);
+/// only its upper triangle is read. Panics if it holds fewer than `k * k` values.
+///
+/// ```
+/// // One pair at squared distance 4: h = 4 / ln 3.
+/// let h = bella::ops::median_bandwidth(&[0.0, 4.0, 4.0, 0.0], 2);
+/// assert!((h - 4.0 / 3f32.ln()).abs() < 1e-6);
+/// assert_eq!(bella::ops::median_bandwidth(&[0.0], 1), 1.0);
+/// ```
 pub fn median_bandwidth(sqdist: &[f32], k: usize) -> f32 {
     let mut v: Vec<f32> = (0..k)
         .flat_map(|i| (i + 1..k).map(move |j| sqdist[i * k + j]))

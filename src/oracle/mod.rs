@@ -1,6 +1,6 @@
 //! The float64 oracle: every op of DESIGN.md, and the utility `axpby`, as plain f64 loops
 //! written to be read, not to be fast. It is the reference every backend is checked
-//! against, the fast CPU backend included (`bella doctor`, [`crate::testing`]), so it
+//! against, the fast CPU backend included (`bella doctor`, `tests/`), so it
 //! shares no code with any backend: each function below is the op's formula from
 //! DESIGN.md, index by index.
 //!

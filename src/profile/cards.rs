@@ -11,7 +11,9 @@ pub struct SmLimits {
     pub regs: u32,
     /// register allocation unit per warp (registers)
     pub reg_unit: u32,
+    /// Resident threads per SM.
     pub max_threads: u32,
+    /// Resident CTAs per SM.
     pub max_blocks: u32,
     /// shared memory per SM usable by CTAs, bytes
     pub shared: u32,
@@ -55,6 +57,7 @@ pub fn sm_limits(arch: &str) -> &'static SmLimits {
 /// Resident blocks per SM of a launch, and the resource that limits it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Occupancy {
+    /// Resident CTAs per SM.
     pub blocks_per_sm: u32,
     /// `blocks`, `threads`, `registers` or `shared`
     pub limiter: &'static str,
@@ -92,8 +95,11 @@ pub fn occupancy(l: &SmLimits, threads: u32, regs: Option<u32>, shared: u32) -> 
 pub struct Card {
     /// JSON key: `a100`, `h100`, `h200`
     pub key: &'static str,
+    /// Full name (`H100 SXM5 80GB`).
     pub name: &'static str,
+    /// Compute capability (`sm_80`, `sm_90`).
     pub arch: &'static str,
+    /// Streaming multiprocessors.
     pub sms: u32,
     /// boost clock, GHz
     pub clock_ghz: f64,
@@ -111,6 +117,7 @@ pub struct Card {
     pub dram_gbs: f64,
     /// published peak FP32 (non-tensor), TFLOP/s
     pub fp32_tflops: f64,
+    /// Where the figures come from (datasheet, whitepaper).
     pub source: &'static str,
 }
 

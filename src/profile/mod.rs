@@ -1,10 +1,10 @@
 //! `bella profile`: the ops of `bella bench` run once each on the counting PTX simulator;
 //! per launch what a GPU profiler counts, per op the totals against the op's useful FLOPs and
-//! minimum bytes (both from [`crate::bench::cases`], stated once per op there), and a
+//! minimum bytes (both from `bench::cases`, stated once per op there), and a
 //! **modelled** time per card ([`model`], from the peaks in [`cards`]). Modelled, never
 //! measured: no GPU is involved.
 //!
-//! Shapes are `bella bench`'s: by default those it runs on ptx-sim ([`Scale::Small`]);
+//! Shapes are `bella bench`'s: by default those it runs on ptx-sim (`Scale::Small`);
 //! `--scale cpu|gpu` takes its larger ones (and at `gpu` the single 4096³ GEMM next to
 //! bench's batched one). The simulated device reports [`DEFAULT_SM_COUNT`] SMs (H100 SXM,
 //! H200), so the host code sizes its grids as on those cards. A case whose useful FLOPs or

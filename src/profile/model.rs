@@ -45,10 +45,15 @@ roofline_pct = max(useful FLOPs / FP32 peak, minimum bytes / DRAM bandwidth) / m
 pub struct LaunchInputs {
     /// CTAs in the grid
     pub ctas: u64,
+    /// Warp instructions issued, all classes.
     pub warp_inst: u64,
+    /// FP32 warp instructions.
     pub fp32_warp_inst: u64,
+    /// Special-function (MUFU) warp instructions.
     pub sfu_warp_inst: u64,
+    /// Shared-memory wavefronts.
     pub shared_wavefronts: u64,
+    /// L2 traffic: sectors × 32, bytes.
     pub l2_bytes: u64,
     /// distinct sectors loaded + stored, × 32
     pub dram_bytes: u64,

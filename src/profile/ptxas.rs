@@ -9,6 +9,7 @@ use std::process::Command;
 /// What ptxas reports for one kernel on one architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct KernelInfo {
+    /// Registers per thread.
     pub registers: u32,
     /// static shared memory, bytes
     pub smem: u32,
@@ -76,12 +77,15 @@ pub struct Ptxas {
 }
 
 impl Ptxas {
+    /// Look for ptxas (`$PTXAS`, the `nvidia-cuda-nvcc-cu12` wheel, `PATH`); nothing is
+    /// assembled yet.
     pub fn new() -> Self {
         Ptxas {
             bin: find(),
             cache: HashMap::new(),
         }
     }
+    /// Whether ptxas was found.
     pub fn available(&self) -> bool {
         self.bin.is_some()
     }

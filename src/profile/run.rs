@@ -19,9 +19,13 @@ const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 /// One launch's counters with what ptxas, the occupancy rules and the model add.
 #[derive(Clone, Debug, Serialize)]
 pub struct LaunchRow {
+    /// The kernel's entry name in its PTX module.
     pub kernel: String,
+    /// The PTX module (`kernels/<module>.ptx`).
     pub module: String,
+    /// Grid size in CTAs (x, y, z).
     pub grid: [u32; 3],
+    /// CTA size in threads (x, y, z).
     pub block: [u32; 3],
     /// static plus dynamic shared memory per CTA, bytes (from the launch)
     pub shared_bytes: u32,
@@ -31,13 +35,16 @@ pub struct LaunchRow {
     pub occupancy: BTreeMap<&'static str, Occupancy>,
     /// null when every CTA ran; else the CTAs run of the grid's (the counters are scaled)
     pub sample: Option<Sample>,
+    /// The simulator's counters (scaled to the whole grid when sampled).
     pub counters: Counters,
     /// sectors × 32
     pub l2_bytes: u64,
     /// the DRAM model: distinct 32-byte sectors loaded + stored by the launch, × 32 (for a
     /// sampled launch, each buffer's scaled to the grid and capped at its size: an estimate)
     pub dram_bytes: u64,
+    /// 32-byte sectors per global load request (4 for a warp's coalesced f32 loads; up to 32).
     pub sectors_per_load: f64,
+    /// Shared-memory wavefronts per request (1 = no bank conflicts).
     pub shared_conflict_degree: f64,
     /// modelled (never measured) time of this launch per card: `a100`, `h100`, `h200`
     pub modelled: BTreeMap<&'static str, LaunchModelled>,
@@ -46,12 +53,17 @@ pub struct LaunchRow {
 /// An op's totals over its launches.
 #[derive(Clone, Debug, Serialize)]
 pub struct Totals {
+    /// The op's FLOPs by its formula (from the bench case).
     pub useful_flops: f64,
+    /// FP32 operations the kernels executed (an FMA counts 2).
     pub flops_executed: u64,
+    /// The op's minimum DRAM traffic: its inputs read and outputs written once, bytes.
     pub min_bytes: f64,
+    /// The launches' `l2_bytes`, summed.
     pub l2_bytes: u64,
     /// the launches' `dram_bytes`, summed
     pub dram_bytes: u64,
+    /// The launches' counters, summed.
     pub counters: Counters,
     /// modelled (never measured) time per card, the sum of the launches': `a100`, `h100`,
     /// `h200`
@@ -71,21 +83,32 @@ pub struct Sampling {
 }
 
 #[derive(Clone, Debug, Serialize)]
+/// One op case's launches and totals.
 pub struct OpProfile {
+    /// The op's name (as in `bella bench`).
     pub op: String,
+    /// The case's shape, in words.
     pub shape: String,
+    /// Whether and how its launches were sampled.
     pub sampling: Sampling,
     /// wall seconds the simulator took for this case (inputs, probe and counted run)
     pub sim_seconds: f64,
+    /// Every kernel launch the op made, in order.
     pub launches: Vec<LaunchRow>,
+    /// Sums over the launches.
     pub totals: Totals,
 }
 
 #[derive(Serialize)]
+/// What `bella profile` prints and writes as JSON (`--json FILE`).
 pub struct Report {
+    /// The command line that produced it.
     pub command: String,
+    /// The bench scale whose shapes ran (`small`, `cpu`, `gpu`).
     pub scale: String,
+    /// `--quick`: fewer, smaller cases.
     pub quick: bool,
+    /// Whether ptxas was found (registers and occupancy are null without it).
     pub ptxas: bool,
     /// the SM count the simulated device reported (grids sized as on that card)
     pub sm_count: u32,
@@ -93,17 +116,25 @@ pub struct Report {
     pub launches_note: String,
     /// simulated thread instructions per sampled case (see `sampling`)
     pub sample_budget_inst: u64,
+    /// The model's assumptions, in words.
     pub model: &'static str,
+    /// The card figures the modelled times use.
     pub cards: &'static [super::cards::Card],
+    /// The per-SM limits the occupancies use.
     pub sm_limits: &'static [super::cards::SmLimits],
+    /// One entry per op case.
     pub profiles: Vec<OpProfile>,
 }
 
 /// What to profile.
 pub struct Options {
+    /// Op names, from `bella bench`'s list (the command line passes all of them by default).
     pub ops: Vec<String>,
+    /// Fewer, smaller cases.
     pub quick: bool,
+    /// Which of `bella bench`'s shape sets to take.
     pub scale: Scale,
+    /// The command line, recorded in the report.
     pub command: String,
     /// the SM count the simulated device reports
     pub sm_count: u32,
@@ -426,6 +457,7 @@ fn launches_note(sm_count: u32) -> String {
 }
 
 impl Report {
+    /// Write the report as pretty-printed JSON to `path`; [`BellaError::Io`] on failure.
     pub fn write_json(&self, path: &str) -> Result<()> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| BellaError::io(format!("profile json: {e}")))?;

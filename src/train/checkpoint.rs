@@ -26,6 +26,7 @@ const FORMAT: &str = "bella-checkpoint-1";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     #[serde(flatten)]
+    /// The run configuration, stored flat at the top level of `run.json`.
     pub cfg: TrainConfig,
     /// The methods this run trains, in training order; a plain `--resume` continues exactly
     /// these.
@@ -77,7 +78,10 @@ pub fn base_fingerprint(spec: &MlpSpec) -> String {
     format!("{h:016x}")
 }
 
+/// A checkpoint directory: `run.json`, `base.safetensors` and one
+/// `{method}.safetensors` per trained method (parameters, AdamW moments, progress).
 pub struct CheckpointDir {
+    /// The directory.
     pub dir: PathBuf,
 }
 
@@ -100,22 +104,27 @@ impl CheckpointDir {
             dir: dir.to_path_buf(),
         }
     }
+    /// `base.safetensors`: the frozen base.
     pub fn base_path(&self) -> PathBuf {
         self.dir.join("base.safetensors")
     }
+    /// `{method}.safetensors`: that method's arena, moments and progress.
     pub fn method_path(&self, method: Method) -> PathBuf {
         self.dir.join(format!("{}.safetensors", method.name()))
     }
+    /// `run.json`: the [`RunRecord`].
     pub fn record_path(&self) -> PathBuf {
         self.dir.join("run.json")
     }
 
+    /// Write `record` to `run.json` (atomically: a crash leaves the old file).
     pub fn save_record(&self, record: &RunRecord) -> Result<()> {
         let text =
             serde_json::to_string_pretty(record).map_err(|e| BellaError::io(e.to_string()))?;
         write_atomic(&self.record_path(), (text + "\n").as_bytes())
     }
 
+    /// Read `run.json`; [`BellaError::Io`] if it is missing or corrupt.
     pub fn load_record(&self) -> Result<RunRecord> {
         let p = self.record_path();
         let text = std::fs::read_to_string(&p).map_err(|e| {
@@ -169,6 +178,9 @@ impl CheckpointDir {
         Ok(spec)
     }
 
+    /// Save `method`'s state: the arena as the model's named tensors, the AdamW moments
+    /// (`optimizer.exp_avg`, `optimizer.exp_avg_sq`) and the epoch, step and time as
+    /// metadata (atomically, as [`CheckpointDir::save_record`]).
     pub fn save(
         &self,
         be: &dyn Backend,

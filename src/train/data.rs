@@ -20,14 +20,19 @@ use std::io::Read;
 const DIGITS_GZ: &[u8] = include_bytes!("data/digits.csv.gz");
 /// The splits are fixed (the training seed changes initialisation and batch orders only).
 const DATA_SEED: u64 = 0x0D16_1750;
+/// Image side in pixels (8 × 8 digits).
 pub const SIDE: usize = 8;
+/// Inputs per image.
 pub const FEATURES: usize = SIDE * SIDE;
 /// Classes 0..CLASSES are in distribution; the rest are OOD.
 pub const CLASSES: usize = 8;
 /// The shifted split: pixel noise (on the [0, 1] scale) and the chance of a one-pixel move.
 pub const SHIFT_NOISE_STD: f32 = 0.2;
+/// (The chance of a one-pixel move.)
 pub const SHIFT_MOVE_PROB: f32 = 0.3;
 
+/// The embedded digits task: a source and a shifted target domain, in-distribution
+/// classes 0–7, held-out classes 8 and 9 as OOD inputs.
 pub struct DigitsTask {
     /// Pre-training data for the base (source domain).
     pub source: Split,

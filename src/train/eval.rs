@@ -38,6 +38,7 @@ impl Prediction {
     pub fn len(&self) -> usize {
         self.entropy.len()
     }
+    /// No rows.
     pub fn is_empty(&self) -> bool {
         self.entropy.is_empty()
     }
@@ -104,6 +105,7 @@ pub struct Evaluation {
     pub train: Calibration,
     /// On the test split, when there is one.
     pub in_dist: Option<Calibration>,
+    /// On the shifted split, when there is one.
     pub shifted: Option<Calibration>,
     /// OOD inputs against the test split (else the training split), by predictive entropy.
     pub ood_auroc_entropy: Option<f64>,
@@ -111,9 +113,12 @@ pub struct Evaluation {
     pub ood_auroc_mi: Option<f64>,
     /// Reliability bins of the test split (else the training split) and the shifted split.
     pub in_dist_bins: Vec<Bin>,
+    /// (The shifted split's; empty without one.)
     pub shifted_bins: Vec<Bin>,
 }
 
+/// Predict with every particle on every split `task` has and compute the metrics of
+/// [`Evaluation`]. Errors if a prediction is not finite (a diverged model).
 pub fn evaluate(
     be: &dyn Backend,
     model: &dyn Particles,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+/// A training method: how many particles and how they move.
 pub enum Method {
     /// One LoRA adapter (K = 1).
     SingleLora,
@@ -17,12 +18,14 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in report order.
     pub const ALL: [Method; 4] = [
         Method::SingleLora,
         Method::BellaEnsemble,
         Method::BellaSvgd,
         Method::FullEnsemble,
     ];
+    /// The name used on the command line, in reports and checkpoint files.
     pub fn name(self) -> &'static str {
         match self {
             Method::SingleLora => "single_lora",
@@ -31,6 +34,7 @@ impl Method {
             Method::FullEnsemble => "full_ensemble",
         }
     }
+    /// The inverse of [`Method::name`]; [`BellaError::Unknown`] for another name.
     pub fn parse(s: &str) -> Result<Self> {
         Method::ALL
             .into_iter()
@@ -57,12 +61,17 @@ impl Method {
 /// Everything that decides a run's numbers. Stored in `run.json` beside checkpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// Particles K of the multi-particle methods.
     pub particles: usize,
+    /// LoRA rank r.
     pub rank: usize,
     /// LoRA scale is `alpha / rank`.
     pub alpha: f32,
+    /// Passes over the training set.
     pub epochs: usize,
+    /// Rows per batch.
     pub batch_size: usize,
+    /// AdamW learning rate of the LoRA methods.
     pub lr: f32,
     /// Learning rate of the full fine-tunes (all weights move, so smaller).
     pub full_lr: f32,
@@ -70,6 +79,7 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     /// `zero` (PEFT) or `small`.
     pub b_init: String,
+    /// Seeds initialisation and batch order.
     pub seed: u64,
     /// SVGD prior: θ ~ N(0, prior_std² I) over the adapter parameters.
     pub prior_std: f32,
@@ -79,7 +89,9 @@ pub struct TrainConfig {
     pub per_class: usize,
     /// Base MLP widths, input to output.
     pub widths: Vec<usize>,
+    /// Epochs of pre-training the base on the source domain (embedded task only).
     pub pretrain_epochs: usize,
+    /// Learning rate of that pre-training.
     pub pretrain_lr: f32,
     /// The layers that get adapters, by the base file's module names; empty: every layer.
     #[serde(default)]
@@ -111,6 +123,8 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Every field in range (sizes ≥ 1, rates positive and finite, ...); otherwise
+    /// [`BellaError::Invalid`] saying which.
     pub fn check(&self) -> Result<()> {
         let bad = |m: String| Err(BellaError::invalid(m));
         if self.particles == 0 || self.rank == 0 || self.batch_size == 0 || self.per_class == 0 {

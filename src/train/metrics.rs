@@ -10,21 +10,30 @@
 use crate::error::{BellaError, Result};
 use serde::{Deserialize, Serialize};
 
+/// Bins of the expected calibration error.
 pub const ECE_BINS: usize = 15;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// Calibration metrics of predictive probabilities on one split (means over samples).
 pub struct Calibration {
+    /// Fraction of samples whose top class is the label.
     pub accuracy: f64,
+    /// Mean negative log-likelihood of the label (nats).
     pub nll: f64,
+    /// Expected calibration error over [`ECE_BINS`] equal-width confidence bins.
     pub ece: f64,
+    /// Brier score: squared error against the one-hot label, summed over classes.
     pub brier: f64,
 }
 
 /// One reliability bin: how many samples, their mean confidence and accuracy.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Bin {
+    /// Samples whose top-label confidence falls in the bin.
     pub count: usize,
+    /// Their mean top-label confidence.
     pub confidence: f64,
+    /// Their accuracy.
     pub accuracy: f64,
 }
 

@@ -6,6 +6,9 @@ use crate::error::{BellaError, Result};
 use plotters::prelude::*;
 use std::path::Path;
 
+/// Write a reliability diagram to `path` (SVG): per confidence bin, the shifted split's
+/// accuracy as bars and the in-distribution split's as a line, titled `title`.
+/// [`BellaError::Io`] if it cannot be drawn or written.
 pub fn reliability_svg(path: &Path, title: &str, in_dist: &[Bin], shifted: &[Bin]) -> Result<()> {
     draw(path, title, in_dist, shifted)
         .map_err(|e| BellaError::io(format!("cannot draw {}: {e}", path.display())))

@@ -8,9 +8,13 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+/// One method's results in a [`Report`].
 pub struct MethodReport {
+    /// The method's name ([`Method::name`](super::method::Method::name)).
     pub method: String,
+    /// Trainable values, `K · D`.
     pub trainable_params: usize,
+    /// Wall-clock training time.
     pub train_seconds: f64,
     /// On the training split.
     pub train: Calibration,
@@ -25,15 +29,22 @@ pub struct MethodReport {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+/// The run's results: what `report.json` holds and the table prints.
 pub struct Report {
+    /// The task's name (the embedded task's, or the user's data file).
     pub task: String,
+    /// The backend that trained ([`BackendKind::name`](crate::BackendKind::name)).
     pub backend: String,
+    /// Particles K.
     pub particles: usize,
+    /// LoRA rank r.
     pub rank: usize,
+    /// Per method, in training order.
     pub methods: Vec<MethodReport>,
 }
 
 impl Report {
+    /// Write the report as pretty-printed JSON to `path`; [`BellaError::Io`] if it cannot.
     pub fn write(&self, path: &std::path::Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(|e| BellaError::io(e.to_string()))?;
         std::fs::write(path, text + "\n")

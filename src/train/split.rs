@@ -25,6 +25,7 @@ impl Split {
     pub fn len(&self) -> usize {
         self.x.len().checked_div(self.features).unwrap_or(0)
     }
+    /// No rows.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -25,13 +25,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// The name of the embedded digits task, as reports and `run.json` record it.
 pub const TASK_NAME: &str = DIGITS_TASK;
 
+/// What one `bella train` run does: configuration, methods, files.
 pub struct RunOptions {
+    /// The run configuration; on resume it must agree with `run.json`'s in everything that
+    /// shapes the run (an error says what differs).
     pub cfg: TrainConfig,
     /// Empty: every method on a fresh run, on `resume` the methods `run.json` records.
     pub methods: Vec<Method>,
+    /// Where checkpoints go; `None`: no checkpoints.
     pub checkpoint: Option<PathBuf>,
+    /// Continue the run in `checkpoint` instead of starting one.
     pub resume: bool,
     /// The user's model (`--model`): with `data`, any MLP the loader accepts; without, it
     /// replaces the pre-trained base of the digits task (64 inputs, 8 outputs).
@@ -43,7 +49,10 @@ pub struct RunOptions {
     /// them for the K-particle methods, the first for `single_lora`. The run's rank, alpha
     /// and target modules must be the adapters' (see [`peft_settings`]).
     pub init_from_peft: Vec<PathBuf>,
+    /// No progress output.
     pub quiet: bool,
+    /// A directory for the reliability diagrams (SVG, one per method; needs the `cli`
+    /// feature); `None`: none.
     pub plots: Option<PathBuf>,
 }
 

@@ -59,8 +59,11 @@ use std::sync::Arc;
 
 /// Particles of one method on a frozen base, their parameters on a backend.
 pub struct Trained {
+    /// The method they were trained with.
     pub method: Method,
+    /// The frozen base, on the same backend.
     pub base: Arc<FrozenMlp>,
+    /// The particles' layout (LoRA or dense) over the arena.
     pub model: Box<dyn Particles>,
     /// The `[K, D]` parameter arena.
     pub arena: Tensor,

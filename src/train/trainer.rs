@@ -14,17 +14,22 @@ use crate::tensor::Tensor;
 
 /// The state a checkpoint holds: parameters, AdamW moments, progress.
 pub struct RunState {
+    /// The `[K, D]` parameter arena.
     pub arena: Tensor,
+    /// AdamW first moments, `[K, D]`.
     pub m: Tensor,
+    /// AdamW second moments, `[K, D]`.
     pub v: Tensor,
     /// Optimizer steps taken.
     pub step: u32,
     /// Epochs completed.
     pub epoch: usize,
+    /// Wall-clock seconds spent training so far (across resumes).
     pub train_seconds: f64,
 }
 
 impl RunState {
+    /// A run at step 0: the `[k, d]` arena uploaded from `arena` (`k · d` values), zero moments.
     pub fn fresh(be: &dyn Backend, k: usize, d: usize, arena: &[f32]) -> Result<Self> {
         Ok(RunState {
             arena: be.upload(&[k, d], arena)?,
@@ -42,13 +47,21 @@ impl RunState {
 pub struct StepSettings {
     /// Names the run in errors and progress.
     pub label: &'static str,
+    /// Which method's step (SVGD or independent particles).
     pub method: Method,
+    /// Passes over the training set.
     pub epochs: usize,
+    /// Rows per batch.
     pub batch_size: usize,
+    /// AdamW learning rate.
     pub lr: f32,
+    /// AdamW decoupled weight decay.
     pub weight_decay: f32,
+    /// Seeds the batch order ([`batch_order`]).
     pub seed: u64,
+    /// SVGD: standard deviation of the Gaussian prior on every parameter.
     pub prior_std: f32,
+    /// SVGD: RBF bandwidth; `None` = the median heuristic of `rbf_kernel`.
     pub bandwidth: Option<f32>,
 }
 
@@ -167,7 +180,9 @@ pub fn adamw_update(
 /// the gradient is taken of, and a Gaussian prior `N(0, prior_std² I)` on every parameter.
 #[derive(Clone, Copy, Debug)]
 pub struct Svgd {
+    /// Training-set size N: the score is `−N · ∇(mean NLL) − θ / prior_std²`.
     pub n: usize,
+    /// Standard deviation of the Gaussian prior.
     pub prior_std: f32,
     /// RBF bandwidth; `None` = the median heuristic of `rbf_kernel`.
     pub bandwidth: Option<f32>,

@@ -25,6 +25,8 @@ unsafe impl Sync for RawModule {}
 unsafe impl Send for RawFunction {}
 unsafe impl Sync for RawFunction {}
 
+/// The CUDA [`Driver`](crate::backend::ptx::driver::Driver): one context and stream on
+/// device 0, through cudarc with the driver library loaded at run time.
 pub struct CudaDriver {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,

@@ -44,6 +44,7 @@ impl<D: Driver> PtxBackend<D> {
         })
     }
 
+    /// The driver the kernels run on.
     pub fn driver(&self) -> &D {
         &self.driver
     }

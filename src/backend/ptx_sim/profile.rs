@@ -451,10 +451,13 @@ pub struct LaunchProfile {
     pub module: String,
     /// the kernel's `.entry` name
     pub kernel: String,
+    /// CTAs in x, y, z.
     pub grid: [u32; 3],
+    /// Threads per CTA in x, y, z.
     pub block: [u32; 3],
     /// static plus dynamic shared memory of one CTA, in bytes
     pub shared_bytes: u32,
+    /// What the launch did, counted.
     pub counters: Counters,
     /// `Some` when only a sample of the CTAs ran (the counters are scaled to the grid)
     pub sample: Option<Sample>,

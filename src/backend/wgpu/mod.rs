@@ -2,7 +2,7 @@
 //! (`shaders/<family>.wgsl`, loaded with `include_str!`), checked against the CPU reference.
 //!
 //! - Pipelines and bind-group layouts are built once, on first use, and cached
-//!   ([`kernels::Kernels`]); device buffers come from a pool ([`pool::Pool`]).
+//!   (`kernels::Kernels`); device buffers come from a pool (`pool::Pool`).
 //! - Each op encodes all its dispatches into one compute pass and one submission.
 //! - Device limits: the device is requested with the adapter's own limits; workgroup
 //!   counts past 65535 per dimension are folded into 2-D; a tensor past the storage-binding
@@ -82,6 +82,12 @@ pub fn has_real_gpu() -> bool {
 }
 
 impl WgpuBackend {
+    /// Open the process's wgpu device (the first call picks the adapter; later calls return
+    /// the same one).
+    ///
+    /// # Errors
+    /// [`BellaError::BackendUnavailable`] or [`BellaError::Device`] if no adapter or device
+    /// can be had.
     pub fn new() -> Result<WgpuBackend> {
         let mut opened = OPENED
             .lock()
