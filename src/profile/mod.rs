@@ -18,7 +18,7 @@ pub mod cards;
 pub mod model;
 pub mod ptxas;
 
-use crate::bench::cases::Scale;
+pub use crate::bench::cases::Scale;
 
 /// Useful FLOPs past which a case is sampled rather than run whole (at roughly 10^7–10^8
 /// simulated thread instructions per second with counting on, it would take minutes).

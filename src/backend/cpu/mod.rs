@@ -121,10 +121,13 @@ pub fn tensor(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
     Tensor::from_storage(shape, BackendKind::Cpu, Box::new(CpuStorage(data)))
 }
 
+/// The CPU backend: every op on host memory (GEMMs through a well-kept GEMM crate, particles
+/// and rows in parallel with rayon). Always present; the fallback without a GPU.
 #[derive(Default, Clone, Copy)]
 pub struct CpuBackend;
 
 impl CpuBackend {
+    /// The CPU backend (no state: every instance is the same).
     pub fn new() -> Self {
         CpuBackend
     }
