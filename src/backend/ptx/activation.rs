@@ -3,7 +3,7 @@
 
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, ACTIVATION, BLOCK, OPTIM};
-use super::{ptr, PtxBackend};
+use super::{ptr, ptr_at, PtxBackend};
 use crate::backend::AdamW;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -11,6 +11,35 @@ use crate::tensor::Tensor;
 /// Grid for `n` elements in groups of 4 per thread.
 fn grid<D: Driver>(be: &PtxBackend<D>, n: usize) -> super::driver::LaunchConfig {
     grid_1d(be.props(), n.div_ceil(4).div_ceil(BLOCK as usize), 16)
+}
+
+/// `out = Σ_k src[k·len .. (k+1)·len]` for `k` ≥ 2 blocks of one buffer, as `k − 1` launches
+/// of `axpby` (the first adds blocks 0 and 1, each later one adds the next block into `out`
+/// in place: every element is read and written by the same thread).
+pub(crate) fn sum_blocks<D: Driver>(
+    be: &PtxBackend<D>,
+    src: &D::Buf,
+    k: usize,
+    len: usize,
+    out: &D::Buf,
+) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let n = u32_of("axpby", "n", len)?;
+    for b in 1..k {
+        let acc = if b == 1 { ptr(src) } else { ptr(out) };
+        let params = [
+            ptr(out),
+            acc,
+            ptr_at(src, b * len),
+            Param::F32(1.0),
+            Param::F32(1.0),
+            Param::U32(n),
+        ];
+        be.launch(ACTIVATION, "axpby", grid(be, len), &params)?;
+    }
+    Ok(())
 }
 
 /// `y = f(x)` for `relu_forward`, `gelu_forward`.

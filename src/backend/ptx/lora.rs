@@ -106,7 +106,8 @@ pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<
 
 /// With `g_k = dy_k B_k` (`[M, r]`, a scratch buffer):
 /// `d_lora_b_k = s dy_kᵀ h_k`, `d_lora_a_k = s g_kᵀ x_k`, `dx_k = dy_k W + s g_k A_k`, and for
-/// a shared x `dx = Σ_k dx_k` summed inside the GEMM (nred = K), never materialising dx_k.
+/// a shared x `dx = (Σ_k dy_k) W + s Σ_k g_k A_k`: `dy` summed over particles first, then one
+/// GEMM for the base term; the rank term summed inside its GEMM (nred = K).
 pub fn backward<D: Driver>(
     be: &PtxBackend<D>,
     args: &LoraBackwardArgs,
@@ -160,15 +161,28 @@ pub fn backward<D: Driver>(
         let dx = be.storage(dx_len)?;
         // Shared x: one output block summing all K particles; else K blocks.
         let (batch, nred) = if d.x_shared { (1, d.k) } else { (d.k, 1) };
+        // Shared x: `Σ_k dy_k W = (Σ_k dy_k) W`, so sum dy first (K − 1 element-wise adds)
+        // and run one GEMM instead of K.
+        let dy_sum = if d.x_shared && d.k > 1 {
+            let sum = be.storage(mo)?;
+            super::activation::sum_blocks(be, dy, d.k, mo, &sum.buf)?;
+            Some(sum)
+        } else {
+            None
+        };
+        let (dy_src, dy_nred) = match &dy_sum {
+            Some(sum) => (&sum.buf, 1),
+            None => (dy, nred),
+        };
         // dx = dy W: op(B) = W [O, I] as stored, shared by every particle.
         Gemm {
             m: d.m,
             n: d.i,
             inner: d.o,
             batch,
-            nred,
+            nred: dy_nred,
             a: Operand {
-                buf: dy,
+                buf: dy_src,
                 offset: 0,
                 block_stride: mo,
                 s0: d.o,
