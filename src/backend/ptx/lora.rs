@@ -1,4 +1,4 @@
-//! `lora_forward` (kernels/lora.ptx, one fused kernel) and `lora_backward` (tiled GEMMs of
+//! `lora_forward` (kernels/lora.ptx: h, then the fused base + rank update) and `lora_backward` (tiled GEMMs of
 //! kernels/matmul.ptx).
 
 use super::driver::{Driver, Param};
@@ -9,10 +9,18 @@ use crate::backend::{LoraBackwardArgs, LoraForwardArgs};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// The fused kernel keeps one 64-wide tile of rank columns (`group · r ≤ 64`).
-const RANK_TILE: usize = 64;
-const TILE: usize = 64;
+/// The output tile of `lora_forward` (both modes): 128 × 128.
+const TILE: usize = 128;
+/// `lora_forward` holds ~180 registers per thread: one resident CTA of 256 threads per SM.
+const CTAS_PER_SM: u32 = 1;
 
+/// Two launches, no repeated work:
+/// 1. `h = x Aᵀ` for every particle, once. Shared x: the `lora_forward` kernel in h mode,
+///    one GEMM `[M, I] × [I, K·r]` over the stacked (strided) A blocks; per-particle x:
+///    `gemm_tiled`, K batched `[M, I] × [I, r]`.
+/// 2. `lora_forward` in y mode: per 128 × 128 tile of y the base `x Wᵀ + bias` once, then
+///    for each particle `y_k = base + s h_k B_kᵀ` (shared x: all K per tile; per-particle
+///    x: one particle per work unit, its own base).
 pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
     let d = args.dims;
     let y = be.storage(d.k * d.m * d.o)?;
@@ -29,18 +37,65 @@ pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<
     let b = be.buf(args.b.tensor)?;
     let bias = args.bias.map(|t| be.buf(t)).transpose()?;
     let x_bs = if d.x_shared { 0 } else { d.m * d.i };
-
-    // r ≤ 64: the rank product rides along the base product's pass over x, for a group of
-    // particles whose ranks fill one 64-wide tile (all K at once when K·r ≤ 64 and x is
-    // shared). r > 64 (rare): h = x Aᵀ by the tiled GEMM first, then the fused kernel
-    // does the base product and the expand with h read back.
-    let h_given = d.r > RANK_TILE;
-    let group = if h_given || !d.x_shared {
-        1
-    } else {
-        (RANK_TILE / d.r).min(d.k)
+    let kname = "lora_forward";
+    // One launch of the kernel over `units` output tiles (× `splits` in split mode).
+    let launch = |flags: u32, units: usize, part: Option<&D::Buf>, splits: usize, chunk: usize| {
+        u32_of(kname, "work units", units * splits)?;
+        let params = [
+            ptr(&y.buf),
+            ptr(&h.buf),
+            ptr(x),
+            ptr(w),
+            ptr(bias.unwrap_or(w)), // not read unless flag bit 0
+            ptr_at(a, args.a.offset),
+            ptr_at(b, args.b.offset),
+            Param::U32(u32_of(kname, "M", d.m)?),
+            Param::U32(u32_of(kname, "O", d.o)?),
+            Param::U32(u32_of(kname, "I", d.i)?),
+            Param::U32(u32_of(kname, "r", d.r)?),
+            Param::U32(u32_of(kname, "K", d.k)?),
+            Param::U32(u32_of(kname, "x block stride", x_bs)?),
+            Param::U32(u32_of(kname, "lora_a particle stride", args.a.stride)?),
+            Param::U32(u32_of(kname, "lora_b particle stride", args.b.stride)?),
+            Param::U32(flags),
+            Param::F32(args.scale),
+            ptr(part.unwrap_or(&y.buf)), // not read unless flag bit 3 or 4
+            Param::U32(u32_of(kname, "splits", splits)?),
+            Param::U32(u32_of(kname, "split chunk", chunk)?),
+        ];
+        be.launch(
+            LORA,
+            kname,
+            grid_1d(be.props(), units * splits, CTAS_PER_SM),
+            &params,
+        )
     };
-    if h_given {
+    let tiles_m = d.m.div_ceil(TILE);
+    let sms = be.props().sm_count.max(1) as usize;
+    // Fewer tiles than SMs: split I into chunks (each at least 4 slices of 16), the split
+    // launch writes one padded partial tile per chunk, the finish launch sums them in order
+    // and runs the epilogue. `n` is the mode's column extent, `blocks` its output blocks.
+    let run = |flags: u32, n: usize, blocks: usize| -> Result<()> {
+        let units = tiles_m * n.div_ceil(TILE) * blocks;
+        let slices = d.i.div_ceil(16);
+        let want = (sms / units).min(slices / 4).max(1);
+        if want == 1 {
+            return launch(flags, units, None, 1, d.i.max(1));
+        }
+        let chunk = slices.div_ceil(want) * 16;
+        let splits = d.i.div_ceil(chunk);
+        let len = splits * blocks * tiles_m * TILE * n.div_ceil(TILE) * TILE;
+        u32_of(kname, "partial sums", len)?;
+        let part = be.storage(len)?;
+        launch(flags | 8, units, Some(&part.buf), splits, chunk)?;
+        launch(flags | 16, units, Some(&part.buf), splits, chunk)
+    };
+
+    // 1. h = x Aᵀ
+    if d.x_shared {
+        u32_of(kname, "K·r", d.k * d.r)?;
+        run(2, d.k * d.r, 1)?;
+    } else {
         Gemm {
             m: d.m,
             n: d.r,
@@ -73,31 +128,10 @@ pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<
         .launch(be)?;
     }
 
-    let k = "lora_forward";
-    let units = d.m.div_ceil(TILE) * d.o.div_ceil(TILE) * d.k.div_ceil(group);
-    u32_of(k, "work units", units)?;
-    let flags = u32::from(bias.is_some()) | (u32::from(h_given) << 1);
-    let params = [
-        ptr(&y.buf),
-        ptr(&h.buf),
-        ptr(x),
-        ptr(w),
-        ptr(bias.unwrap_or(w)), // not read unless flag bit 0
-        ptr_at(a, args.a.offset),
-        ptr_at(b, args.b.offset),
-        Param::U32(u32_of(k, "M", d.m)?),
-        Param::U32(u32_of(k, "O", d.o)?),
-        Param::U32(u32_of(k, "I", d.i)?),
-        Param::U32(u32_of(k, "r", d.r)?),
-        Param::U32(u32_of(k, "K", d.k)?),
-        Param::U32(u32_of(k, "x block stride", x_bs)?),
-        Param::U32(u32_of(k, "lora_a particle stride", args.a.stride)?),
-        Param::U32(u32_of(k, "lora_b particle stride", args.b.stride)?),
-        Param::U32(group as u32),
-        Param::U32(flags),
-        Param::F32(args.scale),
-    ];
-    be.launch(LORA, k, grid_1d(be.props(), units, 8), &params)?;
+    // 2. y
+    let per_particle = !d.x_shared;
+    let flags = u32::from(bias.is_some()) | (u32::from(per_particle) << 2);
+    run(flags, d.o, if per_particle { d.k } else { 1 })?;
     Ok((
         be.tensor(&[d.k, d.m, d.o], y)?,
         be.tensor(&[d.k, d.m, d.r], h)?,

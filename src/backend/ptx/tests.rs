@@ -2,7 +2,8 @@
 //! against the CPU reference: the r > 64 path of `lora_forward` (h computed first), several
 //! particle groups for a shared x (K·r > 64), the r = 64 boundary, and adapters that are
 //! strided views into a `[K, D]` parameter arena at odd offsets (misaligned rows: the scalar
-//! load paths), with gradients written back into the arena.
+//! load paths), with gradients written back into the arena; tiles past 128, K·r past 256,
+//! several 16-rank stages, and the split-over-I path of `lora_forward`.
 
 use super::PtxBackend;
 use crate::backend::cpu::CpuBackend;
@@ -150,4 +151,20 @@ fn lora_shared_x_with_several_particle_groups() {
 fn lora_rank_exactly_one_tile() {
     Layer::new(1, 4, 17, 9, 64, true, 4).check();
     Layer::new(2, 4, 17, 9, 64, false, 3).check();
+}
+
+#[test]
+fn lora_tiles_past_128_and_rank_stages() {
+    // M, O past one 128 tile; r = 50: four 16-rank stages (the last with 2); K·r = 150 > 128
+    // stacked h columns (two h-mode tiles); misaligned arena rows.
+    Layer::new(3, 130, 35, 260, 50, true, 1).check();
+    Layer::new(3, 130, 35, 260, 50, false, 1).check();
+    // K·r = 297 > 256 with a shared x (no particle-group limit), odd everything.
+    Layer::new(9, 5, 7, 3, 33, true, 0).check();
+    // aligned rows (the 16-byte fast paths) and I past one 16-deep slice with a remainder
+    Layer::new(2, 129, 52, 132, 16, true, 0).check();
+    Layer::new(2, 129, 52, 132, 16, false, 0).check();
+    // few tiles, long I: split into chunks of 80 (the last 40 deep), then the finish pass
+    Layer::new(2, 3, 200, 5, 3, true, 1).check();
+    Layer::new(2, 3, 200, 5, 3, false, 2).check();
 }
