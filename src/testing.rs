@@ -284,6 +284,33 @@ pub fn required(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The Python interpreter the tests run (`BELLA_PYTHON`, else `python3`).
+pub fn python() -> String {
+    std::env::var("BELLA_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Whether [`python`] imports every module of `modules` (e.g. `"numpy, safetensors"`). When
+/// not: panics if `BELLA_REQUIRE` names `require`, else prints that `what` is skipped.
+pub fn python_with(modules: &str, require: &str, what: &str) -> bool {
+    let ok = std::process::Command::new(python())
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            !required(require),
+            "BELLA_REQUIRE has {require}, but `{} -c 'import {modules}'` fails",
+            python()
+        );
+        println!(
+            "notice: skipping {what}: {} cannot import {modules} (pip install them)",
+            python()
+        );
+    }
+    ok
+}
+
 /// Open a backend for a test, or print why it is skipped (panics if `BELLA_REQUIRE` names it).
 pub fn backend_for_test(kind: BackendKind) -> Option<Arc<dyn Backend>> {
     match backend::open(kind) {

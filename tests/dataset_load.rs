@@ -954,29 +954,6 @@ const SCRIPT: &str = concat!(
     "/tests/python_dataset/write_datasets.py"
 );
 
-fn python() -> String {
-    std::env::var("BELLA_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn have_numpy() -> bool {
-    let ok = Command::new(python())
-        .args(["-c", "import numpy, safetensors"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            !bella::testing::required("numpy"),
-            "BELLA_REQUIRE has numpy, but `{} -c 'import numpy, safetensors'` fails",
-            python()
-        );
-        println!(
-            "notice: skipping the Python dataset test: python3 with numpy and safetensors not found"
-        );
-    }
-    ok
-}
-
 /// The values write_datasets.py writes for split number `k` with `rows` rows.
 fn expected_split(k: usize, rows: usize, labeled: bool) -> Split {
     let mut s = Split::new(3);
@@ -993,11 +970,11 @@ fn expected_split(k: usize, rows: usize, labeled: bool) -> Split {
 
 #[test]
 fn python_written_datasets_load_to_the_same_values() {
-    if !have_numpy() {
+    if !bella::testing::python_with("numpy, safetensors", "numpy", "the Python dataset test") {
         return;
     }
     let dir = TempDir::new("python");
-    let o = Command::new(python())
+    let o = Command::new(bella::testing::python())
         .arg(SCRIPT)
         .arg(&dir.0)
         .output()

@@ -14,39 +14,16 @@ const SCRIPT: &str = concat!(
     "/tests/python_model/make_model.py"
 );
 
-fn python() -> String {
-    std::env::var("BELLA_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn have_numpy() -> bool {
-    let ok = Command::new(python())
-        .args(["-c", "import numpy, safetensors"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            !bella::testing::required("numpy"),
-            "BELLA_REQUIRE has numpy, but `{} -c 'import numpy, safetensors'` fails",
-            python()
-        );
-        println!(
-            "notice: skipping the Python model test: python3 with numpy and safetensors not found"
-        );
-    }
-    ok
-}
-
 #[test]
 fn python_written_model_matches_numpy_forward() {
-    if !have_numpy() {
+    if !bella::testing::python_with("numpy, safetensors", "numpy", "the Python model test") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("bella-pymodel-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let seed = Rng::fresh_seed() % 1_000_000;
     println!("seed {seed}");
-    let o = Command::new(python())
+    let o = Command::new(bella::testing::python())
         .arg(SCRIPT)
         .arg(&dir)
         .arg(seed.to_string())

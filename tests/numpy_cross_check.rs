@@ -15,30 +15,8 @@ fn required(what: &str) -> bool {
         .any(|s| s.trim() == what)
 }
 
-fn python() -> String {
-    std::env::var("BELLA_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Whether python3 with numpy and safetensors is here; panics if missing but required.
-fn have_numpy() -> bool {
-    let ok = Command::new(python())
-        .args(["-c", "import numpy, safetensors"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            !required("numpy"),
-            "BELLA_REQUIRE has numpy, but `{} -c 'import numpy, safetensors'` fails",
-            python()
-        );
-        println!("notice: skipping the NumPy cross-check: python3 with numpy and safetensors not found (pip install numpy safetensors)");
-    }
-    ok
-}
-
 fn script(backend: &str, extra: &[&str]) -> (bool, String) {
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(bella::testing::python());
     cmd.env("PYTHONDONTWRITEBYTECODE", "1")
         .arg(SCRIPT)
         .args(["--bella", env!("CARGO_BIN_EXE_bella"), "--backend", backend])
@@ -56,7 +34,7 @@ fn script(backend: &str, extra: &[&str]) -> (bool, String) {
 }
 
 fn cross_check(backend: &str, extra: &[&str]) {
-    if !have_numpy() {
+    if !bella::testing::python_with("numpy, safetensors", "numpy", "the NumPy cross-check") {
         return;
     }
     if backend != "cpu" {
@@ -84,11 +62,11 @@ fn cross_check(backend: &str, extra: &[&str]) {
 /// The reference checks itself: hand-computed cases, loops, finite differences.
 #[test]
 fn numpy_reference_self_test() {
-    if !have_numpy() {
+    if !bella::testing::python_with("numpy, safetensors", "numpy", "the NumPy cross-check") {
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/numpy/reference.py");
-    let o = Command::new(python())
+    let o = Command::new(bella::testing::python())
         .arg(script)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()

@@ -20,29 +20,6 @@ use std::process::{Command, Output};
 
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peft");
 
-fn python() -> String {
-    std::env::var("BELLA_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn have_peft() -> bool {
-    let ok = Command::new(python())
-        .args(["-c", "import torch, peft, safetensors, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            !bella::testing::required("peft"),
-            "BELLA_REQUIRE has peft, but `{} -c 'import torch, peft, safetensors, numpy'` fails",
-            python()
-        );
-        println!(
-            "notice: skipping the PEFT tests: python3 with torch, peft, safetensors and numpy not found"
-        );
-    }
-    ok
-}
-
 /// A temp dir named with the process id, removed on drop unless the test is failing.
 struct Temp(PathBuf);
 
@@ -95,7 +72,7 @@ fn bella_ok(args: &[&str]) {
 }
 
 fn script_ok(script: &str, args: &[&str]) {
-    let o = Command::new(python())
+    let o = Command::new(bella::testing::python())
         .arg(format!("{SCRIPTS}/{script}"))
         .args(args)
         .output()
@@ -182,7 +159,7 @@ fn check_peft(t: &Temp, exp: &str, pred: &str, run: Run) {
 
 #[test]
 fn checker_passes_peft_adapters_and_catches_planted_faults() {
-    if !have_peft() {
+    if !bella::testing::python_with("torch, peft, safetensors, numpy", "peft", "the PEFT tests") {
         return;
     }
     let t = fixture("selftest");
@@ -192,7 +169,7 @@ fn checker_passes_peft_adapters_and_catches_planted_faults() {
 
 #[test]
 fn export_loads_in_peft_and_matches_predict() {
-    if !have_peft() {
+    if !bella::testing::python_with("torch, peft, safetensors, numpy", "peft", "the PEFT tests") {
         return;
     }
     let t = fixture("export");
@@ -336,7 +313,7 @@ fn logits(path: &Path, key: &str) -> (Vec<usize>, Vec<f32>) {
 
 #[test]
 fn peft_adapters_start_bella_exactly() {
-    if !have_peft() {
+    if !bella::testing::python_with("torch, peft, safetensors, numpy", "peft", "the PEFT tests") {
         return;
     }
     let t = fixture("init");
@@ -437,7 +414,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 #[test]
 fn bad_peft_adapters_are_one_line_errors() {
-    if !have_peft() {
+    if !bella::testing::python_with("torch, peft, safetensors, numpy", "peft", "the PEFT tests") {
         return;
     }
     let t = fixture("bad");

@@ -9,10 +9,6 @@ use std::process::Command;
 const README: &str = include_str!("../README.md");
 const SECTION: &str = "## Your own model and data";
 
-fn python() -> String {
-    std::env::var("BELLA_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 /// The section's fenced blocks as (language, code).
 fn blocks() -> Vec<(String, String)> {
     let start = README.find(SECTION).expect("README has the section");
@@ -43,18 +39,11 @@ fn the_section_has_the_steps() {
 
 #[test]
 fn readme_walkthrough_runs() {
-    let have = Command::new(python())
-        .args(["-c", "import torch, peft, numpy, safetensors"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !have {
-        assert!(
-            !bella::testing::required("peft"),
-            "BELLA_REQUIRE has peft, but `{} -c 'import torch, peft, numpy, safetensors'` fails",
-            python()
-        );
-        println!("notice: skipping the README walkthrough: python3 with torch, peft, numpy and safetensors not found");
+    if !bella::testing::python_with(
+        "torch, peft, numpy, safetensors",
+        "peft",
+        "the README walkthrough",
+    ) {
         return;
     }
     let dir = std::env::temp_dir().join(format!("bella-readme-{}", std::process::id()));
@@ -76,7 +65,7 @@ fn readme_walkthrough_runs() {
         ));
         std::fs::write(&file, &code).unwrap();
         let mut cmd = if lang == "python" {
-            Command::new(python())
+            Command::new(bella::testing::python())
         } else {
             let mut c = Command::new("bash");
             c.args(["-euo", "pipefail"]);

@@ -20,26 +20,9 @@ const SCRIPT: &str = concat!(
 );
 const BIN: &str = env!("CARGO_BIN_EXE_bella");
 
-fn python() -> String {
-    std::env::var("BELLA_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 /// A fresh directory with the NumPy-written files, or `None` (skip) without NumPy.
 fn fixture(tag: &str) -> Option<PathBuf> {
-    let ok = Command::new(python())
-        .args(["-c", "import numpy, safetensors"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            !bella::testing::required("numpy"),
-            "BELLA_REQUIRE has numpy, but `{} -c 'import numpy, safetensors'` fails",
-            python()
-        );
-        println!(
-            "notice: skipping the user-data tests: python3 with numpy and safetensors not found"
-        );
+    if !bella::testing::python_with("numpy, safetensors", "numpy", "the user-data tests") {
         return None;
     }
     let dir = std::env::temp_dir().join(format!("bella-userdata-{tag}-{}", std::process::id()));
@@ -47,7 +30,7 @@ fn fixture(tag: &str) -> Option<PathBuf> {
     std::fs::create_dir_all(&dir).unwrap();
     let seed = Rng::fresh_seed() % 1_000_000;
     println!("data seed {seed}");
-    let o = Command::new(python())
+    let o = Command::new(bella::testing::python())
         .arg(SCRIPT)
         .arg(&dir)
         .arg(seed.to_string())
