@@ -1,15 +1,42 @@
 //! CPU reference for `lora_forward` and `lora_backward` (DESIGN.md ops 1 and 2).
+//!
+//! The big products are few and large: the base product `x Wᵀ` once for a shared `x`, or
+//! for per-particle `x` one GEMM over the stacked `[K·M, I]` rows (W packed once, not K
+//! times); `dx` from one `(Σ_k dy_k) W` for a shared `x`, or one task per particle
+//! (`dy_k W` then `+= s·g_k A_k` while `dx_k` is in cache). All particles' `A`
+//! go through one GEMM where `x` is shared (`x·[A_1; …; A_K]ᵀ`, and `gᵀx` / `g A` for the
+//! backward), so the rank-r products are `K·r` wide instead of `r`. The rank-r expansions
+//! `s·h_k B_kᵀ` and `s·g_k A_k` are row updates ([`RowUpdate`]) finishing each output row
+//! in registers and writing it once, straight into the output.
 
-use super::{data, data_mut, gemm, tensor};
+use super::gemm::{gemm, gemm_uninit, RowUpdate, SMALL_INNER};
+use super::{data, data_mut, output_buffer, tensor};
 use crate::backend::{LoraBackwardArgs, LoraDims, LoraForwardArgs};
 use crate::error::Result;
 use crate::tensor::{Strided, Tensor};
 use rayon::prelude::*;
+use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 /// Block `k` of a strided view, `len` elements long.
 fn block<'a>(all: &'a [f32], view: &Strided, k: usize, len: usize) -> &'a [f32] {
     let start = view.offset + k * view.stride;
     &all[start..start + len]
+}
+
+/// The `k` blocks of a strided view as one `[k·len]` matrix: a borrow when they are back
+/// to back (a `[K, r, I]` tensor), else gathered (the `[K, D]` arena).
+fn stacked<'a>(all: &'a [f32], view: &Strided, k: usize, len: usize) -> Cow<'a, [f32]> {
+    if view.stride == len {
+        Cow::Borrowed(&all[view.offset..view.offset + k * len])
+    } else {
+        Cow::Owned(
+            (0..k)
+                .flat_map(|p| block(all, view, p, len))
+                .copied()
+                .collect(),
+        )
+    }
 }
 
 /// `x_k`: the shared `[M, I]` input or particle k's slice of `[K, M, I]`.
@@ -22,59 +49,88 @@ fn x_of<'a>(x: &'a [f32], d: &LoraDims, k: usize) -> &'a [f32] {
     }
 }
 
-/// `base = x Wᵀ + bias` for `rows` rows of `x`.
+/// `[rows, cols]` transposed to `[cols, rows]` (nested loops: no divisions per element).
+fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * cols];
+    for (i, row) in src[..rows * cols].chunks_exact(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            out[j * rows + i] = v;
+        }
+    }
+    out
+}
+
+/// `[rows, k·r]` (particle p in columns `p·r..`) to `[k, rows, r]`.
+fn unstack_cols(src: &[f32], rows: usize, k: usize, r: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; k * rows * r];
+    for (row, s) in src[..rows * k * r].chunks_exact(k * r).enumerate() {
+        for (p, s) in s.chunks_exact(r).enumerate() {
+            out[(p * rows + row) * r..][..r].copy_from_slice(s);
+        }
+    }
+    out
+}
+
+/// `[k, rows, r]` to `[rows, k·r]`.
+fn stack_cols(src: &[f32], rows: usize, k: usize, r: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * k * r];
+    for (row, o) in out.chunks_exact_mut(k * r).enumerate() {
+        for (p, o) in o.chunks_exact_mut(r).enumerate() {
+            o.copy_from_slice(&src[(p * rows + row) * r..][..r]);
+        }
+    }
+    out
+}
+
+/// `out = x Wᵀ + bias` for `rows` rows of `x`, written in full.
 fn base_product(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     rows: usize,
     d: &LoraDims,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     match bias {
         Some(b) => {
             for row in out.chunks_mut(d.o) {
-                row.copy_from_slice(b);
+                for (o, &v) in row.iter_mut().zip(b) {
+                    o.write(v);
+                }
             }
+            // SAFETY: every element was just written.
+            let out = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
             gemm(rows, d.o, d.i, 1.0, x, false, w, true, 1.0, out);
         }
-        None => gemm(rows, d.o, d.i, 1.0, x, false, w, true, 0.0, out),
+        None => gemm_uninit(rows, d.o, d.i, 1.0, x, false, w, true, out),
     }
 }
 
-/// Ranks up to this use row updates for `s·h_k B_kᵀ`; larger ones a GEMM.
-const ROW_UPDATE_MAX_RANK: usize = 16;
+/// An output of `n` f32 that the caller writes in full before `assume_init`.
+struct Out(Vec<f32>, usize);
 
-/// `y_k = base + s · h_k B_kᵀ` (`base` given) or `y_k += s · h_k B_kᵀ` (`base` None).
-/// For small r each output row is finished while it sits in L1: copy its base row, then r
-/// scaled rows of `B_kᵀ`; one pass over `y_k` instead of a copy and a GEMM update.
-fn add_low_rank(
-    y_k: &mut [f32],
-    base: Option<&[f32]>,
-    h_k: &[f32],
-    b_k: &[f32],
-    d: &LoraDims,
-    s: f32,
-) {
-    let (o, r) = (d.o, d.r);
-    if r > ROW_UPDATE_MAX_RANK {
-        if let Some(base) = base {
-            y_k.copy_from_slice(base);
-        }
-        gemm(d.m, o, r, s, h_k, false, b_k, true, 1.0, y_k);
-        return;
+impl Out {
+    fn new(n: usize) -> Self {
+        Out(output_buffer(n), n)
     }
-    // B_kᵀ, [r, O], so each rank's column of B_k is a contiguous row.
-    let bt: Vec<f32> = (0..r * o).map(|t| b_k[(t % o) * r + t / o]).collect();
-    for (mi, y_row) in y_k.chunks_mut(o).enumerate() {
-        if let Some(base) = base {
-            y_row.copy_from_slice(&base[mi * o..(mi + 1) * o]);
-        }
-        for (rr, bt_r) in bt.chunks(o).enumerate() {
-            let c = s * h_k[mi * r + rr];
-            y_row.iter_mut().zip(bt_r).for_each(|(y, &b)| *y += c * b);
-        }
+    fn uninit(&mut self) -> &mut [MaybeUninit<f32>] {
+        &mut self.0.spare_capacity_mut()[..self.1]
     }
+    /// SAFETY: every element of `uninit()` has been written.
+    unsafe fn assume_init(mut self) -> Vec<f32> {
+        self.0.set_len(self.1);
+        self.0
+    }
+}
+
+/// Rows per parallel task of the shared-x row updates.
+const ROW_TASK: usize = 32;
+
+/// Whether to run per-particle work as one parallel task per particle (or group), with
+/// the GEMMs inside single-threaded: one barrier per call instead of several per GEMM,
+/// which matters most when the cores are shared with other work.
+fn particle_parallel(tasks: usize) -> bool {
+    tasks >= rayon::current_num_threads() && rayon::current_num_threads() > 1
 }
 
 pub fn forward(args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
@@ -82,44 +138,111 @@ pub fn forward(args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
     let (x, w) = (data(args.x)?, data(args.weight)?);
     let bias = args.bias.map(data).transpose()?;
     let (a_all, b_all) = (data(args.a.tensor)?, data(args.b.tensor)?);
-    let (mo, mr) = (d.m * d.o, d.m * d.r);
-    let mut y = vec![0.0f32; d.k * mo];
-    let mut h = vec![0.0f32; d.k * mr];
+    let (kk, m, o, r, s) = (d.k, d.m, d.o, d.r, args.scale);
+    let (mo, mr, ri, or) = (m * o, m * r, r * d.i, o * r);
+    let y_shape = [kk, m, o];
+    let h_shape = [kk, m, r];
+    // The checked entry points refuse zero sizes (`checks::lora_forward`).
+    debug_assert!(kk * mo * r * d.i > 0);
 
-    // h_k = x_k A_kᵀ.
-    h.par_chunks_mut(mr).enumerate().for_each(|(k, h_k)| {
-        let a_k = block(a_all, &args.a, k, d.r * d.i);
-        gemm(
-            d.m,
-            d.r,
-            d.i,
-            1.0,
-            x_of(x, &d, k),
-            false,
-            a_k,
-            true,
-            0.0,
-            h_k,
-        );
-    });
-    // The base product: once for a shared x; for per-particle x one GEMM over the stacked
-    // [K·M, I] rows, so W is packed once rather than K times.
-    let shared_base = if d.x_shared {
-        let mut base = vec![0.0f32; mo];
-        base_product(x, w, bias, d.m, &d, &mut base);
-        Some(base)
+    // B_kᵀ ([r, O]) per particle: each rank's column of B_k as a contiguous row.
+    let bt: Vec<Vec<f32>> = (0..kk)
+        .map(|p| transpose(block(b_all, &args.b, p, or), o, r))
+        .collect();
+    let mut y = Out::new(kk * mo);
+    let h = if d.x_shared {
+        // h for all particles from one GEMM against their stacked A ([K·r, I]).
+        let a_cat = stacked(a_all, &args.a, kk, ri);
+        let mut hx = vec![0.0f32; m * kk * r];
+        gemm(m, kk * r, d.i, 1.0, x, false, &a_cat, true, 0.0, &mut hx);
+        let h = unstack_cols(&hx, m, kk, r);
+        // The base product once; each y_k = base + s·h_k B_kᵀ written in one pass, all
+        // particles' rows in one parallel loop.
+        let mut base = Out::new(mo);
+        base_product(x, w, bias, m, &d, base.uninit());
+        // SAFETY: `base_product` writes all of it.
+        let base = unsafe { base.assume_init() };
+        if r <= SMALL_INNER {
+            let ups: Vec<RowUpdate> = (0..kk)
+                .map(|p| RowUpdate::with_base(o, r, s, &h[p * mr..(p + 1) * mr], &bt[p], &base))
+                .collect();
+            let mut tasks = Vec::with_capacity(kk * m.div_ceil(ROW_TASK));
+            for (p, y_k) in y.uninit().chunks_mut(mo).enumerate() {
+                for (c, part) in y_k.chunks_mut(ROW_TASK * o).enumerate() {
+                    tasks.push((p, c * ROW_TASK, part));
+                }
+            }
+            tasks
+                .into_par_iter()
+                .for_each(|(p, row0, part)| ups[p].write_rows(row0, part));
+        } else {
+            for (p, y_k) in y.uninit().chunks_mut(mo).enumerate() {
+                for (y, &b) in y_k.iter_mut().zip(&base) {
+                    y.write(b);
+                }
+                // SAFETY: just written in full.
+                let y_k = unsafe { &mut *(y_k as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                gemm(
+                    m,
+                    o,
+                    r,
+                    s,
+                    &h[p * mr..(p + 1) * mr],
+                    false,
+                    &bt[p],
+                    false,
+                    1.0,
+                    y_k,
+                );
+            }
+        }
+        h
     } else {
-        base_product(x, w, bias, d.k * d.m, &d, &mut y);
-        None
+        // h_k per particle, then one GEMM over the stacked [K·M, I] rows (W packed once;
+        // tall, so the crate's own threads), then += s·h_k B_kᵀ over all particles' rows
+        // in one parallel loop.
+        let mut h = vec![0.0f32; kk * mr];
+        for (p, h_k) in h.chunks_mut(mr).enumerate() {
+            let a_k = block(a_all, &args.a, p, ri);
+            gemm(m, r, d.i, 1.0, x_of(x, &d, p), false, a_k, true, 0.0, h_k);
+        }
+        base_product(x, w, bias, kk * m, &d, y.uninit());
+        // SAFETY: `base_product` wrote all K·M·O elements.
+        let y_all = unsafe { &mut *(y.uninit() as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        if r <= SMALL_INNER {
+            let ups: Vec<RowUpdate> = (0..kk)
+                .map(|p| RowUpdate::in_place(o, r, s, &h[p * mr..(p + 1) * mr], &bt[p]))
+                .collect();
+            let mut tasks = Vec::with_capacity(kk * m.div_ceil(ROW_TASK));
+            for (p, y_k) in y_all.chunks_mut(mo).enumerate() {
+                for (c, part) in y_k.chunks_mut(ROW_TASK * o).enumerate() {
+                    tasks.push((p, c * ROW_TASK, part));
+                }
+            }
+            tasks
+                .into_par_iter()
+                .for_each(|(p, row0, part)| ups[p].add_rows(row0, part));
+        } else {
+            for (p, y_k) in y_all.chunks_mut(mo).enumerate() {
+                gemm(
+                    m,
+                    o,
+                    r,
+                    s,
+                    &h[p * mr..(p + 1) * mr],
+                    false,
+                    &bt[p],
+                    false,
+                    1.0,
+                    y_k,
+                );
+            }
+        }
+        h
     };
-    y.par_chunks_mut(mo)
-        .zip(h.par_chunks(mr))
-        .enumerate()
-        .for_each(|(k, (y_k, h_k))| {
-            let b_k = block(b_all, &args.b, k, d.o * d.r);
-            add_low_rank(y_k, shared_base.as_deref(), h_k, b_k, &d, args.scale);
-        });
-    Ok((tensor(&[d.k, d.m, d.o], y)?, tensor(&[d.k, d.m, d.r], h)?))
+    // SAFETY: every element of y was written above (both branches cover all K particles).
+    let y = unsafe { y.assume_init() };
+    Ok((tensor(&y_shape, y)?, tensor(&h_shape, h)?))
 }
 
 pub fn backward(args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>> {
@@ -132,87 +255,115 @@ pub fn backward(args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Ten
         data(args.h)?,
     );
     let (a_all, b_all) = (data(args.a.tensor)?, data(args.b.tensor)?);
-    let (mo, mr, ri, or) = (d.m * d.o, d.m * d.r, d.r * d.i, d.o * d.r);
+    let (kk, m, i, o, r) = (d.k, d.m, d.i, d.o, d.r);
+    let (mo, mr, ri, or) = (m * o, m * r, r * i, o * r);
+    // The checked entry points refuse zero sizes (`checks::lora_backward`).
+    debug_assert!(kk * m * i * o * r > 0);
 
-    // Per particle: g_k = dy_k B_k, d_lora_b_k = s dy_kᵀ h_k, d_lora_a_k = s g_kᵀ x_k.
-    let per_particle: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..d.k)
-        .into_par_iter()
-        .map(|k| {
-            let dy_k = &dy[k * mo..(k + 1) * mo];
-            let h_k = &h[k * mr..(k + 1) * mr];
-            let b_k = block(b_all, &args.b, k, or);
-            let mut g = vec![0.0f32; mr];
-            gemm(d.m, d.r, d.o, 1.0, dy_k, false, b_k, false, 0.0, &mut g);
-            let mut db = vec![0.0f32; or];
-            gemm(d.o, d.r, d.m, s, dy_k, true, h_k, false, 0.0, &mut db);
-            let mut da = vec![0.0f32; ri];
-            gemm(
-                d.r,
-                d.i,
-                d.m,
-                s,
-                &g,
-                true,
-                x_of(x, &d, k),
-                false,
-                0.0,
-                &mut da,
-            );
-            (g, da, db)
-        })
-        .collect();
-
-    let dx = if args.need_dx {
-        Some(input_grad(args, &d, dy, w, a_all, &per_particle)?)
-    } else {
-        None
+    // Per particle: g_k = dy_k B_k, d_lora_b_k = s dy_kᵀ h_k; for per-particle x also
+    // d_lora_a_k = s g_kᵀ x_k and dx_k = dy_k W + s g_k A_k (the update while dx_k is in
+    // cache). One parallel task per particle when there are enough of them.
+    let mut g = vec![0.0f32; kk * mr];
+    let mut db = vec![0.0f32; kk * or];
+    let mut da = vec![0.0f32; kk * ri];
+    let mut dx_pp = (args.need_dx && !d.x_shared).then(|| Out::new(kk * m * i));
+    let one = |p: usize,
+               g_k: &mut [f32],
+               db_k: &mut [f32],
+               da_k: &mut [f32],
+               dx_k: Option<&mut [MaybeUninit<f32>]>| {
+        let dy_k = &dy[p * mo..(p + 1) * mo];
+        let b_k = block(b_all, &args.b, p, or);
+        gemm(m, r, o, 1.0, dy_k, false, b_k, false, 0.0, g_k);
+        gemm(
+            o,
+            r,
+            m,
+            s,
+            dy_k,
+            true,
+            &h[p * mr..(p + 1) * mr],
+            false,
+            0.0,
+            db_k,
+        );
+        if d.x_shared {
+            return;
+        }
+        gemm(r, i, m, s, g_k, true, x_of(x, &d, p), false, 0.0, da_k);
+        if let Some(dx_k) = dx_k {
+            gemm_uninit(m, i, o, 1.0, dy_k, false, w, false, dx_k);
+            // SAFETY: `gemm_uninit` wrote all of dx_k.
+            let dx_k = unsafe { &mut *(dx_k as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            let a_k = block(a_all, &args.a, p, ri);
+            if r <= SMALL_INNER {
+                RowUpdate::in_place(i, r, s, g_k, a_k).add_rows(0, dx_k);
+            } else {
+                gemm(m, i, r, s, g_k, false, a_k, false, 1.0, dx_k);
+            }
+        }
     };
-
-    let out = data_mut(grad)?;
-    for (k, (_, da, db)) in per_particle.iter().enumerate() {
-        let a0 = args.da.offset + k * args.da.stride;
-        out[a0..a0 + ri].copy_from_slice(da);
-        let b0 = args.db.offset + k * args.db.stride;
-        out[b0..b0 + or].copy_from_slice(db);
-    }
-    Ok(dx)
-}
-
-/// `dx_k = dy_k W + s g_k A_k`; for a shared x, `dx = (Σ_k dy_k) W + s Σ_k g_k A_k`.
-fn input_grad(
-    args: &LoraBackwardArgs,
-    d: &LoraDims,
-    dy: &[f32],
-    w: &[f32],
-    a_all: &[f32],
-    per_particle: &[(Vec<f32>, Vec<f32>, Vec<f32>)],
-) -> Result<Tensor> {
-    let (mo, mi, ri) = (d.m * d.o, d.m * d.i, d.r * d.i);
-    if d.x_shared {
-        let mut dy_sum = vec![0.0f32; mo];
-        for dy_k in dy.chunks(mo.max(1)).take(d.k) {
-            dy_sum.iter_mut().zip(dy_k).for_each(|(s, v)| *s += v);
-        }
-        let mut dx = vec![0.0f32; mi];
-        gemm(d.m, d.i, d.o, 1.0, &dy_sum, false, w, false, 0.0, &mut dx);
-        for (k, (g, _, _)) in per_particle.iter().enumerate() {
-            let a_k = block(a_all, &args.a, k, ri);
-            gemm(
-                d.m, d.i, d.r, args.scale, g, false, a_k, false, 1.0, &mut dx,
-            );
-        }
-        tensor(&[d.m, d.i], dx)
+    let dx_parts: Vec<Option<&mut [MaybeUninit<f32>]>> = match dx_pp.as_mut() {
+        Some(dx) => dx.uninit().chunks_mut(m * i).map(Some).collect(),
+        None => (0..kk).map(|_| None).collect(),
+    };
+    let parts = g
+        .chunks_mut(mr)
+        .zip(db.chunks_mut(or))
+        .zip(da.chunks_mut(ri))
+        .zip(dx_parts)
+        .enumerate();
+    if particle_parallel(kk) {
+        let parts: Vec<_> = parts.collect();
+        parts
+            .into_par_iter()
+            .for_each(|(p, (((g_k, db_k), da_k), dx_k))| one(p, g_k, db_k, da_k, dx_k));
     } else {
-        let mut dx = vec![0.0f32; d.k * mi];
-        dx.par_chunks_mut(mi.max(1))
-            .enumerate()
-            .for_each(|(k, dx_k)| {
-                let dy_k = &dy[k * mo..(k + 1) * mo];
-                gemm(d.m, d.i, d.o, 1.0, dy_k, false, w, false, 0.0, dx_k);
-                let a_k = block(a_all, &args.a, k, ri);
-                let g = &per_particle[k].0;
-                gemm(d.m, d.i, d.r, args.scale, g, false, a_k, false, 1.0, dx_k);
-            });
-        tensor(&[d.k, d.m, d.i], dx)
+        for (p, (((g_k, db_k), da_k), dx_k)) in parts {
+            one(p, g_k, db_k, da_k, dx_k);
+        }
     }
+
+    // d_lora_a for a shared x: one GEMM, s·[g_1 … g_K]ᵀ x ([M, K·r]ᵀ · [M, I]).
+    let g_cat = d.x_shared.then(|| stack_cols(&g, m, kk, r));
+    if let Some(g_cat) = &g_cat {
+        gemm(kk * r, i, m, s, g_cat, true, x, false, 0.0, &mut da);
+    }
+    let out = data_mut(grad)?;
+    for p in 0..kk {
+        let a0 = args.da.offset + p * args.da.stride;
+        out[a0..a0 + ri].copy_from_slice(&da[p * ri..(p + 1) * ri]);
+        let b0 = args.db.offset + p * args.db.stride;
+        out[b0..b0 + or].copy_from_slice(&db[p * or..(p + 1) * or]);
+    }
+
+    if !args.need_dx {
+        return Ok(None);
+    }
+    let Some(g_cat) = g_cat else {
+        // SAFETY: the per-particle tasks wrote every dx_k.
+        let dx = unsafe { dx_pp.expect("per-particle dx").assume_init() };
+        return tensor(&[kk, m, i], dx).map(Some);
+    };
+    // dx = (Σ_k dy_k) W + s·[g_1 … g_K]·[A_1; …; A_K]: one base product, not K.
+    let mut dy_sum = vec![0.0f32; mo];
+    let rows = 16usize;
+    dy_sum
+        .par_chunks_mut(rows * o)
+        .enumerate()
+        .for_each(|(t, acc)| {
+            let (at, len) = (t * rows * o, acc.len());
+            for dy_k in dy.chunks(mo).take(kk) {
+                acc.iter_mut()
+                    .zip(&dy_k[at..at + len])
+                    .for_each(|(s, v)| *s += v);
+            }
+        });
+    let mut dx = Out::new(m * i);
+    gemm_uninit(m, i, o, 1.0, &dy_sum, false, w, false, dx.uninit());
+    // SAFETY: `gemm_uninit` wrote all M·I elements.
+    let mut dx = unsafe { dx.assume_init() };
+    let a_cat = stacked(a_all, &args.a, kk, ri);
+    gemm(m, i, kk * r, s, &g_cat, false, &a_cat, false, 1.0, &mut dx);
+    tensor(&[m, i], dx).map(Some)
 }

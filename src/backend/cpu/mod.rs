@@ -1,12 +1,15 @@
 //! The CPU backend: the reference every other backend is checked against, and the fallback
-//! on machines without a GPU. Readable first; the big products go through `matrixmultiply`
-//! and particles/rows run in parallel with rayon, so it is fast enough to train on.
+//! on machines without a GPU. Readable first; the big products go through the `gemm` crate's
+//! AVX-512 kernels (else `matrixmultiply`), the memory-bound passes through hand-vectorised
+//! kernels with the instruction set picked at run time (`simd`), and particles/rows run in
+//! parallel with rayon.
 
 mod activation;
 mod gemm;
 mod lora;
 mod matmul;
 mod optim;
+mod simd;
 mod softmax;
 mod svgd;
 

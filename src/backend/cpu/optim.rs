@@ -1,5 +1,6 @@
 //! CPU reference for `adamw_step` (DESIGN.md op 7), as PyTorch's AdamW.
 
+use super::simd::{self, Isa};
 use crate::backend::AdamW;
 use rayon::prelude::*;
 
@@ -15,13 +16,22 @@ pub fn adamw(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], hp: 
         .for_each(|((p, g), (m, v))| adamw_chunk(p, g, m, v, hp));
 }
 
-/// AVX2 where the CPU has it (the same operations, so the same results), else SSE2.
+/// AVX-512 or AVX2 where the CPU has them (the same operations, unfused, so the same
+/// results), else SSE2.
 fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], hp: &AdamW) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { adamw_chunk_avx2(p, g, m, v, hp) };
+    match simd::isa() {
+        // SAFETY: `isa` reports only what this CPU has.
+        Isa::Avx512 => return unsafe { adamw_chunk_avx512(p, g, m, v, hp) },
+        Isa::Avx2 => return unsafe { adamw_chunk_avx2(p, g, m, v, hp) },
+        Isa::Portable => {}
     }
+    adamw_chunk_portable(p, g, m, v, hp)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn adamw_chunk_avx512(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], hp: &AdamW) {
     adamw_chunk_portable(p, g, m, v, hp)
 }
 
