@@ -37,7 +37,7 @@ fn npy_v(version: u8, descr: &str, fortran: bool, shape: &[usize], data: &[u8]) 
 fn npy_raw(version: u8, dict: &str, data: &[u8]) -> Vec<u8> {
     let lead = if version == 1 { 10 } else { 12 };
     let mut header = dict.to_string();
-    while (lead + header.len() + 1) % 64 != 0 {
+    while !(lead + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

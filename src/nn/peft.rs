@@ -167,7 +167,7 @@ pub fn read_adapter(dir: &Path, spec: &MlpSpec) -> Result<PeftAdapter> {
             )));
         }
     }
-    if field("modules_to_save").is_some_and(|v| v.as_array().map_or(true, |a| !a.is_empty())) {
+    if field("modules_to_save").is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty())) {
         return Err(bad(
             "`modules_to_save` holds trained copies of whole modules; only LoRA factors are read"
                 .into(),

@@ -128,7 +128,7 @@ impl Driver for SimDriver {
     }
 
     fn alloc_zeroed(&self, len: usize) -> Result<SimBuf> {
-        self.new_buf(len, std::iter::repeat(0).take(len))
+        self.new_buf(len, std::iter::repeat_n(0, len))
     }
 
     fn upload(&self, data: &[f32]) -> Result<SimBuf> {
@@ -159,10 +159,10 @@ impl Driver for SimDriver {
         len: usize,
     ) -> Result<()> {
         let (s, d) = (&src.0.words, &dst.0.words);
-        if src_off.checked_add(len).map_or(true, |e| e > s.len()) {
+        if src_off.checked_add(len).is_none_or(|e| e > s.len()) {
             return Err(range_error("copy source", src_off, len, s.len()));
         }
-        if dst_off.checked_add(len).map_or(true, |e| e > d.len()) {
+        if dst_off.checked_add(len).is_none_or(|e| e > d.len()) {
             return Err(range_error("copy destination", dst_off, len, d.len()));
         }
         // through a temporary: source and destination may overlap

@@ -145,7 +145,7 @@ fn sub_word(word: u32, addr: u64, bytes: u32) -> u64 {
 
 /// The access must be aligned to its full size (a `.v4.f32` access to 16 bytes).
 pub fn check_alignment(space: &str, addr: u64, bytes: u32, write: bool) -> Result<(), String> {
-    if addr % bytes as u64 != 0 {
+    if !addr.is_multiple_of(bytes as u64) {
         let what = if write { "write" } else { "read" };
         return Err(format!(
             "misaligned {space} {what} of {bytes} bytes at {addr:#x} (needs {bytes}-byte alignment)"
