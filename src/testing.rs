@@ -471,8 +471,17 @@ pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
             }
         }
         "pairwise_sqdist" | "rbf_kernel" | "svgd_direction" => {
-            // K = 80 takes the PTX fallback kernels (the tiled ones hold K ≤ 64).
-            let mut shapes = vec![(1, 5), (2, 1), (5, 33), (8, 1000), (80, 37)];
+            // K = 80 takes the PTX fallback kernels (the tiled ones hold K ≤ 64); K = 64 is
+            // the tiled kernels' largest, K = 45 one past a warp's 32 rows.
+            let mut shapes = vec![
+                (1, 5),
+                (2, 1),
+                (5, 33),
+                (8, 1000),
+                (45, 129),
+                (64, 40),
+                (80, 37),
+            ];
             if sizes != Sizes::Small {
                 shapes.push((16, 70_001));
             }
