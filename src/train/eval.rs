@@ -51,6 +51,18 @@ pub fn predict(
     arena: &Tensor,
     split: &Split,
 ) -> Result<Prediction> {
+    predict_with(be, model, arena, split, true)
+}
+
+/// [`predict`]; without `logits` the per-particle logits stay on the device (`logits` is
+/// left empty): the metrics need only the ensemble's statistics.
+fn predict_with(
+    be: &dyn Backend,
+    model: &dyn Particles,
+    arena: &Tensor,
+    split: &Split,
+    logits: bool,
+) -> Result<Prediction> {
     let (k, n, f) = (model.k(), split.len(), split.features);
     if n == 0 {
         return Err(BellaError::invalid("no rows to predict"));
@@ -61,11 +73,16 @@ pub fn predict(
         let mut tape = Tape::new(be);
         let xs = &split.x[start * f..(start + rows) * f];
         let x = tape.input(be.upload(&[rows, f], xs)?, false);
-        let logits = model.forward(&mut tape, x, arena)?;
-        let stats = crate::ops::ensemble_stats(be, tape.value(logits))?;
+        let logits_var = model.forward(&mut tape, x, arena)?;
+        let stats = crate::ops::ensemble_stats(be, tape.value(logits_var))?;
+        let particle_logits = if logits {
+            be.download(tape.value(logits_var))?
+        } else {
+            Vec::new()
+        };
         chunks.push((
             rows,
-            be.download(tape.value(logits))?,
+            particle_logits,
             be.download(&stats.probs)?,
             be.download(&stats.entropy)?,
             be.download(&stats.expected_entropy)?,
@@ -76,18 +93,22 @@ pub fn predict(
     let mut p = Prediction {
         k,
         classes: c,
-        logits: vec![0.0; k * n * c],
+        logits: if logits {
+            vec![0.0; k * n * c]
+        } else {
+            Vec::new()
+        },
         probs: Vec::with_capacity(n * c),
         entropy: Vec::with_capacity(n),
         expected_entropy: Vec::with_capacity(n),
         mutual_info: Vec::with_capacity(n),
     };
     let mut start = 0;
-    for (rows, logits, probs, h, eh, mi) in chunks {
-        for kk in 0..k {
+    for (rows, chunk_logits, probs, h, eh, mi) in chunks {
+        for kk in (0..k).filter(|_| logits) {
             let dst = (kk * n + start) * c;
             p.logits[dst..dst + rows * c]
-                .copy_from_slice(&logits[kk * rows * c..(kk + 1) * rows * c]);
+                .copy_from_slice(&chunk_logits[kk * rows * c..(kk + 1) * rows * c]);
         }
         p.probs.extend(probs);
         p.entropy.extend(h);
@@ -127,7 +148,7 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let c = task.classes;
     let calib = |split: &Split, what: &'static str| -> Result<(Prediction, Calibration)> {
-        let p = predict(be, model, arena, split)?;
+        let p = predict_with(be, model, arena, split, false)?;
         let cal = metrics::calibration(&p.probs, &split.y, c).map_err(on(what))?;
         Ok((p, cal))
     };
@@ -148,7 +169,7 @@ pub fn evaluate(
     };
     let (mut auroc_h, mut auroc_mi) = (None, None);
     if let Some(ood) = &task.ood {
-        let o = predict(be, model, arena, ood)?;
+        let o = predict_with(be, model, arena, ood, false)?;
         auroc_h =
             Some(metrics::auroc(&id_pred.entropy, &o.entropy).map_err(on("predictive entropy"))?);
         if model.k() > 1 {

@@ -133,6 +133,38 @@ fn particle_parallel(tasks: usize) -> bool {
     tasks >= rayon::current_num_threads() && rayon::current_num_threads() > 1
 }
 
+/// `(particle, first row, rows)` work items of `ROW_TASK` output rows over every particle's
+/// `[M, O]` block of `y` (`mo = M·O` elements each), for one parallel loop over all of them.
+fn row_tasks<T>(y: &mut [T], mo: usize, o: usize) -> Vec<(usize, usize, &mut [T])> {
+    let mut tasks = Vec::with_capacity(y.len().div_ceil(ROW_TASK * o));
+    for (p, y_k) in y.chunks_mut(mo).enumerate() {
+        for (c, part) in y_k.chunks_mut(ROW_TASK * o).enumerate() {
+            tasks.push((p, c * ROW_TASK, part));
+        }
+    }
+    tasks
+}
+
+/// `y_k += s · h_k B_kᵀ` for every particle by GEMM (ranks past the row-update width);
+/// `bt[k]` is `B_kᵀ` (`[r, O]`).
+fn add_rank_products(y: &mut [f32], h: &[f32], bt: &[Vec<f32>], d: &LoraDims, s: f32) {
+    let (mo, mr) = (d.m * d.o, d.m * d.r);
+    for (p, y_k) in y.chunks_mut(mo).enumerate() {
+        gemm(
+            d.m,
+            d.o,
+            d.r,
+            s,
+            &h[p * mr..(p + 1) * mr],
+            false,
+            &bt[p],
+            false,
+            1.0,
+            y_k,
+        );
+    }
+}
+
 pub fn forward(args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
     let d = args.dims;
     let (x, w) = (data(args.x)?, data(args.weight)?);
@@ -166,35 +198,18 @@ pub fn forward(args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
             let ups: Vec<RowUpdate> = (0..kk)
                 .map(|p| RowUpdate::with_base(o, r, s, &h[p * mr..(p + 1) * mr], &bt[p], &base))
                 .collect();
-            let mut tasks = Vec::with_capacity(kk * m.div_ceil(ROW_TASK));
-            for (p, y_k) in y.uninit().chunks_mut(mo).enumerate() {
-                for (c, part) in y_k.chunks_mut(ROW_TASK * o).enumerate() {
-                    tasks.push((p, c * ROW_TASK, part));
-                }
-            }
-            tasks
+            row_tasks(y.uninit(), mo, o)
                 .into_par_iter()
                 .for_each(|(p, row0, part)| ups[p].write_rows(row0, part));
         } else {
-            for (p, y_k) in y.uninit().chunks_mut(mo).enumerate() {
+            for y_k in y.uninit().chunks_mut(mo) {
                 for (y, &b) in y_k.iter_mut().zip(&base) {
                     y.write(b);
                 }
-                // SAFETY: just written in full.
-                let y_k = unsafe { &mut *(y_k as *mut [MaybeUninit<f32>] as *mut [f32]) };
-                gemm(
-                    m,
-                    o,
-                    r,
-                    s,
-                    &h[p * mr..(p + 1) * mr],
-                    false,
-                    &bt[p],
-                    false,
-                    1.0,
-                    y_k,
-                );
             }
+            // SAFETY: every particle's block was just written in full.
+            let y_all = unsafe { &mut *(y.uninit() as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            add_rank_products(y_all, &h, &bt, &d, s);
         }
         h
     } else {
@@ -213,30 +228,11 @@ pub fn forward(args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
             let ups: Vec<RowUpdate> = (0..kk)
                 .map(|p| RowUpdate::in_place(o, r, s, &h[p * mr..(p + 1) * mr], &bt[p]))
                 .collect();
-            let mut tasks = Vec::with_capacity(kk * m.div_ceil(ROW_TASK));
-            for (p, y_k) in y_all.chunks_mut(mo).enumerate() {
-                for (c, part) in y_k.chunks_mut(ROW_TASK * o).enumerate() {
-                    tasks.push((p, c * ROW_TASK, part));
-                }
-            }
-            tasks
+            row_tasks(y_all, mo, o)
                 .into_par_iter()
                 .for_each(|(p, row0, part)| ups[p].add_rows(row0, part));
         } else {
-            for (p, y_k) in y_all.chunks_mut(mo).enumerate() {
-                gemm(
-                    m,
-                    o,
-                    r,
-                    s,
-                    &h[p * mr..(p + 1) * mr],
-                    false,
-                    &bt[p],
-                    false,
-                    1.0,
-                    y_k,
-                );
-            }
+            add_rank_products(y_all, &h, &bt, &d, s);
         }
         h
     };
