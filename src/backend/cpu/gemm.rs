@@ -21,6 +21,8 @@ const MIN_ROWS_PER_TASK: usize = 64;
 pub const SMALL_INNER: usize = 16;
 /// Rows from which the `gemm` crate's own threading is used (see `gemm_with`).
 const TALL_ROWS: usize = 1024;
+/// Fewest rows of `c` per block when the `gemm` crate's products are split by rows.
+const ROW_BLOCK_MIN: usize = 128;
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_WORK: usize = 1 << 18;
 
@@ -178,6 +180,17 @@ fn gemm_with(
     // library reads `c`, otherwise it is initialised (`Start::Scaled`).
     match engine {
         Engine::GemmCrate => {
+            // op(b) = Wᵀ of a row-major W ([n, k]) in a tall product: the crate, turning
+            // the product around for a row-major c, would pack W element by element, once
+            // per block of rows of a; one vectorised transpose first measured faster
+            // (2048 × 1024 × 1024: about 7 %). For M = 256 in column blocks it was slower.
+            let b_rows;
+            let (b, vb) = if trans_b && m >= TALL_ROWS && n * k >= PARALLEL_WORK {
+                b_rows = super::transpose::transpose(b, n, k);
+                (&b_rows[..], view(k, n, false))
+            } else {
+                (b, vb)
+            };
             // One block of c: rows r0..r0+mr, columns j0..j0+nc, single-threaded.
             let c_ptr = c.as_mut_ptr() as usize;
             let run = |r0: usize, mr: usize, j0: usize, nc: usize, par| unsafe {
@@ -218,7 +231,10 @@ fn gemm_with(
                 && threads > 1
                 && rayon::current_thread_index().is_none();
             let col_blocks = (n / 64).min(4 * threads);
-            let row_blocks = (m / 32).min(4 * threads);
+            // Each row block packs all of op(b) again (a transposing, scalar copy when b is
+            // row-major [n, k]), so row blocks are kept at least ROW_BLOCK_MIN rows tall:
+            // at 32 rows, h = x·A_catᵀ (256 × 64 × 1024) took twice as long as at 128.
+            let row_blocks = (m / ROW_BLOCK_MIN).min(4 * threads);
             if parallel && m >= TALL_ROWS {
                 run(0, m, 0, n, Rayon(threads));
             } else if parallel && col_blocks >= 2 {
@@ -402,21 +418,11 @@ fn row_update_generic<V: F32x16>(u: &RowUpdate, row0: usize, out: &mut [MaybeUni
             Start::From(b) => Some(&b[i * n..(i + 1) * n]),
             _ => None,
         };
-        // Where column j starts: read before anything of this row is written.
-        let start = |out: &[MaybeUninit<f32>], j: usize| -> V {
-            match (u.start, base) {
-                (_, Some(b)) => V::load(lanes(b, j)),
-                (Start::Scaled(beta), _) => {
-                    // SAFETY: `Start::Scaled` is only built over initialised outputs.
-                    let o: &[f32; LANES] =
-                        unsafe { &*(out[j..j + LANES].as_ptr() as *const [f32; LANES]) };
-                    V::splat(beta).madd(V::load(o), V::zero())
-                }
-                _ => V::zero(),
-            }
-        };
         for j in (0..full).step_by(TILE) {
-            let mut acc: [V; VECS] = std::array::from_fn(|v| start(out, j + v * LANES));
+            let mut acc = [V::zero(); VECS];
+            for (v, acc) in acc.iter_mut().enumerate() {
+                *acc = start_at::<V>(u.start, base, out, j + v * LANES);
+            }
             for (p, &cp) in coef.iter().enumerate() {
                 let cp = V::splat(cp);
                 let row = &u.bt[p * n + j..][..TILE];
@@ -431,24 +437,58 @@ fn row_update_generic<V: F32x16>(u: &RowUpdate, row0: usize, out: &mut [MaybeUni
             }
         }
         for j in (full..vec_end).step_by(LANES) {
-            let mut acc = start(out, j);
+            let mut acc = start_at::<V>(u.start, base, out, j);
             for (p, &cp) in coef.iter().enumerate() {
                 acc = V::splat(cp).madd(V::load(lanes(u.bt, p * n + j)), acc);
             }
             acc.store_uninit((&mut out[j..][..LANES]).try_into().unwrap());
         }
         for j in vec_end..n {
-            let mut acc = match (u.start, base) {
-                (_, Some(b)) => b[j],
-                // SAFETY: as above.
-                (Start::Scaled(beta), _) => beta * unsafe { out[j].assume_init() },
-                _ => 0.0,
-            };
-            for (p, &cp) in coef.iter().enumerate() {
-                acc = simd::madd::<V>(cp, u.bt[p * n + j], acc);
-            }
-            out[j].write(acc);
+            scalar_column::<V>(u, coef, base, out, j);
         }
+    }
+}
+
+/// Column `j` of one [`RowUpdate`] output row (`coef` already scaled by `alpha`).
+#[inline(always)]
+fn scalar_column<V: F32x16>(
+    u: &RowUpdate,
+    coef: &[f32],
+    base: Option<&[f32]>,
+    out: &mut [MaybeUninit<f32>],
+    j: usize,
+) {
+    let mut acc = match (u.start, base) {
+        (_, Some(b)) => b[j],
+        // SAFETY: `Start::Scaled` is only built over initialised outputs.
+        (Start::Scaled(beta), _) => beta * unsafe { out[j].assume_init() },
+        _ => 0.0,
+    };
+    for (p, &cp) in coef.iter().enumerate() {
+        acc = simd::madd::<V>(cp, u.bt[p * u.n + j], acc);
+    }
+    out[j].write(acc);
+}
+
+/// Where column `j` of a [`RowUpdate`] output row starts, read before anything of the row
+/// is written. A function (inlined into each ISA's copy), not a closure: a closure does not
+/// inherit its caller's target features, so its vector loads compiled to out-of-line calls
+/// (about 7 % of the shared-x forward's time went there).
+#[inline(always)]
+fn start_at<V: F32x16>(
+    start: Start,
+    base: Option<&[f32]>,
+    out: &[MaybeUninit<f32>],
+    j: usize,
+) -> V {
+    match (start, base) {
+        (_, Some(b)) => V::load(lanes(b, j)),
+        (Start::Scaled(beta), _) => {
+            // SAFETY: `Start::Scaled` is only built over initialised outputs.
+            let o: &[f32; LANES] = unsafe { &*(out[j..j + LANES].as_ptr() as *const [f32; LANES]) };
+            V::splat(beta).madd(V::load(o), V::zero())
+        }
+        _ => V::zero(),
     }
 }
 
@@ -487,6 +527,8 @@ mod tests {
             (257, 300, 129),
             (600, 40, 64),
             (1100, 70, 40),
+            // Tall with a big op(b): the transposed-b path (`TALL_ROWS`, `PARALLEL_WORK`).
+            (1030, 260, 1010),
         ] {
             let a = rng.normal_vec(m * k);
             let b = rng.normal_vec(k * n);

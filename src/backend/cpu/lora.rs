@@ -145,6 +145,20 @@ fn row_tasks<T>(y: &mut [T], mo: usize, o: usize) -> Vec<(usize, usize, &mut [T]
     tasks
 }
 
+/// `(first row, [every particle's rows])` work items of `ROW_TASK` output rows, each
+/// holding the same rows of every particle's `[M, O]` block of `y` (`mo = M·O` each).
+fn row_chunk_tasks<T>(y: &mut [T], mo: usize, o: usize) -> Vec<(usize, Vec<&mut [T]>)> {
+    let chunks = mo.div_ceil(ROW_TASK * o);
+    let mut tasks: Vec<(usize, Vec<&mut [T]>)> =
+        (0..chunks).map(|c| (c * ROW_TASK, Vec::new())).collect();
+    for y_k in y.chunks_mut(mo) {
+        for (task, part) in tasks.iter_mut().zip(y_k.chunks_mut(ROW_TASK * o)) {
+            task.1.push(part);
+        }
+    }
+    tasks
+}
+
 /// `y_k += s · h_k B_kᵀ` for every particle by GEMM (ranks past the row-update width);
 /// `bt[k]` is `B_kᵀ` (`[r, O]`).
 fn add_rank_products(y: &mut [f32], h: &[f32], bt: &[Vec<f32>], d: &LoraDims, s: f32) {
@@ -198,9 +212,15 @@ pub fn forward(args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
             let ups: Vec<RowUpdate> = (0..kk)
                 .map(|p| RowUpdate::with_base(o, r, s, &h[p * mr..(p + 1) * mr], &bt[p], &base))
                 .collect();
-            row_tasks(y.uninit(), mo, o)
+            // By row chunk, all particles in each: the chunk's base rows are read from
+            // memory once and reused from cache for every particle.
+            row_chunk_tasks(y.uninit(), mo, o)
                 .into_par_iter()
-                .for_each(|(p, row0, part)| ups[p].write_rows(row0, part));
+                .for_each(|(row0, parts)| {
+                    for (up, part) in ups.iter().zip(parts) {
+                        up.write_rows(row0, part);
+                    }
+                });
         } else {
             for y_k in y.uninit().chunks_mut(mo) {
                 for (y, &b) in y_k.iter_mut().zip(&base) {

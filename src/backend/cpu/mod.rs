@@ -12,6 +12,7 @@ mod optim;
 mod simd;
 mod softmax;
 mod svgd;
+mod transpose;
 
 pub use gemm::gemm;
 
