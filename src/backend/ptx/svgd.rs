@@ -12,8 +12,8 @@ use super::{ptr, PtxBackend};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// The largest K of the tiled kernels: `sqdist_partial` holds up to 8 pair slots per thread
-/// (2048 pairs, 64 · 63 / 2 = 2016), `svgd_direction` stages a 64 × 64 kernel.
+/// The largest K of the tiled kernels: `sqdist_partial` stages 64 rows (16 blocks of 4 rows,
+/// 136 block pairs for its 256 threads), `svgd_direction` stages a 64 × 64 kernel.
 pub const TILED_MAX_K: usize = 64;
 
 /// Chunks of D for `sqdist_partial_pairs` are multiples of this (its vector path steps 1024).
@@ -50,14 +50,11 @@ pub fn pairwise_sqdist<D: Driver>(
     };
     u32_of(kn, "units", pairs * nchunks)?;
     if pairs > 0 && tiled {
-        // More than 128 pairs: 256 pairs per slot, one column group. Fewer: the pairs
-        // rounded up to a warp, and the rest of the CTA splits the tile's columns.
-        let (pstride, groups) = if pairs > 128 {
-            (256, 1)
-        } else {
-            let p = pairs.div_ceil(32) * 32;
-            (p, 256 / p)
-        };
+        // Blocks of 4 rows; each thread a block pair (bi <= bj), the CTA's remaining
+        // threads in column groups that split each tile's columns.
+        let blocks = k.div_ceil(4);
+        let block_pairs = blocks * (blocks + 1) / 2;
+        let groups = BLOCK as usize / block_pairs;
         be.launch(
             SVGD,
             kn,
@@ -69,7 +66,7 @@ pub fn pairwise_sqdist<D: Driver>(
                 Param::U32(u32_of(kn, "D", d)?),
                 Param::U32(u32_of(kn, "chunk", chunk)?),
                 Param::U32(nchunks as u32),
-                Param::U32(pstride as u32),
+                Param::U32(block_pairs as u32),
                 Param::U32(groups as u32),
             ],
         )?;
