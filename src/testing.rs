@@ -510,6 +510,46 @@ pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
                 }
             }
         }
+        "svgd_step" => {
+            // svgd_direction's shapes (the fused PTX kernel up to K = 64, the two ops at
+            // K = 80). m and v start non-zero and the steps are past the first: at step 1
+            // from m = v = 0 AdamW moves each element by lr · sign(g), which an f32 φ near
+            // zero may flip against the float64 oracle's.
+            let mut shapes = vec![
+                (1, 5),
+                (2, 1),
+                (5, 33),
+                (8, 1000),
+                (45, 129),
+                (64, 40),
+                (80, 37),
+            ];
+            if sizes != Sizes::Small {
+                shapes.push((16, 70_001));
+            }
+            for ((k, d), step) in shapes.into_iter().zip([2, 3, 5, 10, 20, 100, 1000, 7]) {
+                let kern: Vec<f32> = (0..k * k).map(|_| rng.uniform()).collect();
+                let items = vec![
+                    ("theta", f(&[k, d], rng, 0.1)),
+                    ("score", f(&[k, d], rng, 1.0)),
+                    ("kernel", HostTensor::float(&[k, k], kern)),
+                    ("bandwidth", scalar(0.3 + rng.uniform())),
+                    ("grad_scale", scalar(-0.5)),
+                    ("m", f(&[k, d], rng, 0.1)),
+                    (
+                        "v",
+                        HostTensor::float(&[k, d], rng.uniform_vec(k * d, 0.01, 0.1)),
+                    ),
+                    ("lr", scalar(1e-2)),
+                    ("beta1", scalar(0.9)),
+                    ("beta2", scalar(0.999)),
+                    ("eps", scalar(1e-8)),
+                    ("weight_decay", scalar(0.01)),
+                    ("step", HostTensor::int(&[], vec![step])),
+                ];
+                out.push(case(format!("K={k} D={d} step={step}"), items));
+            }
+        }
         "adamw_step" => {
             let mut lens = vec![1, 7, 1000];
             if sizes != Sizes::Small {
@@ -641,7 +681,7 @@ macro_rules! backend_tests {
     ($kind:expr) => {
         $crate::backend_tests!(@ops $kind;
             lora_forward, lora_backward, matmul, pairwise_sqdist, rbf_kernel, svgd_direction,
-            adamw_step, relu_forward, relu_backward, gelu_forward, gelu_backward,
+            adamw_step, svgd_step, relu_forward, relu_backward, gelu_forward, gelu_backward,
             softmax_xent, ensemble_stats, axpby);
     };
     (@ops $kind:expr; $($op:ident),*) => {

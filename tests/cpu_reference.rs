@@ -232,6 +232,28 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
                 }
             }
         }
+        "svgd_step" => {
+            let phi = naive("svgd_direction", n).remove(0).1;
+            let gs = scalar(n, "grad_scale");
+            let (mut p, mut m, mut v) = (get(n, "theta"), get(n, "m"), get(n, "v"));
+            let (lr, b1, b2, eps, wd, t) = (
+                scalar(n, "lr"),
+                scalar(n, "beta1"),
+                scalar(n, "beta2"),
+                scalar(n, "eps"),
+                scalar(n, "weight_decay"),
+                scalar(n, "step") as i32,
+            );
+            for i in 0..p.len() {
+                let g = gs * phi[i];
+                m[i] = b1 * m[i] + (1.0 - b1) * g;
+                v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+                let mh = m[i] / (1.0 - b1.powi(t));
+                let vh = v[i] / (1.0 - b2.powi(t));
+                p[i] = p[i] * (1.0 - lr * wd) - lr * mh / (vh.sqrt() + eps);
+            }
+            vec![("theta".into(), p), ("m".into(), m), ("v".into(), v)]
+        }
         "adamw_step" => {
             let (mut p, g, mut m, mut v) =
                 (get(n, "param"), get(n, "grad"), get(n, "m"), get(n, "v"));

@@ -184,11 +184,11 @@ fn run_svgd(p: &Problem, seed: u64, variant: Variant) -> Vec<f32> {
     let broken = move |be: &dyn Backend, th: &Tensor, s: &Tensor, k: &Tensor, h: f32| {
         recombined(be, th, s, k, h, c_drive, c_repel)
     };
-    // The correct variant uses exactly what the trainer passes.
-    let direction: &Direction = if (c_drive, c_repel) == (1.0, 1.0) {
-        &ops::svgd_direction
+    // The correct variant uses exactly what the trainer passes (the op, `None`).
+    let direction: Option<&Direction> = if (c_drive, c_repel) == (1.0, 1.0) {
+        None
     } else {
-        &broken
+        Some(&broken)
     };
     for step in 0..STEPS {
         let theta = be.download(&state.arena).unwrap();

@@ -332,6 +332,43 @@ pub trait Backend: Send + Sync {
         // SAFETY: checked above.
         unsafe { self.adamw_step_unchecked(param, grad, m, v, hp) }
     }
+    /// [`svgd_step`](crate::ops::svgd_step): `theta`, `score`, `m`, `v` `[k, d]`, `kernel`
+    /// `[k, k]`; updates `theta`, `m`, `v` in place.
+    #[allow(clippy::too_many_arguments)]
+    fn svgd_step(
+        &self,
+        theta: &mut Tensor,
+        score: &Tensor,
+        kernel: &Tensor,
+        (k, d): (usize, usize),
+        bandwidth: f32,
+        grad_scale: f32,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamW,
+    ) -> Result<()> {
+        let budget = self.memory_budget();
+        let ts = [("theta", &*theta), ("score", score), ("m", &*m), ("v", &*v)];
+        // The unfused default holds φ and the scaled gradient.
+        let temps: [(&str, &[usize]); 2] = [("phi", &[k, d]), ("grad", &[k, d])];
+        checks::particles(self.kind(), &budget, "svgd_step", &ts, (k, d), &temps)?;
+        checks::svgd_kernel_matrix(self.kind(), kernel, k, bandwidth)?;
+        checks::adamw(self.kind(), theta, score, m, v, hp.step)?;
+        // SAFETY: checked above.
+        unsafe {
+            self.svgd_step_unchecked(
+                theta,
+                score,
+                kernel,
+                (k, d),
+                bandwidth,
+                grad_scale,
+                m,
+                v,
+                hp,
+            )
+        }
+    }
     /// [`relu_forward`](crate::ops::relu_forward): `max(x, 0)`, elementwise.
     fn relu_forward(&self, x: &Tensor) -> Result<Tensor> {
         checks::same_len(
@@ -477,6 +514,32 @@ pub trait Backend: Send + Sync {
         v: &mut Tensor,
         hp: &AdamW,
     ) -> Result<()>;
+    /// The default runs the two ops: [`Backend::svgd_direction_unchecked`], `φ` scaled by
+    /// `grad_scale` ([`Backend::axpby_unchecked`]), [`Backend::adamw_step_unchecked`]; a
+    /// backend with a fused kernel overrides it.
+    ///
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn svgd_step_unchecked(
+        &self,
+        theta: &mut Tensor,
+        score: &Tensor,
+        kernel: &Tensor,
+        (k, d): (usize, usize),
+        bandwidth: f32,
+        grad_scale: f32,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamW,
+    ) -> Result<()> {
+        // SAFETY: the caller's checks cover the three ops (same shapes, φ and g budgeted).
+        unsafe {
+            let phi = self.svgd_direction_unchecked(theta, score, kernel, k, d, bandwidth)?;
+            let g = self.axpby_unchecked(grad_scale, &phi, 0.0, &phi)?;
+            self.adamw_step_unchecked(theta, &g, m, v, hp)
+        }
+    }
     /// # Safety
     /// As [`Backend::lora_forward_unchecked`].
     unsafe fn relu_forward_unchecked(&self, x: &Tensor) -> Result<Tensor>;

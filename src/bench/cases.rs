@@ -66,8 +66,9 @@ impl OpCase {
     }
 }
 
-/// Ops `bella bench --op` accepts: DESIGN.md's ops plus the composite SVGD step.
-pub const BENCH_OPS: [&str; 14] = [
+/// Ops `bella bench --op` accepts: DESIGN.md's ops plus the composite SVGD step, three ops
+/// (`svgd_step`) or the fused op (`svgd_step_fused`), both after `rbf_kernel`.
+pub const BENCH_OPS: [&str; 15] = [
     "lora_forward",
     "lora_backward",
     "matmul",
@@ -76,6 +77,7 @@ pub const BENCH_OPS: [&str; 14] = [
     "svgd_direction",
     "adamw_step",
     "svgd_step",
+    "svgd_step_fused",
     "relu_forward",
     "relu_backward",
     "gelu_forward",
@@ -304,12 +306,21 @@ pub mod svgd_work {
     }
     /// `rbf_kernel` + `svgd_direction` + `adamw_step` as three passes: 11 K·D f32 moved
     /// (θ read for the distances; θ, scores read and φ written; θ, φ, m, v read and θ, m, v
-    /// written). A single fused kernel could move 8 (θ twice, scores, m, v in; θ, m, v out).
+    /// written).
     pub fn step(k: usize, d: usize) -> Work {
         let parts = [sqdist(k, d), direction(k, d), adamw(k * d)];
         Work {
             flops: parts.iter().map(|w| w.flops).sum(),
             bytes: parts.iter().map(|w| w.bytes).sum(),
+        }
+    }
+    /// `rbf_kernel` + the fused `svgd_step` op: 8 K·D f32 moved (θ read for the distances;
+    /// θ, scores, m, v read and θ, m, v written; φ never stored). The same FLOPs.
+    pub fn step_fused(k: usize, d: usize) -> Work {
+        let (kf, df) = (k as f64, d as f64);
+        Work {
+            flops: step(k, d).flops,
+            bytes: F32 * (8.0 * kf * df + 2.0 * kf * kf),
         }
     }
 }
@@ -350,12 +361,30 @@ pub fn svgd_step(be: &dyn Backend, s: &mut SvgdInputs) -> Result<()> {
     ops::adamw_step(be, &mut s.theta, &phi, &mut s.m, &mut s.v, &ADAMW)
 }
 
-/// An SVGD op (`pairwise_sqdist`, `rbf_kernel`, `svgd_direction`, `svgd_step`) on `k`
-/// particles of `d` parameters.
+/// [`svgd_step`] with the fused op: kernel (median bandwidth), then `ops::svgd_step` (φ
+/// into AdamW as is, `grad_scale = 1`).
+pub fn svgd_step_fused(be: &dyn Backend, s: &mut SvgdInputs) -> Result<()> {
+    let (kernel, h) = ops::rbf_kernel(be, &s.theta, None)?;
+    ops::svgd_step(
+        be,
+        &mut s.theta,
+        &s.score,
+        &kernel,
+        h,
+        1.0,
+        &mut s.m,
+        &mut s.v,
+        &ADAMW,
+    )
+}
+
+/// An SVGD op (`pairwise_sqdist`, `rbf_kernel`, `svgd_direction`, `svgd_step`,
+/// `svgd_step_fused`) on `k` particles of `d` parameters.
 pub fn svgd_case(op: &'static str, k: usize, d: usize) -> OpCase {
     let work = match op {
         "pairwise_sqdist" | "rbf_kernel" => svgd_work::sqdist(k, d),
         "svgd_direction" => svgd_work::direction(k, d),
+        "svgd_step_fused" => svgd_work::step_fused(k, d),
         _ => svgd_work::step(k, d),
     };
     OpCase {
@@ -380,6 +409,7 @@ pub fn svgd_case(op: &'static str, k: usize, d: usize) -> OpCase {
                         ops::svgd_direction(be.as_ref(), &s.theta, &s.score, &kernel, h).map(drop)
                     })
                 }
+                "svgd_step_fused" => Box::new(move || svgd_step_fused(be.as_ref(), &mut s)),
                 _ => Box::new(move || svgd_step(be.as_ref(), &mut s)),
             };
             Ok(body)
@@ -537,7 +567,7 @@ pub fn cases(op: &str, scale: Scale, quick: bool) -> Vec<OpCase> {
             let s = lora(true);
             vec![matmul_case(s.k, s.m, s.o, s.i)]
         }
-        "pairwise_sqdist" | "rbf_kernel" | "svgd_direction" | "svgd_step" => {
+        "pairwise_sqdist" | "rbf_kernel" | "svgd_direction" | "svgd_step" | "svgd_step_fused" => {
             let op = BENCH_OPS
                 .iter()
                 .find(|o| **o == op)

@@ -12,7 +12,8 @@ pub struct BenchArgs {
     /// opens, the PTX simulator excepted), or a comma list of cpu | wgpu | cuda | ptx-sim.
     #[arg(long, default_value = "auto")]
     backend: String,
-    /// Only these ops (comma list); `svgd_step` is rbf_kernel + svgd_direction + adamw_step.
+    /// Only these ops (comma list); `svgd_step` is rbf_kernel + svgd_direction + adamw_step,
+    /// `svgd_step_fused` rbf_kernel + the op svgd_step (direction and AdamW as one).
     /// The comparisons run with `lora_forward` and `svgd_step`. Default: every op.
     #[arg(long)]
     op: Option<String>,

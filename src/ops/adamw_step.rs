@@ -66,27 +66,7 @@ pub fn adamw_step(
         be,
         &[("param", param), ("grad", grad), ("m", m), ("v", v)],
     )?;
-    if hp.step < 1 {
-        return Err(BellaError::invalid(format!(
-            "{OP}: step must be ≥ 1, got {}",
-            hp.step
-        )));
-    }
-    for (name, x) in [
-        ("lr", hp.lr),
-        ("beta1", hp.beta1),
-        ("beta2", hp.beta2),
-        ("eps", hp.eps),
-        ("weight_decay", hp.weight_decay),
-    ] {
-        expect_finite(OP, name, x)?;
-    }
-    if !(0.0..1.0).contains(&hp.beta1) || !(0.0..1.0).contains(&hp.beta2) {
-        return Err(BellaError::invalid(format!(
-            "{OP}: betas must be in [0, 1), got {} and {}",
-            hp.beta1, hp.beta2
-        )));
-    }
+    check_hyper(OP, hp)?;
     // Copy-on-write makes aliasing safe, but a grad that *is* the param is surely a mistake.
     if param.same_storage(grad)
         || param.same_storage(m)
@@ -98,4 +78,31 @@ pub fn adamw_step(
         )));
     }
     be.adamw_step(param, grad, m, v, hp)
+}
+
+/// The AdamW hyper-parameters of `op` (`adamw_step`, `svgd_step`): `step ≥ 1`, every value
+/// finite, betas in `[0, 1)`.
+pub(crate) fn check_hyper(op: &str, hp: &AdamW) -> Result<()> {
+    if hp.step < 1 {
+        return Err(BellaError::invalid(format!(
+            "{op}: step must be ≥ 1, got {}",
+            hp.step
+        )));
+    }
+    for (name, x) in [
+        ("lr", hp.lr),
+        ("beta1", hp.beta1),
+        ("beta2", hp.beta2),
+        ("eps", hp.eps),
+        ("weight_decay", hp.weight_decay),
+    ] {
+        expect_finite(op, name, x)?;
+    }
+    if !(0.0..1.0).contains(&hp.beta1) || !(0.0..1.0).contains(&hp.beta2) {
+        return Err(BellaError::invalid(format!(
+            "{op}: betas must be in [0, 1), got {} and {}",
+            hp.beta1, hp.beta2
+        )));
+    }
+    Ok(())
 }

@@ -20,6 +20,7 @@ mod pairwise_sqdist;
 mod rbf_kernel;
 mod softmax_xent;
 mod svgd_direction;
+mod svgd_step;
 
 pub use activation::{gelu_backward, gelu_forward, relu_backward, relu_forward};
 pub use adamw_step::adamw_step;
@@ -32,14 +33,15 @@ pub use pairwise_sqdist::pairwise_sqdist;
 pub use rbf_kernel::{median_bandwidth, rbf_kernel};
 pub use softmax_xent::softmax_xent;
 pub use svgd_direction::svgd_direction;
+pub use svgd_step::svgd_step;
 
 use crate::backend::Backend;
 use crate::error::{BellaError, Result};
 use crate::tensor::Tensor;
 
-/// Every op name, in DESIGN.md order, then the utility `axpby` (what `bella op` and
-/// `bella doctor` accept).
-pub const OP_NAMES: [&str; 14] = [
+/// Every op name, in DESIGN.md order (with `svgd_step`, direction and AdamW as one op,
+/// after them), then the utility `axpby` (what `bella op` and `bella doctor` accept).
+pub const OP_NAMES: [&str; 15] = [
     "lora_forward",
     "lora_backward",
     "matmul",
@@ -47,6 +49,7 @@ pub const OP_NAMES: [&str; 14] = [
     "rbf_kernel",
     "svgd_direction",
     "adamw_step",
+    "svgd_step",
     "relu_forward",
     "relu_backward",
     "gelu_forward",

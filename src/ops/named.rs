@@ -298,6 +298,33 @@ pub fn run_named(
                 out(be, "v", &v)?,
             ])
         }
+        "svgd_step" => {
+            let hp = AdamW {
+                lr: i.scalar("lr")?,
+                beta1: i.scalar("beta1")?,
+                beta2: i.scalar("beta2")?,
+                eps: i.scalar("eps")?,
+                weight_decay: i.scalar("weight_decay")?,
+                step: i.named.step()?,
+            };
+            let (mut theta, mut m, mut v) = (i.tensor("theta")?, i.tensor("m")?, i.tensor("v")?);
+            svgd_step(
+                be,
+                &mut theta,
+                &i.tensor("score")?,
+                &i.tensor("kernel")?,
+                i.scalar("bandwidth")?,
+                i.scalar("grad_scale")?,
+                &mut m,
+                &mut v,
+                &hp,
+            )?;
+            Ok(vec![
+                out(be, "theta", &theta)?,
+                out(be, "m", &m)?,
+                out(be, "v", &v)?,
+            ])
+        }
         "relu_forward" => Ok(vec![out(be, "y", &relu_forward(be, &i.tensor("x")?)?)?]),
         "gelu_forward" => Ok(vec![out(be, "y", &gelu_forward(be, &i.tensor("x")?)?)?]),
         "relu_backward" => {

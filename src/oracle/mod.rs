@@ -157,21 +157,7 @@ pub fn run_f64(op: &str, inputs: &Named) -> Result<Vec<(String, Tensor64)>> {
             Ok(vec![out("phi", &[k, d], phi)])
         }
         "adamw_step" => {
-            let step = i.named.step()?;
-            let hp = AdamWHyper {
-                lr: i.finite_scalar("lr")?,
-                beta1: i.finite_scalar("beta1")?,
-                beta2: i.finite_scalar("beta2")?,
-                eps: i.finite_scalar("eps")?,
-                weight_decay: i.finite_scalar("weight_decay")?,
-                step,
-            };
-            if !(0.0..1.0).contains(&hp.beta1) || !(0.0..1.0).contains(&hp.beta2) {
-                return Err(BellaError::invalid(format!(
-                    "{op}: betas must be in [0, 1), got {} and {}",
-                    hp.beta1, hp.beta2
-                )));
-            }
+            let hp = i.adamw_hyper()?;
             let param = i.nonempty_tensor("param")?;
             let shape = param.shape.clone();
             let (grad, m, v) = (i.tensor("grad")?, i.tensor("m")?, i.tensor("v")?);
@@ -183,6 +169,27 @@ pub fn run_f64(op: &str, inputs: &Named) -> Result<Vec<(String, Tensor64)>> {
                 out("param", &shape, p),
                 out("m", &shape, m),
                 out("v", &shape, v),
+            ])
+        }
+        "svgd_step" => {
+            let (theta, k, d) = i.particles()?;
+            let (score, kernel) = (i.tensor("score")?, i.tensor("kernel")?);
+            let (m, v) = (i.tensor("m")?, i.tensor("v")?);
+            for (name, t) in [("score", &score), ("m", &m), ("v", &v)] {
+                expect_shape(op, name, t, &[k, d])?;
+            }
+            expect_shape(op, "kernel", &kernel, &[k, k])?;
+            let h = i.named.scalar("bandwidth")?;
+            expect_bandwidth(op, h)?;
+            let grad_scale = i.finite_scalar("grad_scale")?;
+            let hp = i.adamw_hyper()?;
+            let phi = svgd_direction(&theta.data, &score.data, &kernel.data, k, d, h);
+            let g: Vec<f64> = phi.iter().map(|&p| grad_scale * p).collect();
+            let (t, m, v) = adamw_step(&theta.data, &g, &m.data, &v.data, &hp);
+            Ok(vec![
+                out("theta", &[k, d], t),
+                out("m", &[k, d], m),
+                out("v", &[k, d], v),
             ])
         }
         "relu_forward" | "gelu_forward" => {
@@ -294,6 +301,24 @@ impl Reader<'_> {
             )));
         }
         Ok(v)
+    }
+    /// AdamW's hyper-parameters and step: finite, betas in `[0, 1)`, step ≥ 1.
+    fn adamw_hyper(&self) -> Result<AdamWHyper> {
+        let hp = AdamWHyper {
+            lr: self.finite_scalar("lr")?,
+            beta1: self.finite_scalar("beta1")?,
+            beta2: self.finite_scalar("beta2")?,
+            eps: self.finite_scalar("eps")?,
+            weight_decay: self.finite_scalar("weight_decay")?,
+            step: self.named.step()?,
+        };
+        if !(0.0..1.0).contains(&hp.beta1) || !(0.0..1.0).contains(&hp.beta2) {
+            return Err(BellaError::invalid(format!(
+                "{}: betas must be in [0, 1), got {} and {}",
+                self.named.op, hp.beta1, hp.beta2
+            )));
+        }
+        Ok(hp)
     }
     /// `theta`, a non-empty `[K, D]`; returns it with K and D.
     fn particles(&self) -> Result<(Tensor64, usize, usize)> {

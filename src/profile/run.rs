@@ -337,11 +337,12 @@ fn profile_case(
 /// The cases of `op` profiled at `scale`: `bella bench`'s, plus at `--scale gpu` the single
 /// 4096³ GEMM of issue 11's targets next to bench's batched one.
 pub fn profile_cases(op: &str, scale: Scale, quick: bool, particles: Option<usize>) -> Vec<OpCase> {
-    const SVGD_OPS: [&str; 4] = [
+    const SVGD_OPS: [&str; 5] = [
         "pairwise_sqdist",
         "rbf_kernel",
         "svgd_direction",
         "svgd_step",
+        "svgd_step_fused",
     ];
     if let (Some(k), Some(svgd_op)) = (particles, SVGD_OPS.iter().find(|o| **o == op)) {
         let d = crate::bench::cases::target_svgd_shape(scale).1;

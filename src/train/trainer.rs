@@ -141,7 +141,7 @@ pub fn train(
                     prior_std: set.prior_std,
                     bandwidth: set.bandwidth,
                 };
-                svgd_update(be, state, &grad, &svgd, set.lr, &ops::svgd_direction)?;
+                svgd_update(be, state, &grad, &svgd, set.lr, None)?;
             } else {
                 adamw_update(be, state, &grad, set.lr, set.weight_decay)?;
             }
@@ -188,32 +188,47 @@ pub struct Svgd {
     pub bandwidth: Option<f32>,
 }
 
-/// How `φ` is formed from `(theta, score, kernel, bandwidth)`: [`ops::svgd_direction`] in
-/// training. A parameter so that tests can show a wrong direction fails them.
+/// How `φ` is formed from `(theta, score, kernel, bandwidth)`, when not by the op (see
+/// [`svgd_update`]): a parameter so that tests can show a wrong direction fails them.
 pub type Direction = dyn Fn(&dyn Backend, &Tensor, &Tensor, &Tensor, f32) -> Result<Tensor>;
 
 /// The SVGD step of `bella_svgd`, on any `[K, D]` particle arena.
 ///
 /// `grad` is `∇L̄_i` per particle, `L̄` the mean negative log-likelihood of the batch (an
 /// unbiased estimate of the full-data term over N points). Score of particle i:
-/// `∇ log p(θ_i | data) = −N ∇L̄_i − θ_i / σ²`. Then `φ = direction(θ, score, kernel, h)` with
-/// the RBF kernel (median heuristic unless a bandwidth is given), and AdamW (no weight
+/// `∇ log p(θ_i | data) = −N ∇L̄_i − θ_i / σ²`. Then `φ = svgd_direction(θ, score, kernel, h)`
+/// with the RBF kernel (median heuristic unless a bandwidth is given), and AdamW (no weight
 /// decay) takes `−φ / N` as its gradient: dividing by N keeps the step size comparable to
 /// the other methods (AdamW is nearly scale-free) while the balance of attraction and
-/// repulsion stays that of the posterior.
+/// repulsion stays that of the posterior. With `direction = None` the direction and AdamW
+/// are one op ([`ops::svgd_step`]: fused where the backend has a kernel for it, the same
+/// bits as the two ops); a given `direction` replaces `svgd_direction` (the ops run apart).
 pub fn svgd_update(
     be: &dyn Backend,
     state: &mut RunState,
     grad: &Tensor,
     svgd: &Svgd,
     lr: f32,
-    direction: &Direction,
+    direction: Option<&Direction>,
 ) -> Result<()> {
     let nf = svgd.n as f32;
     let prior_precision = 1.0 / (svgd.prior_std * svgd.prior_std);
     let theta = &state.arena;
     let score = ops::axpby(be, -nf, grad, -prior_precision, theta)?;
     let (kernel, h) = ops::rbf_kernel(be, theta, svgd.bandwidth)?;
+    let Some(direction) = direction else {
+        state.step += 1;
+        let hp = AdamW {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            step: state.step,
+        };
+        let (arena, m, v) = (&mut state.arena, &mut state.m, &mut state.v);
+        return ops::svgd_step(be, arena, &score, &kernel, h, -1.0 / nf, m, v, &hp);
+    };
     let phi = direction(be, theta, &score, &kernel, h)?;
     let descent = ops::axpby(be, -1.0 / nf, &phi, 0.0, &phi)?;
     adamw_update(be, state, &descent, lr, 0.0)

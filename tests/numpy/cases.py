@@ -158,6 +158,21 @@ def adamw_cases(rng, s):
                  beta2=np.array([0.999], np.float64), eps=np.array(1e-8, np.float32),
                  weight_decay=np.array(0.05, np.float32), step=step)
         out.append(Case("adamw_step", label, t))
+    # svgd_step: the fused PTX kernel (K <= 64) and the two ops past it; m, v non-zero and
+    # steps past the first (at step 1 from zeros AdamW moves by lr * sign(g)).
+    for label, k, d, step in (("K=1", 1, 5, 2), ("K=5 D past tile", 5, s.d, 3),
+                              ("many particles", s.kbig, 65, 10), ("K=80 two ops", 80, 9, 4)):
+        th = 0.3 * n((k, d))
+        diff = th[:, None] - th[None]
+        kern = np.exp(-(diff ** 2).sum(-1) / d)
+        t = {"theta": th, "score": n((k, d)), "kernel": kern, "m": 0.1 * n((k, d)),
+             "v": 0.01 + 0.1 * rng.uniform(size=(k, d))}
+        t = {a: np.asarray(b, np.float32) for a, b in t.items()}
+        t.update(bandwidth=np.array(float(d), np.float32), grad_scale=np.array(-0.25, np.float32),
+                 lr=np.array(1e-2, np.float32), beta1=np.array(0.9, np.float32),
+                 beta2=np.array(0.999, np.float32), eps=np.array(1e-8, np.float32),
+                 weight_decay=np.array(0.0, np.float32), step=np.array(step, np.int64))
+        out.append(Case("svgd_step", label, t))
     return out
 
 

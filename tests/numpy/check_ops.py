@@ -61,10 +61,11 @@ def floor_for(name, want, inputs):
     least. Random particles have MI well above that, so there the floor does not act."""
     if name == "mutual_info":
         return 1e-2 * float(np.linalg.norm(want["entropy"]))
-    if name == "param - param_in":
+    if name in ("param - param_in", "theta - theta_in"):
         # f32 `param` holds the step only to an ulp of param: judge the step against 1% of
         # ‖param‖ at least (still 100x tighter than the check of `param` itself).
-        return 1e-2 * float(np.linalg.norm(np.asarray(inputs["param"], np.float64)))
+        base = name.split(" ")[0]
+        return 1e-2 * float(np.linalg.norm(np.asarray(inputs[base], np.float64)))
     return 0.0
 
 
@@ -114,12 +115,13 @@ def run_case(bella, backend, case, tmp, idx, timeout, tol):
         got = read_outputs(out)
     except Exception as e:
         return [f"reading output: {e}"], {}, dt
-    if case.op == "adamw_step":
-        # The step itself is small beside `param`: check it on its own too.
-        p0 = np.asarray(reference_inputs(case)["param"], np.float64)
-        want["param - param_in"] = want["param"] - p0
-        if "param" in got:
-            got["param - param_in"] = got["param"].astype(np.float64) - p0
+    if case.op in ("adamw_step", "svgd_step"):
+        # The step itself is small beside `param` (`theta`): check it on its own too.
+        name = "param" if case.op == "adamw_step" else "theta"
+        p0 = np.asarray(reference_inputs(case)[name], np.float64)
+        want[f"{name} - {name}_in"] = want[name] - p0
+        if name in got:
+            got[f"{name} - {name}_in"] = got[name].astype(np.float64) - p0
     problems, errs = compare(case.op, got, want, tol, reference_inputs(case))
     return problems, errs, dt
 

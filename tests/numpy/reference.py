@@ -108,6 +108,16 @@ def adamw_step(t):
     return {"param": p, "m": m, "v": v}
 
 
+def svgd_step(t):
+    # svgd_direction, then adamw_step with the gradient grad_scale * phi
+    phi = svgd_direction(t)["phi"]
+    g = F(_scalar(t["grad_scale"])) * phi
+    a = {n: t[n] for n in ("m", "v", "lr", "beta1", "beta2", "eps", "weight_decay", "step")}
+    a.update(param=t["theta"], grad=g)
+    r = adamw_step(a)
+    return {"theta": r["param"], "m": r["m"], "v": r["v"]}
+
+
 def relu_forward(t):
     x = _f(t["x"])
     return {"y": np.where(x > 0, x, 0.0)}
@@ -169,7 +179,7 @@ def ensemble_stats(t):
 
 OPS = {f.__name__: f for f in (
     lora_forward, lora_backward, matmul, pairwise_sqdist, rbf_kernel, svgd_direction,
-    adamw_step, relu_forward, relu_backward, gelu_forward, gelu_backward, softmax_xent,
+    adamw_step, svgd_step, relu_forward, relu_backward, gelu_forward, gelu_backward, softmax_xent,
     ensemble_stats)}
 
 

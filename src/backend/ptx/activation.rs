@@ -3,7 +3,7 @@
 
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, ACTIVATION, BLOCK, OPTIM};
-use super::{ptr, ptr_at, PtxBackend};
+use super::{ptr, PtxBackend};
 use crate::backend::AdamW;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -13,9 +13,9 @@ fn grid<D: Driver>(be: &PtxBackend<D>, n: usize) -> super::driver::LaunchConfig 
     grid_1d(be.props(), n.div_ceil(4).div_ceil(BLOCK as usize), 16)
 }
 
-/// `out = Σ_k src[k·len .. (k+1)·len]` for `k` ≥ 2 blocks of one buffer, as `k − 1` launches
-/// of `axpby` (the first adds blocks 0 and 1, each later one adds the next block into `out`
-/// in place: every element is read and written by the same thread).
+/// `out = Σ_k src[k·len .. (k+1)·len]` for `k` ≥ 1 blocks of one buffer, in block order,
+/// in one launch of `sum_blocks` (src read once; was `k − 1` launches of `axpby`, which
+/// gave the same bits and read and wrote `out` each time).
 pub(crate) fn sum_blocks<D: Driver>(
     be: &PtxBackend<D>,
     src: &D::Buf,
@@ -23,23 +23,17 @@ pub(crate) fn sum_blocks<D: Driver>(
     len: usize,
     out: &D::Buf,
 ) -> Result<()> {
-    if len == 0 {
+    if len == 0 || k == 0 {
         return Ok(());
     }
-    let n = u32_of("axpby", "n", len)?;
-    for b in 1..k {
-        let acc = if b == 1 { ptr(src) } else { ptr(out) };
-        let params = [
-            ptr(out),
-            acc,
-            ptr_at(src, b * len),
-            Param::F32(1.0),
-            Param::F32(1.0),
-            Param::U32(n),
-        ];
-        be.launch(ACTIVATION, "axpby", grid(be, len), &params)?;
-    }
-    Ok(())
+    u32_of("sum_blocks", "K*len", k * len)?;
+    let params = [
+        ptr(out),
+        ptr(src),
+        Param::U32(u32_of("sum_blocks", "K", k)?),
+        Param::U32(u32_of("sum_blocks", "len", len)?),
+    ];
+    be.launch(ACTIVATION, "sum_blocks", grid(be, len), &params)
 }
 
 /// `y = f(x)` for `relu_forward`, `gelu_forward`.
@@ -125,29 +119,34 @@ pub fn adamw<D: Driver>(
     if n == 0 {
         return Ok(());
     }
-    let (bc1, bc2) = hp.bias_corrections();
-    let decay = 1.0 - hp.lr * hp.weight_decay;
     let g = be.buf(grad)?;
     let p = be.buf_mut(param)?;
     let mb = be.buf_mut(m)?;
     let vb = be.buf_mut(v)?;
-    be.launch(
-        OPTIM,
-        "adamw_step",
-        grid(be, n),
-        &[
-            ptr(p),
-            ptr(g),
-            ptr(mb),
-            ptr(vb),
-            Param::U32(u32_of("adamw_step", "n", n)?),
-            Param::F32(hp.lr),
-            Param::F32(hp.beta1),
-            Param::F32(hp.beta2),
-            Param::F32(hp.eps),
-            Param::F32(decay),
-            Param::F32(bc1),
-            Param::F32(bc2),
-        ],
-    )
+    let mut params = vec![
+        ptr(p),
+        ptr(g),
+        ptr(mb),
+        ptr(vb),
+        Param::U32(u32_of("adamw_step", "n", n)?),
+    ];
+    params.extend(adamw_params(hp));
+    be.launch(OPTIM, "adamw_step", grid(be, n), &params)
+}
+
+/// AdamW's scalar parameters as `adamw_step` and the fused SVGD step take them, in order:
+/// `lr, beta1, beta2, eps, decay = 1 − lr·wd, bc1 = 1 − β1ᵗ, bc2 = 1 − β2ᵗ` (the
+/// corrections in f64, as the CPU reference).
+pub fn adamw_params<'a, B>(hp: &AdamW) -> [Param<'a, B>; 7] {
+    let (bc1, bc2) = hp.bias_corrections();
+    let decay = 1.0 - hp.lr * hp.weight_decay;
+    [
+        Param::F32(hp.lr),
+        Param::F32(hp.beta1),
+        Param::F32(hp.beta2),
+        Param::F32(hp.eps),
+        Param::F32(decay),
+        Param::F32(bc1),
+        Param::F32(bc2),
+    ]
 }

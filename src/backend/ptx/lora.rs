@@ -195,7 +195,7 @@ pub fn backward<D: Driver>(
         let dx = be.storage(dx_len)?;
         // Shared x: one output block summing all K particles; else K blocks.
         let (batch, nred) = if d.x_shared { (1, d.k) } else { (d.k, 1) };
-        // Shared x: `Σ_k dy_k W = (Σ_k dy_k) W`, so sum dy first (K − 1 element-wise adds)
+        // Shared x: `Σ_k dy_k W = (Σ_k dy_k) W`, so sum dy first (one pass, `sum_blocks`)
         // and run one GEMM instead of K.
         let dy_sum = if d.x_shared && d.k > 1 {
             let sum = be.storage(mo)?;

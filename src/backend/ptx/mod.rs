@@ -231,6 +231,33 @@ impl<D: Driver> Backend for PtxBackend<D> {
         activation::adamw(self, param, grad, m, v, hp)
     }
 
+    unsafe fn svgd_step_unchecked(
+        &self,
+        theta: &mut Tensor,
+        score: &Tensor,
+        kernel: &Tensor,
+        (k, d): (usize, usize),
+        bandwidth: f32,
+        grad_scale: f32,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamW,
+    ) -> Result<()> {
+        if k > svgd::TILED_MAX_K {
+            // No fused kernel past the tiled direction's K: the two ops.
+            let phi = svgd::direction(self, theta, score, kernel, k, d, bandwidth)?;
+            let g = activation::axpby(self, grad_scale, &phi, 0.0, &phi)?;
+            return activation::adamw(self, theta, &g, m, v, hp);
+        }
+        let step = svgd::FusedStep {
+            grad_scale,
+            hp,
+            m,
+            v,
+        };
+        svgd::step(self, theta, score, kernel, (k, d), bandwidth, step)
+    }
+
     unsafe fn relu_forward_unchecked(&self, x: &Tensor) -> Result<Tensor> {
         activation::unary(self, "relu_forward", x)
     }

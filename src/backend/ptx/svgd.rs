@@ -6,9 +6,11 @@
 //! `svgd_direction`) read theta (and score) once; above it the per-pair / per-output kernels
 //! (`sqdist_partial_pairs`, `svgd_direction_per_output`), which re-read rows, take over.
 
+use super::activation::adamw_params;
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, BLOCK, SVGD};
 use super::{ptr, PtxBackend};
+use crate::backend::AdamW;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -162,11 +164,12 @@ pub fn direction<D: Driver>(
         Param::F32(1.0 / k as f32),
     ];
     if n > 0 && tiled {
-        // 8 rows per thread group; glog = log2 of the groups (a power of two), tiles of
-        // 512 >> glog columns, about 2 CTAs per SM (each stages the K x K kernel once).
-        let glog = k.div_ceil(8).next_power_of_two().trailing_zeros();
-        let tiles = d.div_ceil(512 >> glog);
+        let (glog, tiles) = direction_tiles(k, d);
         params.push(Param::U32(glog));
+        // Not the fused step: what follows p_step is unused (any valid pointer, zeros).
+        params.push(Param::U32(0));
+        params.extend([ptr(&phi.buf), ptr(&phi.buf), Param::F32(0.0)]);
+        params.extend((0..7).map(|_| Param::F32(0.0)));
         be.launch(SVGD, kn, grid_1d(be.props(), tiles, 2), &params)?;
     } else if n > 0 {
         be.launch(
@@ -177,6 +180,65 @@ pub fn direction<D: Driver>(
         )?;
     }
     be.tensor(&[k, d], phi)
+}
+
+/// The tiled `svgd_direction`'s `glog` and its number of column tiles: 8 rows per thread
+/// group, glog = log2 of the groups (a power of two), tiles of 512 >> glog columns (the
+/// grid: about 2 CTAs per SM, each staging the K x K kernel once).
+fn direction_tiles(k: usize, d: usize) -> (u32, usize) {
+    let glog = k.div_ceil(8).next_power_of_two().trailing_zeros();
+    (glog, d.div_ceil(512 >> glog))
+}
+
+/// The AdamW half of a fused SVGD step ([`step`]).
+pub struct FusedStep<'a> {
+    /// The gradient AdamW takes is `grad_scale · φ`.
+    pub grad_scale: f32,
+    pub hp: &'a AdamW,
+    pub m: &'a mut Tensor,
+    pub v: &'a mut Tensor,
+}
+
+/// The fused SVGD step (K ≤ [`TILED_MAX_K`]): the tiled `svgd_direction` in step mode, AdamW
+/// applied to each element of φ in registers (θ in place, m, v), φ never written.
+pub fn step<D: Driver>(
+    be: &PtxBackend<D>,
+    theta: &mut Tensor,
+    score: &Tensor,
+    kernel: &Tensor,
+    (k, d): (usize, usize),
+    bandwidth: f32,
+    s: FusedStep,
+) -> Result<()> {
+    assert!(
+        k <= TILED_MAX_K,
+        "the fused SVGD step holds K ≤ {TILED_MAX_K}"
+    );
+    let kn = "svgd_direction";
+    if u32_of(kn, "K*D", k * d)? == 0 {
+        return Ok(());
+    }
+    let (glog, tiles) = direction_tiles(k, d);
+    let (sc, kb) = (be.buf(score)?, be.buf(kernel)?);
+    let (mb, vb) = (be.buf_mut(s.m)?, be.buf_mut(s.v)?);
+    let th = be.buf_mut(theta)?;
+    let mut params = vec![
+        ptr(th), // p_phi: unused in step mode
+        ptr(th),
+        ptr(sc),
+        ptr(kb),
+        Param::U32(k as u32),
+        Param::U32(d as u32),
+        Param::F32(2.0 / bandwidth),
+        Param::F32(1.0 / k as f32),
+        Param::U32(glog),
+        Param::U32(1),
+        ptr(mb),
+        ptr(vb),
+        Param::F32(s.grad_scale),
+    ];
+    params.extend(adamw_params(s.hp));
+    be.launch(SVGD, kn, grid_1d(be.props(), tiles, 2), &params)
 }
 
 #[cfg(all(test, feature = "ptx-sim"))]
@@ -208,6 +270,64 @@ mod tests {
                     "K={k} D={d} entry {e}: {o} vs {w}"
                 );
             }
+        }
+    }
+
+    /// The fused step runs the same f32 operations in the same order as the two ops
+    /// (direction, φ scaled, AdamW): the simulator, which executes them as written, gives
+    /// the same bits; K = 64 is the fused kernel's largest, K = 80 the two-op fallback.
+    #[test]
+    fn fused_step_gives_the_bits_of_the_two_ops() {
+        use crate::backend::AdamW;
+        let be = crate::backend::ptx_sim::open().unwrap();
+        let mut rng = crate::rng::Rng::new(5);
+        let hp = AdamW {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            step: 4,
+        };
+        for (k, d) in [(1usize, 7usize), (5, 300), (17, 129), (64, 40), (80, 9)] {
+            let up = |rng: &mut crate::rng::Rng, lo: f32, hi: f32| {
+                be.upload(&[k, d], &rng.uniform_vec(k * d, lo, hi)).unwrap()
+            };
+            let theta = up(&mut rng, -0.5, 0.5);
+            let score = up(&mut rng, -1.0, 1.0);
+            let m = up(&mut rng, -0.1, 0.1);
+            let v = up(&mut rng, 0.01, 0.1);
+            let (kernel, h) = crate::ops::rbf_kernel(be.as_ref(), &theta, None).unwrap();
+
+            let (mut t1, mut m1, mut v1) = (theta.clone(), m.clone(), v.clone());
+            crate::ops::svgd_step(
+                be.as_ref(),
+                &mut t1,
+                &score,
+                &kernel,
+                h,
+                -0.25,
+                &mut m1,
+                &mut v1,
+                &hp,
+            )
+            .unwrap();
+            let phi = crate::ops::svgd_direction(be.as_ref(), &theta, &score, &kernel, h).unwrap();
+            let g = crate::ops::axpby(be.as_ref(), -0.25, &phi, 0.0, &phi).unwrap();
+            let (mut t2, mut m2, mut v2) = (theta.clone(), m.clone(), v.clone());
+            crate::ops::adamw_step(be.as_ref(), &mut t2, &g, &mut m2, &mut v2, &hp).unwrap();
+
+            let bits = |t: &crate::tensor::Tensor| -> Vec<u32> {
+                be.download(t)
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect()
+            };
+            assert_eq!(bits(&t1), bits(&t2), "theta, K={k} D={d}");
+            assert_eq!(bits(&m1), bits(&m2), "m, K={k} D={d}");
+            assert_eq!(bits(&v1), bits(&v2), "v, K={k} D={d}");
+            assert_ne!(bits(&t1), bits(&theta), "theta moved, K={k} D={d}");
         }
     }
 }
