@@ -427,6 +427,46 @@ fn mma_needs_every_lane_of_a_full_warp() {
     assert_mentions(&e, &[&format!("line {line}"), "lane 5", "has exited"]);
 }
 
+#[test]
+fn forms_the_simulator_does_not_run_are_errors_naming_the_line() {
+    let src = mma_regs_kernel(Kind::Bf16);
+    let mma = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32";
+    for (form, why) in [
+        (
+            "mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32",
+            "m16n8k8.row.col.f32.bf16.bf16.f32 is not supported",
+        ),
+        (
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.bf16.f32",
+            "is not supported",
+        ),
+        (
+            "mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32",
+            "needs .aligned",
+        ),
+    ] {
+        let bad = src.replace(mma, form);
+        let e = run(&bad, "mma_regs", 32, &[&[0; 384]], 128).unwrap_err();
+        assert_mentions(&e, &[&format!("line {}", line_of(&bad, form)), why]);
+    }
+    let src = ldmatrix_kernel(1, false);
+    let ldm = "ldmatrix.sync.aligned.m8n8.x1.shared.b16";
+    for (form, why) in [
+        (
+            "ldmatrix.sync.aligned.m16n16.x1.trans.shared.b8",
+            "needs .m8n8",
+        ),
+        (
+            "ldmatrix.sync.aligned.m8n8.x2.shared.b16",
+            "vector of 2 registers",
+        ),
+    ] {
+        let bad = src.replace(ldm, form);
+        let e = run(&bad, "ldm", 32, &[&ldmatrix_input(1)], 128).unwrap_err();
+        assert_mentions(&e, &[&format!("line {}", line_of(&bad, form)), why]);
+    }
+}
+
 // ---- ldmatrix
 
 /// Each thread copies 64 bytes of `in` into `sm` (2 KiB), then after a barrier every lane
