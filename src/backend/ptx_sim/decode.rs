@@ -91,6 +91,24 @@ impl<'a> Mods<'a> {
         };
         (fm, rnd.is_some())
     }
+    /// The modifiers not consumed yet, in order (marked consumed).
+    fn take_rest(&mut self) -> Vec<&'a str> {
+        let mut out = Vec::new();
+        for (p, u) in self.parts.iter().zip(self.used.iter_mut()) {
+            if !*u {
+                *u = true;
+                out.push(*p);
+            }
+        }
+        out
+    }
+    fn require(&mut self, m: &str, what: &str) -> R<()> {
+        if self.take(m) {
+            Ok(())
+        } else {
+            Err(format!("{what} needs .{m}"))
+        }
+    }
     fn finish(&self) -> R<()> {
         match self.parts.iter().zip(&self.used).find(|(_, u)| !**u) {
             Some((p, _)) => Err(format!("unsupported modifier `.{p}`")),
@@ -139,6 +157,9 @@ pub fn decode(opcode: &str, ops: &[Operand], s: &Scope) -> R<Op> {
         "shfl" => shfl(&mut m, ops, s)?,
         "vote" => vote(&mut m, ops, s)?,
         "atom" | "red" => atom(base, &mut m, ops, s)?,
+        "mma" => mma(&mut m, ops, s)?,
+        "ldmatrix" => ldmatrix(&mut m, ops, s)?,
+        "cp" => cp_async(&mut m, ops, s)?,
         "membar" | "fence" => {
             m.ignore_memory_hints();
             m.take("sc");
@@ -604,6 +625,9 @@ fn setp(m: &mut Mods, ops: &[Operand], s: &Scope) -> R<Op> {
 }
 
 fn cvt(m: &mut Mods, ops: &[Operand], s: &Scope) -> R<Op> {
+    if m.parts.iter().any(|p| half_type(p).is_some()) {
+        return cvt_half(m, ops, s);
+    }
     let int_rnd = m.take_any(&["rni", "rzi", "rmi", "rpi"]);
     let float_rnd = m.float_rnd();
     let ftz = m.take("ftz");
@@ -791,5 +815,217 @@ fn atom(base: &str, m: &mut Mods, ops: &[Operand], s: &Scope) -> R<Op> {
             Some(c) => src(c, ty, s)?,
             None => Src::Imm(0),
         },
+    })
+}
+
+/// `.f16` / `.bf16` (`false`) or `.f16x2` / `.bf16x2` (`true`).
+fn half_type(p: &str) -> Option<(Half, bool)> {
+    match p.strip_suffix("x2") {
+        Some(h) => Half::parse(h).map(|h| (h, true)),
+        None => Half::parse(p).map(|h| (h, false)),
+    }
+}
+
+/// `cvt` to or from a 16-bit float: `.f32` to `.f16`/`.bf16` (also packed `x2`, two sources)
+/// and back. The other half-precision conversions (integers, `.f64`) are not simulated.
+fn cvt_half(m: &mut Mods, ops: &[Operand], s: &Scope) -> R<Op> {
+    let rnd = m.float_rnd();
+    let relu = m.take("relu");
+    let satfinite = m.take("satfinite");
+    let ftz = m.take("ftz");
+    let sat = m.take("sat");
+    let rest = m.take_rest();
+    let (dty, sty) = match rest[..] {
+        [d, a] => (d, a),
+        _ => return Err(format!("cvt: unsupported modifiers {rest:?}")),
+    };
+    match (half_type(dty), half_type(sty)) {
+        (Some((half, packed)), None) if sty == "f32" => {
+            let rnd = rnd.ok_or("cvt to a 16-bit float needs .rn, .rz, .rm or .rp")?;
+            if (packed || relu || satfinite) && !matches!(rnd, Rnd::Rn | Rnd::Rz) {
+                return Err("packed, .relu and .satfinite conversions take .rn or .rz".into());
+            }
+            if packed && (ftz || sat) {
+                return Err("packed conversions take no .ftz or .sat".into());
+            }
+            if sat && half == Half::Bf16 {
+                return Err(".sat is not defined for .bf16".into());
+            }
+            want(ops, if packed { 3 } else { 2 })?;
+            Ok(Op::CvtToHalf {
+                m: ToHalf {
+                    half,
+                    rnd,
+                    relu,
+                    satfinite,
+                    ftz,
+                    sat,
+                },
+                d: reg(&ops[0], s)?,
+                a: src(&ops[1], Ty::F32, s)?,
+                b: match ops.get(2) {
+                    Some(b) => Some(src(b, Ty::F32, s)?),
+                    None => None,
+                },
+            })
+        }
+        (None, Some((half, false))) if dty == "f32" => {
+            if rnd.is_some() || relu || satfinite {
+                return Err("widening to .f32 takes no rounding, .relu or .satfinite".into());
+            }
+            want(ops, 2)?;
+            Ok(Op::CvtFromHalf {
+                half,
+                ftz,
+                sat,
+                d: reg(&ops[0], s)?,
+                a: src(&ops[1], Ty::B16, s)?,
+            })
+        }
+        _ => Err(format!(
+            "cvt.{dty}.{sty} is not supported (the simulator converts .f32 to and from \
+             .f16/.bf16, and .f32 pairs to .f16x2/.bf16x2)"
+        )),
+    }
+}
+
+/// The registers or values of a brace-enclosed vector operand of `n` elements.
+fn vector<'o>(o: &'o Operand, n: usize, what: &str) -> R<&'o [Operand]> {
+    match o {
+        Operand::Vector(v) if v.len() == n => Ok(v),
+        _ => Err(format!("{what} must be a vector of {n} registers {{..}}")),
+    }
+}
+
+fn mma(m: &mut Mods, ops: &[Operand], s: &Scope) -> R<Op> {
+    m.require("sync", "mma")?;
+    m.require("aligned", "mma")?;
+    let form = m.take_rest();
+    let ab = match form[..] {
+        ["m16n8k16", "row", "col", "f32", a, b, "f32"] if a == b => Half::parse(a),
+        _ => None,
+    };
+    let Some(ab) = ab else {
+        return Err(format!(
+            "mma.sync.aligned.{} is not supported (the simulator runs \
+             m16n8k16.row.col.f32.bf16.bf16.f32 and m16n8k16.row.col.f32.f16.f16.f32)",
+            form.join(".")
+        ));
+    };
+    want(ops, 4)?;
+    let regs = |o: &Operand, what: &str| -> R<[Reg; 4]> {
+        let v = vector(o, 4, what)?;
+        Ok([
+            reg(&v[0], s)?,
+            reg(&v[1], s)?,
+            reg(&v[2], s)?,
+            reg(&v[3], s)?,
+        ])
+    };
+    let srcs = |o: &Operand, n: usize, ty: Ty, what: &str| -> R<Vec<Src>> {
+        vector(o, n, what)?.iter().map(|x| src(x, ty, s)).collect()
+    };
+    let a = srcs(&ops[1], 4, Ty::B32, "A")?;
+    let b = srcs(&ops[2], 2, Ty::B32, "B")?;
+    let c = srcs(&ops[3], 4, Ty::F32, "C")?;
+    Ok(Op::Mma {
+        ab,
+        d: regs(&ops[0], "D")?,
+        a: [a[0], a[1], a[2], a[3]],
+        b: [b[0], b[1]],
+        c: [c[0], c[1], c[2], c[3]],
+    })
+}
+
+fn ldmatrix(m: &mut Mods, ops: &[Operand], s: &Scope) -> R<Op> {
+    m.require("sync", "ldmatrix")?;
+    m.require("aligned", "ldmatrix")?;
+    m.require("m8n8", "ldmatrix (the simulator runs the .m8n8 shape)")?;
+    let n = match m.take_any(&["x1", "x2", "x4"]) {
+        Some("x1") => 1,
+        Some("x2") => 2,
+        Some(_) => 4,
+        None => return Err("ldmatrix needs .x1, .x2 or .x4".into()),
+    };
+    let trans = m.take("trans");
+    let space = m.space()?;
+    if !matches!(space, Space::Shared | Space::Generic) {
+        return Err("ldmatrix reads .shared memory".into());
+    }
+    m.require("b16", "ldmatrix .m8n8")?;
+    want(ops, 2)?;
+    let d = vector(&ops[0], n, "the destination")?
+        .iter()
+        .map(|o| reg(o, s))
+        .collect::<R<Vec<_>>>()?;
+    Ok(Op::Ldmatrix {
+        trans,
+        space,
+        d,
+        addr: addr(&ops[1], space, s)?,
+    })
+}
+
+fn cp_async(m: &mut Mods, ops: &[Operand], s: &Scope) -> R<Op> {
+    m.require("async", "cp (only cp.async is supported)")?;
+    if m.take("commit_group") {
+        want(ops, 0)?;
+        return Ok(Op::CpAsyncCommit);
+    }
+    if m.take("wait_all") {
+        want(ops, 0)?;
+        return Ok(Op::CpAsyncWait { n: 0, all: true });
+    }
+    if m.take("wait_group") {
+        want(ops, 1)?;
+        return match &ops[0] {
+            Operand::Lit(Lit::Int(n)) if *n <= u32::MAX as u64 => Ok(Op::CpAsyncWait {
+                n: *n as u32,
+                all: false,
+            }),
+            _ => Err("cp.async.wait_group takes an integer constant".into()),
+        };
+    }
+    let cg = match m.take_any(&["ca", "cg"]) {
+        Some(c) => c == "cg",
+        None => return Err("cp.async needs .ca or .cg".into()),
+    };
+    if m.take_any(&["shared", "shared::cta"]).is_none() {
+        return Err("cp.async needs .shared (the destination)".into());
+    }
+    m.require("global", "cp.async")?;
+    for hint in ["L2::64B", "L2::128B", "L2::256B"] {
+        m.take(hint);
+    }
+    if ops.len() != 3 && ops.len() != 4 {
+        return Err(
+            "cp.async takes [dst], [src], cp-size and an optional src-size or \
+                    ignore-src predicate (no cache policy)"
+                .into(),
+        );
+    }
+    let bytes = match &ops[2] {
+        Operand::Lit(Lit::Int(n @ (4 | 8 | 16))) => *n as u32,
+        _ => return Err("cp-size must be the constant 4, 8 or 16".into()),
+    };
+    if cg && bytes != 16 {
+        return Err("cp.async.cg copies 16 bytes".into());
+    }
+    let source = match ops.get(3) {
+        None => CpSource::Full,
+        Some(Operand::Lit(Lit::Int(n))) if *n > bytes as u64 => {
+            return Err(format!("src-size {n} exceeds cp-size {bytes}"))
+        }
+        Some(o @ Operand::Name(n)) if matches!(s.lookup(n), Some(Symbol::Reg(_, Ty::Pred))) => {
+            CpSource::IgnoreSrc(pred(o, s)?)
+        }
+        Some(o @ Operand::Not(_)) => CpSource::IgnoreSrc(pred(o, s)?),
+        Some(o) => CpSource::SrcSize(src(o, Ty::U32, s)?),
+    };
+    Ok(Op::CpAsync {
+        bytes,
+        dst: addr(&ops[0], Space::Shared, s)?,
+        src: addr(&ops[1], Space::Global, s)?,
+        source,
     })
 }

@@ -6,10 +6,11 @@
 //!
 //! [`launch_counted`] runs the same way with the counters of `profile` switched on.
 
-use super::isa::{Kernel, Op, ShflMode, Special, VoteMode};
-use super::memory::{thread_name, GlobalMap, LocalMem, SharedMem};
+use super::isa::{Addr, Half, Kernel, Op, Reg, ShflMode, Space, Special, Src, VoteMode};
+use super::memory::{check_alignment, thread_name, GlobalMap, LocalMem, SharedMem};
 use super::profile::{Counters, Footprint, NoProbe, Sample, Tally};
 use super::thread::{self, pred, val, Stop, ThreadMem};
+use super::warp_matrix::{self, ldmatrix_position};
 use rayon::prelude::*;
 
 /// Everything one launch needs.
@@ -81,7 +82,7 @@ enum State {
     Exited,
 }
 
-const WARP: usize = 32;
+use warp_matrix::WARP;
 
 /// The machine state of one CTA (reused for the next CTA the same worker runs).
 struct Cta<'a> {
@@ -240,28 +241,30 @@ impl<'a> Cta<'a> {
         &self.regs[t * self.nregs..(t + 1) * self.nregs]
     }
 
-    /// Run the warp collectives whose lanes have all arrived. Returns whether any ran.
+    /// Run the warp collectives whose lanes have all arrived. Returns whether any ran (or
+    /// was left for lanes that are running again).
     fn run_collectives(&mut self) -> Result<bool, String> {
         let mut ran = false;
         for w0 in (0..self.nthreads).step_by(WARP) {
             let lanes = (self.nthreads - w0).min(WARP);
             for lane in 0..lanes {
                 if self.state[w0 + lane] == State::AtCollective {
-                    self.run_collective(w0, lanes, w0 + lane)?;
-                    ran = true;
+                    ran |= self.run_collective(w0, lanes, w0 + lane)?;
                 }
             }
         }
         Ok(ran)
     }
 
-    /// Run the collective `leader` waits at, with the lanes of its membermask.
-    fn run_collective(&mut self, w0: usize, lanes: usize, leader: usize) -> Result<(), String> {
+    /// Run the collective `leader` waits at, with the lanes of its membermask. Returns
+    /// false when it must wait for lanes that run again (see [`Cta::run_warp_wide`]).
+    fn run_collective(&mut self, w0: usize, lanes: usize, leader: usize) -> Result<bool, String> {
         let code = &self.l.kernel.code;
         let pc = self.pc[leader];
         let op = &code[pc as usize].op;
         let mask_src = match op {
             Op::Shfl { mask, .. } | Op::Vote { mask, .. } | Op::WarpSync { mask } => mask,
+            Op::Mma { .. } | Op::Ldmatrix { .. } => return self.run_warp_wide(w0, lanes, leader),
             _ => unreachable!("only collectives stop a thread as AtCollective"),
         };
         let mask = val(self.reg_file(leader), mask_src) as u32;
@@ -367,6 +370,139 @@ impl<'a> Cta<'a> {
             if members & (1 << lane) != 0 {
                 self.pc[w0 + lane] += 1;
                 self.state[w0 + lane] = State::Ready;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Run the `.sync.aligned` warp-wide instruction `leader` waits at (`mma`, `ldmatrix`):
+    /// every lane of a full warp must be at it. Lanes another collective just released run
+    /// first (returns false); a lane elsewhere or exited is an error.
+    fn run_warp_wide(&mut self, w0: usize, lanes: usize, leader: usize) -> Result<bool, String> {
+        let l = self.l;
+        let pc = self.pc[leader];
+        let op = &l.kernel.code[pc as usize].op;
+        let name = match op {
+            Op::Mma { .. } => "mma.sync.aligned",
+            _ => "ldmatrix.sync.aligned",
+        };
+        if lanes < WARP {
+            return Err(self.fault(
+                leader,
+                &format!(
+                    "{name} needs a full warp, but this warp has {lanes} threads (the CTA's \
+                     thread count is not a multiple of 32)"
+                ),
+            ));
+        }
+        for lane in 0..WARP {
+            let t = w0 + lane;
+            let other = l.kernel.code[self.pc[t] as usize].line;
+            let place = match self.state[t] {
+                State::AtCollective if self.pc[t] == pc => continue,
+                State::Ready => return Ok(false),
+                State::Exited => "has exited".to_string(),
+                State::AtCollective | State::AtBarrier => {
+                    format!("is at line {other} `{}`", l.kernel.line_text(other))
+                }
+            };
+            return Err(self.fault(
+                leader,
+                &format!(
+                    "{name}: every lane of the warp must execute this instruction together, but \
+                     lane {lane} (thread {}) {place}",
+                    thread_name(t as u32, l.block)
+                ),
+            ));
+        }
+        match op {
+            Op::Mma { ab, d, a, b, c } => self.mma(w0, *ab, d, a, b, c),
+            Op::Ldmatrix {
+                trans,
+                space,
+                d,
+                addr,
+            } => self.ldmatrix(w0, pc, *trans, *space, d, addr)?,
+            _ => unreachable!("only mma and ldmatrix are warp-wide"),
+        }
+        for t in w0..w0 + WARP {
+            self.pc[t] += 1;
+            self.state[t] = State::Ready;
+        }
+        Ok(true)
+    }
+
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.ab.ab.f32` of the warp starting at thread `w0`.
+    fn mma(&mut self, w0: usize, ab: Half, d: &[Reg; 4], a: &[Src; 4], b: &[Src; 2], c: &[Src; 4]) {
+        let mut av = [[0u32; 4]; WARP];
+        let mut bv = [[0u32; 2]; WARP];
+        let mut cv = [[0u32; 4]; WARP];
+        for lane in 0..WARP {
+            let r = self.reg_file(w0 + lane);
+            av[lane] = a.map(|x| val(r, &x) as u32);
+            bv[lane] = b.map(|x| val(r, &x) as u32);
+            cv[lane] = c.map(|x| val(r, &x) as u32);
+        }
+        let dv = warp_matrix::mma_m16n8k16(ab, &av, &bv, &cv);
+        for (lane, dl) in dv.iter().enumerate() {
+            let base = (w0 + lane) * self.nregs;
+            for (reg, v) in d.iter().zip(dl) {
+                self.regs[base + *reg as usize] = *v as u64;
+            }
+        }
+    }
+
+    /// `ldmatrix.sync.aligned.m8n8.xN[.trans].b16` of the warp starting at thread `w0`: lanes
+    /// `8j..8j+7` give the row addresses of matrix `j` (higher lanes' addresses are not
+    /// used); each element is read by the lane that receives it (the shared-memory checker
+    /// sees those reads).
+    fn ldmatrix(
+        &mut self,
+        w0: usize,
+        pc: u32,
+        trans: bool,
+        space: Space,
+        d: &[Reg],
+        addr: &Addr,
+    ) -> Result<(), String> {
+        let nmat = d.len();
+        let mut rows = [0u64; WARP];
+        for (lane, row) in rows.iter_mut().enumerate().take(8 * nmat) {
+            let t = w0 + lane;
+            let at = val(self.reg_file(t), &addr.base).wrapping_add(addr.offset as u64);
+            let (sp, at) = ThreadMem::resolve(space, at);
+            if sp != Space::Shared {
+                return Err(self.fault(
+                    t,
+                    &format!(
+                        "ldmatrix row address {at:#x} is in .{} memory, not .shared",
+                        sp.name()
+                    ),
+                ));
+            }
+            check_alignment("shared", at, 16, false)
+                .map_err(|e| self.fault(t, &format!("ldmatrix row: {e}")))?;
+            *row = at;
+        }
+        if let Some(tally) = &mut self.tally {
+            for (lane, &row) in rows.iter().enumerate().take(8 * nmat) {
+                tally.collective_access(w0 + lane, pc, Space::Shared, row, 16);
+            }
+        }
+        for lane in 0..WARP {
+            let t = w0 + lane;
+            for (j, reg) in d.iter().enumerate() {
+                let mut v = 0u64;
+                for i in 0..2 {
+                    let (r, c) = ldmatrix_position(lane, i, trans);
+                    let at = rows[8 * j + r] + 2 * c as u64;
+                    let h = self
+                        .shared
+                        .load(at, 2, t as u32)
+                        .map_err(|e| self.fault(t, &e))?;
+                    v |= h << (16 * i);
+                }
+                self.regs[t * self.nregs + *reg as usize] = v;
             }
         }
         Ok(())

@@ -366,6 +366,49 @@ pub enum VoteMode {
     Ballot,
 }
 
+/// A 16-bit float format: `.f16` (IEEE binary16) or `.bf16` (bfloat16). Registers hold
+/// their bits (`.b16`, or two per `.b32` for `.f16x2` / `.bf16x2`, the first element in the
+/// low half).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Half {
+    F16,
+    Bf16,
+}
+
+impl Half {
+    pub fn parse(s: &str) -> Option<Half> {
+        match s {
+            "f16" => Some(Half::F16),
+            "bf16" => Some(Half::Bf16),
+            _ => None,
+        }
+    }
+}
+
+/// Modifiers of a conversion from `.f32` to a 16-bit float.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ToHalf {
+    pub half: Half,
+    pub rnd: Rnd,
+    /// `.relu`: negative results (and -0) become +0, NaN the canonical NaN
+    pub relu: bool,
+    /// `.satfinite`: results beyond the largest finite value (infinities too) become it
+    pub satfinite: bool,
+    /// `.ftz`: a subnormal f32 input is flushed to a zero of its sign first
+    pub ftz: bool,
+    /// `.sat`: the input is clamped to [0, 1] first (NaN gives 0)
+    pub sat: bool,
+}
+
+/// Where the bytes of a `cp.async` come from: all `cp-size` bytes from the source, the
+/// first `src-size` (the rest zero), or none when the `ignore-src` predicate is true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpSource {
+    Full,
+    SrcSize(Src),
+    IgnoreSrc(PredSrc),
+}
+
 /// One decoded instruction. Field names follow the PTX ISA's operand names (d, a, b, c).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -440,6 +483,23 @@ pub enum Op {
         d: Reg,
         a: Src,
     },
+    /// `cvt.frnd[.relu][.satfinite].{f16,bf16}.f32 d, a` (`b: None`) and the packed
+    /// `cvt.frnd[.relu][.satfinite].{f16,bf16}x2.f32 d, a, b`: `a` to the upper half of `d`,
+    /// `b` to the lower half, as the ISA specifies.
+    CvtToHalf {
+        m: ToHalf,
+        d: Reg,
+        a: Src,
+        b: Option<Src>,
+    },
+    /// `cvt[.ftz][.sat].f32.{f16,bf16} d, a`: exact widening.
+    CvtFromHalf {
+        half: Half,
+        ftz: bool,
+        sat: bool,
+        d: Reg,
+        a: Src,
+    },
     /// `cvta.space` (to generic) or `cvta.to.space` (from generic).
     Cvta {
         to_generic: bool,
@@ -498,6 +558,37 @@ pub enum Op {
         d: Reg,
         a: PredSrc,
         mask: Src,
+    },
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32 d, a, b, c`: a warp
+    /// collective (see `warp_matrix`).
+    Mma {
+        ab: Half,
+        d: [Reg; 4],
+        a: [Src; 4],
+        b: [Src; 2],
+        c: [Src; 4],
+    },
+    /// `ldmatrix.sync.aligned.m8n8.{x1,x2,x4}[.trans][.shared].b16 {d..}, [addr]`: a warp
+    /// collective; `d` holds one register per matrix.
+    Ldmatrix {
+        trans: bool,
+        space: Space,
+        d: Vec<Reg>,
+        addr: Addr,
+    },
+    /// `cp.async.{ca,cg}.shared.global [dst], [src], bytes[, src-size | ignore-src]`.
+    CpAsync {
+        bytes: u32,
+        dst: Addr,
+        src: Addr,
+        source: CpSource,
+    },
+    /// `cp.async.commit_group`.
+    CpAsyncCommit,
+    /// `cp.async.wait_group n` (`all`: `cp.async.wait_all`, a commit then `wait_group 0`).
+    CpAsyncWait {
+        n: u32,
+        all: bool,
     },
     /// `membar` / `fence`: a no-op here, the simulator is sequentially consistent.
     Fence,

@@ -5,12 +5,16 @@
 //!   instead of in a neighbour. A launch sees only the buffers passed as parameters.
 //! - Shared: one array per CTA with a shadow word per 32-bit word that records who wrote and
 //!   read it in the current barrier interval: reads of never-written words and two threads
-//!   touching a word (one of them writing) between barriers are errors.
+//!   touching a word (one of them writing) between barriers are errors. Words a `cp.async`
+//!   will write are marked in flight until the issuing thread's wait lands them (see
+//!   `async_copy`): touching them before is an error. The shadow is per 4-byte word, so
+//!   16-bit stores by two threads into one word between barriers are reported as a race.
 //! - Local: a private array per thread. Param: the launch's parameter buffer, read-only.
 //! - Generic addresses: global addresses as they are, shared and local through windows.
 //!
 //! Faults are messages without context; the executor adds kernel, line and thread.
 
+use super::async_copy::{AsyncCopies, PendingCopy};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -164,6 +168,8 @@ struct Shadow {
     read: u32,
     reader: u32,
     other_reader: u32,
+    /// 0, or 1 + the thread whose `cp.async` to this word is in flight
+    in_flight: u32,
 }
 
 /// No thread (an empty reader slot).
@@ -182,6 +188,7 @@ pub struct SharedMem {
     cta_first_epoch: u32,
     /// `block.x, block.y` to name threads in messages.
     block: [u32; 3],
+    copies: AsyncCopies,
 }
 
 /// `(x,y,z)` of a linear thread index.
@@ -202,10 +209,17 @@ impl SharedMem {
             epoch: 0,
             cta_first_epoch: 1,
             block,
+            copies: AsyncCopies::new(block.iter().product::<u32>() as usize),
         }
     }
 
     pub fn begin_cta(&mut self) -> Result<(), String> {
+        let shadow = &mut self.shadow;
+        self.copies.reset(|c| {
+            for w in c.dst / 4..c.dst / 4 + c.nwords as u64 {
+                shadow[w as usize].in_flight = 0;
+            }
+        });
         self.barrier()?;
         self.cta_first_epoch = self.epoch;
         Ok(())
@@ -233,6 +247,9 @@ impl SharedMem {
 
     fn note_read(&mut self, w: usize, addr: u64, t: u32) -> Result<(), String> {
         let s = self.shadow[w];
+        if s.in_flight != 0 {
+            return Err(self.in_flight(addr, s.in_flight - 1, "read"));
+        }
         if s.written < self.cta_first_epoch {
             return Err(format!(
                 "read of uninitialised shared memory at {:#x} (no thread of this CTA wrote it)",
@@ -259,6 +276,9 @@ impl SharedMem {
 
     fn note_write(&mut self, w: usize, addr: u64, t: u32, atomic: bool) -> Result<(), String> {
         let s = self.shadow[w];
+        if s.in_flight != 0 {
+            return Err(self.in_flight(addr, s.in_flight - 1, "written"));
+        }
         let writer = if atomic { ATOMIC } else { t };
         if s.written == self.epoch && s.writer != writer {
             return Err(format!(
@@ -285,6 +305,75 @@ impl SharedMem {
         s.written = self.epoch;
         s.writer = writer;
         Ok(())
+    }
+
+    /// The race of touching a word thread `issuer`'s `cp.async` has in flight.
+    fn in_flight(&self, addr: u64, issuer: u32, what: &str) -> String {
+        let line = self
+            .copies
+            .find(issuer, addr & !3)
+            .map_or(String::new(), |c| format!(" at line {}", c.line));
+        format!(
+            "shared memory race at {:#x}: {what} while the cp.async of {}{line} to it is in \
+             flight (its bytes land when that thread's cp.async.wait_group/wait_all covers its \
+             group, and other threads may read them only after a barrier that follows)",
+            addr & !3,
+            self.who(issuer)
+        )
+    }
+
+    /// Issue thread `t`'s `cp.async` of `words` to the 4-byte aligned `addr` (source line
+    /// `line`): the words are in flight until [`SharedMem::async_wait`] lands them. The write
+    /// is checked against this interval's accesses now (it may land at any moment).
+    pub fn async_issue(
+        &mut self,
+        addr: u64,
+        words: &[u32],
+        t: u32,
+        line: u32,
+    ) -> Result<(), String> {
+        let bytes = 4 * words.len() as u32;
+        let w0 = self.word(addr, bytes, "cp.async write")?;
+        for i in 0..words.len() {
+            self.note_write(w0 + i, addr + 4 * i as u64, t, false)?;
+        }
+        for i in 0..words.len() {
+            self.shadow[w0 + i].in_flight = t + 1;
+        }
+        let mut data = [0u32; 4];
+        data[..words.len()].copy_from_slice(words);
+        self.copies.issue(
+            t,
+            PendingCopy {
+                dst: addr,
+                words: data,
+                nwords: words.len() as u8,
+                group: 0,
+                line,
+            },
+        );
+        Ok(())
+    }
+
+    /// `cp.async.commit_group` of thread `t`.
+    pub fn async_commit(&mut self, t: u32) {
+        self.copies.commit(t);
+    }
+
+    /// `cp.async.wait_group n` of thread `t`: land the copies it completes, written by `t`
+    /// in the current interval.
+    pub fn async_wait(&mut self, t: u32, n: u32) {
+        let (words, shadow, epoch) = (&mut self.words, &mut self.shadow, self.epoch);
+        self.copies.complete(t, n, |c| {
+            let w0 = (c.dst / 4) as usize;
+            for i in 0..c.nwords as usize {
+                words[w0 + i] = c.words[i];
+                let s = &mut shadow[w0 + i];
+                s.in_flight = 0;
+                s.written = epoch;
+                s.writer = t;
+            }
+        });
     }
 
     fn who(&self, t: u32) -> String {

@@ -5,9 +5,11 @@
 //! - `lexer`, `parser`: PTX text to kernels (declarations, labels, operand syntax);
 //! - `decode`: opcode + modifiers + operands to one `isa::Op` (unsupported = error);
 //! - `isa`: the decoded instruction set; `alu`: what arithmetic, compares and conversions
-//!   compute; `thread`: one thread's instruction loop; `exec`: grid, CTA and warp scheduling,
-//!   barriers and warp collectives; `memory`: global/shared/local/param memory and the
-//!   checker (bounds, alignment, uninitialised shared reads, shared-memory races);
+//!   compute; `half_cvt`: conversions to and from `.f16` / `.bf16`; `thread`: one thread's
+//!   instruction loop; `exec`: grid, CTA and warp scheduling, barriers and warp collectives;
+//!   `warp_matrix`: fragment layouts and arithmetic of `mma.sync` and `ldmatrix`; `memory`:
+//!   global/shared/local/param memory and the checker (bounds, alignment, uninitialised
+//!   shared reads, shared-memory races); `async_copy`: `cp.async` copies and their groups;
 //! - `driver`: the [`Driver`](crate::backend::ptx::driver::Driver) implementation;
 //! - `profile`: counting mode (instructions by class, FLOPs, global sectors, shared-memory
 //!   wavefronts), off unless a launch asks for it: [`Profiler`], [`Counters`].
@@ -15,15 +17,18 @@
 //! Errors name the kernel, the PTX line, the thread and CTA, and the address.
 
 mod alu;
+mod async_copy;
 mod decode;
 mod driver;
 mod exec;
+mod half_cvt;
 mod isa;
 mod lexer;
 mod memory;
 mod parser;
 pub mod profile;
 mod thread;
+mod warp_matrix;
 
 #[cfg(test)]
 mod tests;

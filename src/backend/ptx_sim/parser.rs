@@ -447,10 +447,13 @@ impl Parser {
     /// `.reg .type %r<N>;` or `.reg .type %a, %b;`
     fn reg_decl(&mut self, body: &mut Body, line: u32) -> Result<(), String> {
         let tyname = self.name()?;
-        let ty = tyname
-            .strip_prefix('.')
-            .and_then(Ty::parse)
-            .ok_or_else(|| format!("line {line}: unsupported register type `{tyname}`"))?;
+        // `.f16` / `.f16x2` registers hold bits (`.bf16` data lives in `.b16` / `.b32`)
+        let ty = match tyname.as_str() {
+            ".f16" => Some(Ty::B16),
+            ".f16x2" => Some(Ty::B32),
+            n => n.strip_prefix('.').and_then(Ty::parse),
+        }
+        .ok_or_else(|| format!("line {line}: unsupported register type `{tyname}`"))?;
         loop {
             let name = self.name()?;
             if self.eat_punct('<') {

@@ -20,6 +20,9 @@
 //! - `flops`: FP32 floating-point operations executed by threads with the guard true: FMA
 //!   (`fma.f32`, `mad.f32`) 2, `add/sub/mul.f32` 1, nothing else (division, square roots and
 //!   the special functions are counted as instructions only).
+//! - Tensor cores ([`TensorCounters`]): warp instances of `mma.sync` by shape and input type
+//!   and their FLOPs (2·16·8·16 per `m16n8k16`), apart from the FP32 `flops`. (The time
+//!   model of `bella profile` has no tensor pipe yet: these counts are its input for one.)
 //! - Global memory ([`GlobalCounters`]): one request per warp instance of a `ld`/`st`/`atom`
 //!   with at least one lane whose guard is true and whose address is global (generic
 //!   addresses count by the space they resolve to); the sectors of a request are the
@@ -27,6 +30,10 @@
 //!   sectors × 32.
 //! - Shared memory ([`SharedCounters`]): requests likewise; wavefronts per request follow
 //!   the bank model below.
+//! - `ldmatrix` is a shared load request whose lanes `8j..8j+7` each read the 16-byte row
+//!   they address (so `.x4` is four phases of 8 rows, like a `.v4` load); `cp.async` is a
+//!   global load request of its source bytes (`src-size` of them) and a shared store request
+//!   of its destination bytes, both counted where it is issued.
 //!
 //! **Shared-memory bank model** (32 banks of 4 bytes; word `w = addr / 4` lives in bank
 //! `w % 32`). An access of up to 4 bytes per lane is served in one phase of all 32 lanes; an
@@ -37,8 +44,9 @@
 //! 32 different words of one bank take 32. `ideal_wavefronts` counts the active phases, the
 //! conflict-free minimum.
 
-use super::isa::{BinOp, Op, Space, TerOp, Ty, UnOp};
+use super::isa::{BinOp, Half, Op, Space, TerOp, Ty, UnOp};
 use super::memory::SLOT_BITS;
+use super::warp_matrix::MMA_M16N8K16_FLOPS;
 use serde::Serialize;
 use std::ops::AddAssign;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -131,10 +139,17 @@ classes! {
     Atomic => atomic,
     /// `bra`, `ret`, `exit`
     Control => control,
-    /// `bar.sync`, `barrier.sync`, `membar`, `fence`
+    /// `bar.sync`, `barrier.sync`, `membar`, `fence`, `cp.async.commit_group`,
+    /// `cp.async.wait_group`, `cp.async.wait_all`
     Barrier => barrier,
     /// warp collectives: `shfl.sync`, `vote.sync`, `bar.warp.sync`
     Warp => warp,
+    /// tensor-core `mma.sync`
+    Mma => mma,
+    /// `ldmatrix`
+    Ldmatrix => ldmatrix,
+    /// `cp.async` copies (global to shared)
+    CpAsync => cp_async,
 }
 
 impl InstCounts {
@@ -202,7 +217,7 @@ pub(crate) fn classify(op: &Op) -> Class {
         },
         Op::Setp { ty, .. } => float(*ty, Fp32Other).unwrap_or(Integer),
         Op::Selp { .. } | Op::Cvta { .. } => Integer,
-        Op::Cvt { .. } => Convert,
+        Op::Cvt { .. } | Op::CvtToHalf { .. } | Op::CvtFromHalf { .. } => Convert,
         Op::Ld { space, .. } => by_space(space, [LdGlobal, LdShared, LdParam, LdLocal, LdGeneric]),
         // `st.param` faults when it runs; it sits with the generic stores
         Op::St { space, .. } => {
@@ -210,8 +225,11 @@ pub(crate) fn classify(op: &Op) -> Class {
         }
         Op::Atom { .. } => Atomic,
         Op::Bra { .. } | Op::Exit => Control,
-        Op::Bar { .. } | Op::Fence => Barrier,
+        Op::Bar { .. } | Op::Fence | Op::CpAsyncCommit | Op::CpAsyncWait { .. } => Barrier,
         Op::Shfl { .. } | Op::Vote { .. } | Op::WarpSync { .. } => Warp,
+        Op::Mma { .. } => Mma,
+        Op::Ldmatrix { .. } => Ldmatrix,
+        Op::CpAsync { .. } => CpAsync,
     }
 }
 
@@ -221,6 +239,32 @@ pub(crate) fn flops(op: &Op) -> u64 {
         Class::Fp32Fma => 2,
         Class::Fp32Add | Class::Fp32Mul => 1,
         _ => 0,
+    }
+}
+
+/// Tensor-core work of a launch (warp-level `mma.sync` instances).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TensorCounters {
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32`
+    pub mma_m16n8k16_bf16: u64,
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32`
+    pub mma_m16n8k16_f16: u64,
+    /// tensor-core FLOPs (2·M·N·K per mma), not in [`Counters::flops`]
+    pub flops: u64,
+}
+
+impl TensorCounters {
+    /// All `mma.sync` instances.
+    pub fn mma(&self) -> u64 {
+        self.mma_m16n8k16_bf16 + self.mma_m16n8k16_f16
+    }
+}
+
+impl AddAssign<&TensorCounters> for TensorCounters {
+    fn add_assign(&mut self, o: &TensorCounters) {
+        self.mma_m16n8k16_bf16 += o.mma_m16n8k16_bf16;
+        self.mma_m16n8k16_f16 += o.mma_m16n8k16_f16;
+        self.flops += o.flops;
     }
 }
 
@@ -358,6 +402,8 @@ pub struct Counters {
     pub thread_inst: InstCounts,
     /// FP32 FLOPs executed (FMA 2, add/sub/mul 1)
     pub flops: u64,
+    /// tensor-core instructions and FLOPs
+    pub tensor: TensorCounters,
     /// global memory
     pub global: GlobalCounters,
     /// shared memory
@@ -372,6 +418,7 @@ impl AddAssign<&Counters> for Counters {
         self.warp_inst += &o.warp_inst;
         self.thread_inst += &o.thread_inst;
         self.flops += o.flops;
+        self.tensor += &o.tensor;
         self.global += &o.global;
         self.shared += &o.shared;
     }
@@ -399,6 +446,14 @@ impl Counters {
             s(self.thread_inst.slot(c));
         }
         s(&mut self.flops);
+        let t = &mut self.tensor;
+        for v in [
+            &mut t.mma_m16n8k16_bf16,
+            &mut t.mma_m16n8k16_f16,
+            &mut t.flops,
+        ] {
+            s(v);
+        }
         let g = &mut self.global;
         for v in [
             &mut g.load_requests,
@@ -682,6 +737,20 @@ impl<'a> Tally<'a> {
         self.next_epoch();
     }
 
+    /// An access of a warp collective (`ldmatrix`) that thread `t` takes part in at `pc`
+    /// (the probe saw the thread reach it).
+    pub(super) fn collective_access(
+        &mut self,
+        t: usize,
+        pc: u32,
+        space: Space,
+        addr: u64,
+        bytes: u32,
+    ) {
+        let n = self.reach[t * self.ncode + pc as usize].n;
+        log_access(&mut self.log, t, pc, n, space, addr, bytes);
+    }
+
     /// The probe of thread `t` (linear index in the CTA).
     pub(super) fn probe(&mut self, t: usize) -> ThreadProbe<'_, 'a> {
         ThreadProbe {
@@ -710,7 +779,9 @@ impl<'a> Tally<'a> {
                     let g = &mut self.out.global;
                     let fp = &mut self.footprint;
                     let (req, sec, set) = match op {
-                        Op::Ld { .. } => (&mut g.load_requests, &mut g.load_sectors, &mut fp.loads),
+                        Op::Ld { .. } | Op::CpAsync { .. } => {
+                            (&mut g.load_requests, &mut g.load_sectors, &mut fp.loads)
+                        }
                         Op::St { .. } => {
                             (&mut g.store_requests, &mut g.store_sectors, &mut fp.stores)
                         }
@@ -728,8 +799,12 @@ impl<'a> Tally<'a> {
                     let (wavefronts, ideal) = shared_wavefronts(group);
                     let s = &mut self.out.shared;
                     let (req, wf) = match op {
-                        Op::Ld { .. } => (&mut s.load_requests, &mut s.load_wavefronts),
-                        Op::St { .. } => (&mut s.store_requests, &mut s.store_wavefronts),
+                        Op::Ld { .. } | Op::Ldmatrix { .. } => {
+                            (&mut s.load_requests, &mut s.load_wavefronts)
+                        }
+                        Op::St { .. } | Op::CpAsync { .. } => {
+                            (&mut s.store_requests, &mut s.store_wavefronts)
+                        }
                         _ => (&mut s.atomic_requests, &mut s.atomic_wavefronts),
                     };
                     *req += 1;
@@ -752,6 +827,14 @@ impl<'a> Tally<'a> {
             *out.warp_inst.slot(c) += self.warp_pc[pc];
             *out.thread_inst.slot(c) += self.thread_pc[pc];
             out.flops += flops(&ins.op) * self.thread_pc[pc];
+            if let Op::Mma { ab, .. } = ins.op {
+                let warps = self.warp_pc[pc];
+                match ab {
+                    Half::Bf16 => out.tensor.mma_m16n8k16_bf16 += warps,
+                    Half::F16 => out.tensor.mma_m16n8k16_f16 += warps,
+                }
+                out.tensor.flops += warps * MMA_M16N8K16_FLOPS;
+            }
         }
         (out, self.footprint)
     }
@@ -838,19 +921,34 @@ impl Probe for ThreadProbe<'_, '_> {
 
     #[inline]
     fn access(&mut self, pc: u32, space: Space, addr: u64, bytes: u32) {
-        let space = match space {
-            Space::Global => GLOBAL,
-            Space::Shared => SHARED,
-            _ => return,
-        };
-        self.tally.log.push(Access {
-            warp: self.warp,
-            pc,
-            n: self.n,
-            lane: self.lane,
-            space,
-            bytes: bytes.min(255) as u8,
-            addr,
-        });
+        let t = self.warp as usize * 32 + self.lane as usize;
+        log_access(&mut self.tally.log, t, pc, self.n, space, addr, bytes);
     }
+}
+
+/// Log thread `t`'s access of instance `n` of `pc` (global and shared accesses only).
+#[inline]
+fn log_access(
+    log: &mut Vec<Access>,
+    t: usize,
+    pc: u32,
+    n: u32,
+    space: Space,
+    addr: u64,
+    bytes: u32,
+) {
+    let space = match space {
+        Space::Global => GLOBAL,
+        Space::Shared => SHARED,
+        _ => return,
+    };
+    log.push(Access {
+        warp: (t / 32) as u32,
+        pc,
+        n,
+        lane: (t % 32) as u8,
+        space,
+        bytes: bytes.min(255) as u8,
+        addr,
+    });
 }

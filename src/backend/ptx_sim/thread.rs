@@ -2,7 +2,8 @@
 //! stop the thread so that `exec` can run them for the whole CTA or warp at once.
 
 use super::alu::{self, mask, sext};
-use super::isa::{AtomOp, BoolOp, Instr, Op, PredSrc, Space, Src, Ty};
+use super::half_cvt;
+use super::isa::{AtomOp, BoolOp, CpSource, Instr, Op, PredSrc, Space, Src, Ty};
 use super::memory::{
     check_alignment, load_param, GlobalMap, LocalMem, SharedMem, LOCAL_WINDOW, SHARED_WINDOW,
 };
@@ -13,7 +14,8 @@ use super::profile::Probe;
 pub enum Stop {
     /// At a `bar.sync` / `barrier.sync` (its pc still points at it).
     Barrier,
-    /// At a warp collective (`shfl.sync`, `vote.sync`, `bar.warp.sync`).
+    /// At a warp collective (`shfl.sync`, `vote.sync`, `bar.warp.sync`, `mma.sync`,
+    /// `ldmatrix`).
     Collective,
     Exit,
 }
@@ -33,7 +35,7 @@ pub struct ThreadMem<'a> {
 
 impl ThreadMem<'_> {
     /// A generic address's state space and its address there.
-    fn resolve(space: Space, addr: u64) -> (Space, u64) {
+    pub fn resolve(space: Space, addr: u64) -> (Space, u64) {
         match space {
             Space::Generic if addr >= LOCAL_WINDOW => (Space::Local, addr - LOCAL_WINDOW),
             Space::Generic if addr >= SHARED_WINDOW => (Space::Shared, addr - SHARED_WINDOW),
@@ -252,6 +254,61 @@ pub fn run<P: Probe>(
                 regs[*d as usize] =
                     alu::convert(*dty, *sty, *rnd, *int_rnd, *ftz, *sat, val(regs, a));
             }
+            Op::CvtToHalf { m, d, a, b } => {
+                let hi = half_cvt::to_half(m, val(regs, a) as u32) as u64;
+                regs[*d as usize] = match b {
+                    None => hi,
+                    Some(b) => hi << 16 | half_cvt::to_half(m, val(regs, b) as u32) as u64,
+                };
+            }
+            Op::CvtFromHalf {
+                half,
+                ftz,
+                sat,
+                d,
+                a,
+            } => {
+                regs[*d as usize] = half_cvt::from_half(*half, *ftz, *sat, val(regs, a)) as u64;
+            }
+            Op::CpAsync {
+                bytes,
+                dst,
+                src,
+                source,
+            } => {
+                let to = val(regs, &dst.base).wrapping_add(dst.offset as u64);
+                let from = val(regs, &src.base).wrapping_add(src.offset as u64);
+                check_alignment("shared", to, *bytes, true)?;
+                check_alignment("global", from, *bytes, false)?;
+                let src_bytes = match source {
+                    CpSource::Full => *bytes,
+                    CpSource::SrcSize(n) => {
+                        let n = val(regs, n) as u32;
+                        if n > *bytes {
+                            return Err(format!(
+                                "cp.async src-size {n} exceeds cp-size {bytes} (undefined)"
+                            ));
+                        }
+                        n
+                    }
+                    CpSource::IgnoreSrc(p) if pred(regs, p) => 0,
+                    CpSource::IgnoreSrc(_) => *bytes,
+                };
+                if src_bytes > 0 {
+                    probe.access(*pc, Space::Global, from, src_bytes);
+                }
+                probe.access(*pc, Space::Shared, to, *bytes);
+                let words = read_source(mem.global, from, src_bytes, *bytes)?;
+                let words = &words[..*bytes as usize / 4];
+                mem.shared.async_issue(to, words, mem.thread, ins.line)?;
+            }
+            Op::CpAsyncCommit => mem.shared.async_commit(mem.thread),
+            Op::CpAsyncWait { n, all } => {
+                if *all {
+                    mem.shared.async_commit(mem.thread);
+                }
+                mem.shared.async_wait(mem.thread, *n);
+            }
             Op::Cvta {
                 to_generic,
                 space,
@@ -327,10 +384,36 @@ pub fn run<P: Probe>(
                 continue;
             }
             Op::Bar { .. } => return Ok(Stop::Barrier),
-            Op::Shfl { .. } | Op::Vote { .. } | Op::WarpSync { .. } => return Ok(Stop::Collective),
+            Op::Shfl { .. }
+            | Op::Vote { .. }
+            | Op::WarpSync { .. }
+            | Op::Mma { .. }
+            | Op::Ldmatrix { .. } => return Ok(Stop::Collective),
             Op::Fence => {}
             Op::Exit => return Ok(Stop::Exit),
         }
         *pc += 1;
     }
+}
+
+/// The `bytes` bytes a `cp.async` writes, as words: the first `src_bytes` from global memory
+/// at `from`, the rest zero.
+fn read_source(
+    global: &GlobalMap,
+    from: u64,
+    src_bytes: u32,
+    bytes: u32,
+) -> Result<[u32; 4], String> {
+    let mut out = [0u32; 4];
+    if src_bytes == bytes {
+        for (i, w) in out.iter_mut().take(bytes as usize / 4).enumerate() {
+            *w = global.load(from + 4 * i as u64, 4)? as u32;
+        }
+    } else {
+        for i in 0..src_bytes {
+            let b = global.load(from + i as u64, 1)? as u32;
+            out[i as usize / 4] |= b << (8 * (i % 4));
+        }
+    }
+    Ok(out)
 }
