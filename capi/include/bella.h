@@ -1,0 +1,125 @@
+/*
+ * bella.h - the C ABI of bella (libbella_capi.so / libbella_capi.a, built by
+ * `cargo build -p bella-capi`): K LoRA particles on one frozen weight, ensembles and SVGD.
+ *
+ * Every function returns a BellaStatus: BELLA_OK (0) or an error code, with the message of
+ * the last failure on the calling thread from bella_last_error(). No panic crosses the
+ * boundary (it is BELLA_ERR_PANIC). Outputs are written through the `*_out` pointers only on
+ * success; each tensor handle returned is the caller's, freed with bella_tensor_free().
+ * In-place ops (bella_adamw_step, bella_svgd_step) update the tensors they are given. Null
+ * handles and pointers are refused with BELLA_ERR_INVALID. Tensors are f32, row-major,
+ * owned by the library; the op contracts are the Rust ones (`bella::ops`, DESIGN.md).
+ *
+ * Not here yet: ops on caller-owned device pointers (a CUDA data_ptr() on the caller's
+ * stream) and half-precision tensors.
+ */
+#ifndef BELLA_H
+#define BELLA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef int32_t BellaStatus;
+#define BELLA_OK 0
+#define BELLA_ERR_INVALID 1     /* a value or pointer out of range, a missing input */
+#define BELLA_ERR_SHAPE 2       /* a tensor of the wrong shape */
+#define BELLA_ERR_UNAVAILABLE 3 /* unknown backend, or not built in / not present */
+#define BELLA_ERR_DEVICE 4      /* the device refused: launch, memory, limits */
+#define BELLA_ERR_NON_FINITE 5  /* NaN or Inf where finite numbers were required */
+#define BELLA_ERR_PANIC 6       /* a panic inside the library, caught */
+#define BELLA_ERR_OTHER 7
+
+#define BELLA_F32 0
+
+typedef struct BellaBackend BellaBackend;
+typedef struct BellaTensor BellaTensor;
+
+/* AdamW's hyper-parameters and step (step >= 1). */
+typedef struct BellaAdamW {
+    float lr;
+    float beta1;
+    float beta2;
+    float eps;
+    float weight_decay;
+    uint32_t step;
+} BellaAdamW;
+
+/* ---- library, backends */
+const char *bella_version(void);
+const char *bella_last_error(void);
+/* "cpu", "wgpu", "cuda", "ptx-sim" (when built in) or "auto". */
+BellaStatus bella_backend_open(const char *name, BellaBackend **out);
+void bella_backend_free(BellaBackend *be);
+BellaStatus bella_synchronize(const BellaBackend *be);
+
+/* ---- tensors */
+BellaStatus bella_tensor_upload(const BellaBackend *be, const float *data, const size_t *shape,
+                                size_t rank, BellaTensor **out);
+BellaStatus bella_tensor_zeros(const BellaBackend *be, const size_t *shape, size_t rank,
+                               BellaTensor **out);
+/* len must be the tensor's element count. */
+BellaStatus bella_tensor_download(const BellaBackend *be, const BellaTensor *t, float *data,
+                                  size_t len);
+size_t bella_tensor_rank(const BellaTensor *t);
+/* Writes up to cap dimensions; returns the rank. */
+size_t bella_tensor_shape(const BellaTensor *t, size_t *shape, size_t cap);
+size_t bella_tensor_numel(const BellaTensor *t);
+int32_t bella_tensor_dtype(const BellaTensor *t);
+void bella_tensor_free(BellaTensor *t);
+
+/* ---- ops */
+/* x [M, I] (shared) or [K, M, I], weight [O, I], bias [O] or NULL, lora_a [K, r, I],
+ * lora_b [K, O, r]: y [K, M, O], h [K, M, r]. */
+BellaStatus bella_lora_forward(const BellaBackend *be, const BellaTensor *x,
+                               const BellaTensor *weight, const BellaTensor *bias,
+                               const BellaTensor *lora_a, const BellaTensor *lora_b, float scale,
+                               BellaTensor **y_out, BellaTensor **h_out);
+BellaStatus bella_lora_backward(const BellaBackend *be, const BellaTensor *dy,
+                                const BellaTensor *x, const BellaTensor *weight,
+                                const BellaTensor *lora_a, const BellaTensor *lora_b,
+                                const BellaTensor *h, float scale, BellaTensor **dx_out,
+                                BellaTensor **d_lora_a_out, BellaTensor **d_lora_b_out);
+BellaStatus bella_matmul(const BellaBackend *be, const BellaTensor *a, const BellaTensor *b,
+                         bool trans_a, bool trans_b, float alpha, BellaTensor **c_out);
+BellaStatus bella_pairwise_sqdist(const BellaBackend *be, const BellaTensor *theta,
+                                  BellaTensor **out);
+/* bandwidth NULL: the median heuristic; the bandwidth used is written to bandwidth_out. */
+BellaStatus bella_rbf_kernel(const BellaBackend *be, const BellaTensor *theta,
+                             const float *bandwidth, BellaTensor **kernel_out,
+                             float *bandwidth_out);
+BellaStatus bella_svgd_direction(const BellaBackend *be, const BellaTensor *theta,
+                                 const BellaTensor *score, const BellaTensor *kernel,
+                                 float bandwidth, BellaTensor **phi_out);
+BellaStatus bella_adamw_step(const BellaBackend *be, BellaTensor *param, const BellaTensor *grad,
+                             BellaTensor *m, BellaTensor *v, const BellaAdamW *hp);
+/* svgd_direction, then AdamW with gradient grad_scale * phi, in place on theta, m, v. */
+BellaStatus bella_svgd_step(const BellaBackend *be, BellaTensor *theta, const BellaTensor *score,
+                            const BellaTensor *kernel, float bandwidth, float grad_scale,
+                            BellaTensor *m, BellaTensor *v, const BellaAdamW *hp);
+BellaStatus bella_relu_forward(const BellaBackend *be, const BellaTensor *x, BellaTensor **y_out);
+BellaStatus bella_relu_backward(const BellaBackend *be, const BellaTensor *x,
+                                const BellaTensor *dy, BellaTensor **dx_out);
+BellaStatus bella_gelu_forward(const BellaBackend *be, const BellaTensor *x, BellaTensor **y_out);
+BellaStatus bella_gelu_backward(const BellaBackend *be, const BellaTensor *x,
+                                const BellaTensor *dy, BellaTensor **dx_out);
+/* logits [K, M, C], labels: n_labels = M class indices. */
+BellaStatus bella_softmax_xent(const BellaBackend *be, const BellaTensor *logits,
+                               const uint32_t *labels, size_t n_labels, BellaTensor **loss_out,
+                               BellaTensor **dlogits_out);
+BellaStatus bella_ensemble_stats(const BellaBackend *be, const BellaTensor *logits,
+                                 BellaTensor **probs_out, BellaTensor **entropy_out,
+                                 BellaTensor **expected_entropy_out,
+                                 BellaTensor **mutual_info_out);
+BellaStatus bella_axpby(const BellaBackend *be, float alpha, const BellaTensor *x, float beta,
+                        const BellaTensor *y, BellaTensor **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BELLA_H */

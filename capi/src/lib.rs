@@ -1,0 +1,687 @@
+//! The C ABI of bella: open a backend by name, move f32 tensors in and out, run every op.
+//! The declarations are `include/bella.h` (checked in; `tests/c_abi.rs` checks that it
+//! declares exactly the exported symbols).
+//!
+//! Conventions, for every function:
+//! - The return value is a [`BellaStatus`]: `BELLA_OK` (0) or an error code; the message of
+//!   the last failure on the calling thread is [`bella_last_error`].
+//! - No panic crosses the boundary: a caught panic is `BELLA_ERR_PANIC` with its message.
+//! - Outputs are written through `out` pointers only on success; every tensor handle they
+//!   return is the caller's, freed with [`bella_tensor_free`]. In-place ops (`adamw_step`,
+//!   `svgd_step`) update the tensors whose handles they are given.
+//! - Null handles and pointers are refused with `BELLA_ERR_INVALID`.
+//!
+//! Not here yet: ops on caller-owned device pointers (a CUDA `data_ptr()` on the caller's
+//! stream) and half-precision tensors; tensors are f32 and owned by the library.
+
+#![allow(clippy::missing_safety_doc)] // the safety contract is the header's, stated once above
+
+use bella::backend::{AdamW, Backend};
+use bella::{ops, BellaError, Tensor};
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+/// An open backend (opaque to C).
+pub struct BellaBackend(Arc<dyn Backend>);
+
+/// A tensor on a backend (opaque to C).
+pub struct BellaTensor(Tensor);
+
+/// AdamW's hyper-parameters and step (`step ≥ 1`), as [`bella::backend::AdamW`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BellaAdamW {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub step: u32,
+}
+
+/// Status codes (`BellaStatus` in the header).
+pub type BellaStatus = i32;
+pub const BELLA_OK: BellaStatus = 0;
+/// A value or pointer out of range, a missing input, a null handle.
+pub const BELLA_ERR_INVALID: BellaStatus = 1;
+/// A tensor of the wrong shape.
+pub const BELLA_ERR_SHAPE: BellaStatus = 2;
+/// An unknown backend name, or a backend not built in or not present.
+pub const BELLA_ERR_UNAVAILABLE: BellaStatus = 3;
+/// The device refused (launch failure, out of memory, limits).
+pub const BELLA_ERR_DEVICE: BellaStatus = 4;
+/// NaN or Inf where finite numbers were required.
+pub const BELLA_ERR_NON_FINITE: BellaStatus = 5;
+/// A panic inside the library, caught at the boundary.
+pub const BELLA_ERR_PANIC: BellaStatus = 6;
+/// Anything else (I/O).
+pub const BELLA_ERR_OTHER: BellaStatus = 7;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+fn code(e: &BellaError) -> BellaStatus {
+    match e {
+        BellaError::Shape { .. } => BELLA_ERR_SHAPE,
+        BellaError::Invalid(_) | BellaError::Missing { .. } => BELLA_ERR_INVALID,
+        BellaError::Unknown { .. } | BellaError::BackendUnavailable { .. } => BELLA_ERR_UNAVAILABLE,
+        BellaError::Device { .. } => BELLA_ERR_DEVICE,
+        BellaError::NonFinite(_) => BELLA_ERR_NON_FINITE,
+        _ => BELLA_ERR_OTHER,
+    }
+}
+
+/// Runs `f`, turning its error or panic into a status and the thread's last error.
+fn guard(f: impl FnOnce() -> bella::Result<()>) -> BellaStatus {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => BELLA_OK,
+        Ok(Err(e)) => {
+            set_error(&e.to_string());
+            code(&e)
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_error(&format!("panic inside bella: {msg}"));
+            BELLA_ERR_PANIC
+        }
+    }
+}
+
+fn null(what: &str) -> BellaError {
+    BellaError::invalid(format!("`{what}` is a null pointer"))
+}
+
+unsafe fn backend<'a>(be: *const BellaBackend) -> bella::Result<&'a dyn Backend> {
+    unsafe { be.as_ref() }
+        .map(|b| b.0.as_ref())
+        .ok_or_else(|| null("backend"))
+}
+
+unsafe fn tensor<'a>(t: *const BellaTensor, what: &str) -> bella::Result<&'a Tensor> {
+    unsafe { t.as_ref() }
+        .map(|t| &t.0)
+        .ok_or_else(|| null(what))
+}
+
+unsafe fn tensor_mut<'a>(t: *mut BellaTensor, what: &str) -> bella::Result<&'a mut Tensor> {
+    unsafe { t.as_mut() }
+        .map(|t| &mut t.0)
+        .ok_or_else(|| null(what))
+}
+
+/// Writes a new handle for `t` through `out`.
+unsafe fn put(out: *mut *mut BellaTensor, t: Tensor) {
+    unsafe { *out = Box::into_raw(Box::new(BellaTensor(t))) };
+}
+
+/// Every `out` pointer must be non-null before anything runs.
+fn outs<T>(ptrs: &[(*mut *mut T, &str)]) -> bella::Result<()> {
+    match ptrs.iter().find(|(p, _)| p.is_null()) {
+        Some((_, name)) => Err(null(name)),
+        None => Ok(()),
+    }
+}
+
+unsafe fn shape<'a>(shape: *const usize, rank: usize) -> bella::Result<&'a [usize]> {
+    if rank == 0 {
+        return Ok(&[]);
+    }
+    if shape.is_null() {
+        return Err(null("shape"));
+    }
+    Ok(unsafe { std::slice::from_raw_parts(shape, rank) })
+}
+
+// ---------------------------------------------------------------- library, backends
+
+/// The library version, a static NUL-terminated string.
+#[no_mangle]
+pub extern "C" fn bella_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The message of the last failed call on this thread ("" if none); valid until the
+/// thread's next failing call.
+#[no_mangle]
+pub extern "C" fn bella_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Opens `cpu`, `wgpu`, `cuda`, `ptx-sim` (if built in) or `auto`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_backend_open(
+    name: *const c_char,
+    out: *mut *mut BellaBackend,
+) -> BellaStatus {
+    guard(|| {
+        if name.is_null() || out.is_null() {
+            return Err(null(if name.is_null() { "name" } else { "out" }));
+        }
+        let name = unsafe { CStr::from_ptr(name) }
+            .to_str()
+            .map_err(|_| BellaError::invalid("backend name is not UTF-8"))?;
+        let be = bella::backend::open_named(name)?;
+        unsafe { *out = Box::into_raw(Box::new(BellaBackend(be))) };
+        Ok(())
+    })
+}
+
+/// Closes a backend (null is ignored). Tensors made on it must be freed first.
+#[no_mangle]
+pub unsafe extern "C" fn bella_backend_free(be: *mut BellaBackend) {
+    if !be.is_null() {
+        drop(unsafe { Box::from_raw(be) });
+    }
+}
+
+/// Waits for all work queued on the backend.
+#[no_mangle]
+pub unsafe extern "C" fn bella_synchronize(be: *const BellaBackend) -> BellaStatus {
+    guard(|| unsafe { backend(be) }?.synchronize())
+}
+
+// ---------------------------------------------------------------- tensors
+
+/// A tensor of `shape[0..rank]` holding `data` (row-major, as many f32 as the shape holds).
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_upload(
+    be: *const BellaBackend,
+    data: *const f32,
+    shape_ptr: *const usize,
+    rank: usize,
+    out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| {
+        outs(&[(out, "out")])?;
+        let (be, shape) = (unsafe { backend(be) }?, unsafe { shape(shape_ptr, rank) }?);
+        let n: usize = shape.iter().product();
+        if data.is_null() && n > 0 {
+            return Err(null("data"));
+        }
+        let data = if n == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(data, n) }
+        };
+        let t = be.upload(shape, data)?;
+        unsafe { put(out, t) };
+        Ok(())
+    })
+}
+
+/// A tensor of zeros of `shape[0..rank]`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_zeros(
+    be: *const BellaBackend,
+    shape_ptr: *const usize,
+    rank: usize,
+    out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| {
+        outs(&[(out, "out")])?;
+        let (be, shape) = (unsafe { backend(be) }?, unsafe { shape(shape_ptr, rank) }?);
+        let t = be.zeros(shape)?;
+        unsafe { put(out, t) };
+        Ok(())
+    })
+}
+
+/// Copies the tensor's values (row-major) into `data`, which holds `len` f32: `len` must be
+/// the tensor's element count.
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_download(
+    be: *const BellaBackend,
+    t: *const BellaTensor,
+    data: *mut f32,
+    len: usize,
+) -> BellaStatus {
+    guard(|| {
+        let (be, t) = (unsafe { backend(be) }?, unsafe { tensor(t, "tensor") }?);
+        if len != t.numel() {
+            return Err(BellaError::invalid(format!(
+                "download: the buffer holds {len} f32, the tensor {} ({:?})",
+                t.numel(),
+                t.shape()
+            )));
+        }
+        if data.is_null() && len > 0 {
+            return Err(null("data"));
+        }
+        let v = be.download(t)?;
+        if len > 0 {
+            unsafe { std::slice::from_raw_parts_mut(data, len) }.copy_from_slice(&v);
+        }
+        Ok(())
+    })
+}
+
+/// The tensor's rank (0 for a null handle).
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_rank(t: *const BellaTensor) -> usize {
+    unsafe { t.as_ref() }.map_or(0, |t| t.0.rank())
+}
+
+/// Writes up to `cap` dimensions into `shape`; returns the rank.
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_shape(
+    t: *const BellaTensor,
+    shape: *mut usize,
+    cap: usize,
+) -> usize {
+    let Some(t) = (unsafe { t.as_ref() }) else {
+        return 0;
+    };
+    let dims = t.0.shape();
+    if !shape.is_null() {
+        for (i, &d) in dims.iter().take(cap).enumerate() {
+            unsafe { *shape.add(i) = d };
+        }
+    }
+    dims.len()
+}
+
+/// The tensor's element count (0 for a null handle).
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_numel(t: *const BellaTensor) -> usize {
+    unsafe { t.as_ref() }.map_or(0, |t| t.0.numel())
+}
+
+/// The element type: `BELLA_F32` (0), the only one so far.
+#[no_mangle]
+pub extern "C" fn bella_tensor_dtype(_t: *const BellaTensor) -> i32 {
+    0
+}
+
+/// Frees a tensor (null is ignored).
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_free(t: *mut BellaTensor) {
+    if !t.is_null() {
+        drop(unsafe { Box::from_raw(t) });
+    }
+}
+
+// ---------------------------------------------------------------- ops (DESIGN.md order)
+
+/// `lora_forward`: `y [K, M, O]`, `h [K, M, r]` (`bias` may be null).
+#[no_mangle]
+pub unsafe extern "C" fn bella_lora_forward(
+    be: *const BellaBackend,
+    x: *const BellaTensor,
+    weight: *const BellaTensor,
+    bias: *const BellaTensor,
+    lora_a: *const BellaTensor,
+    lora_b: *const BellaTensor,
+    scale: f32,
+    y_out: *mut *mut BellaTensor,
+    h_out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[(y_out, "y_out"), (h_out, "h_out")])?;
+        let (a, b) = (tensor(lora_a, "lora_a")?, tensor(lora_b, "lora_b")?);
+        let adapter = ops::Adapter::from_tensors("lora_forward", a, b)?;
+        let bias = if bias.is_null() {
+            None
+        } else {
+            Some(tensor(bias, "bias")?)
+        };
+        let r = ops::lora_forward(
+            backend(be)?,
+            tensor(x, "x")?,
+            tensor(weight, "weight")?,
+            bias,
+            &adapter,
+            scale,
+        )?;
+        put(y_out, r.y);
+        put(h_out, r.h);
+        Ok(())
+    })
+}
+
+/// `lora_backward`: `dx`, `d_lora_a [K, r, I]`, `d_lora_b [K, O, r]`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_lora_backward(
+    be: *const BellaBackend,
+    dy: *const BellaTensor,
+    x: *const BellaTensor,
+    weight: *const BellaTensor,
+    lora_a: *const BellaTensor,
+    lora_b: *const BellaTensor,
+    h: *const BellaTensor,
+    scale: f32,
+    dx_out: *mut *mut BellaTensor,
+    d_lora_a_out: *mut *mut BellaTensor,
+    d_lora_b_out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[
+            (dx_out, "dx_out"),
+            (d_lora_a_out, "d_lora_a_out"),
+            (d_lora_b_out, "d_lora_b_out"),
+        ])?;
+        let g = ops::lora_backward(
+            backend(be)?,
+            tensor(dy, "dy")?,
+            tensor(x, "x")?,
+            tensor(weight, "weight")?,
+            tensor(lora_a, "lora_a")?,
+            tensor(lora_b, "lora_b")?,
+            tensor(h, "h")?,
+            scale,
+        )?;
+        put(dx_out, g.dx);
+        put(d_lora_a_out, g.d_lora_a);
+        put(d_lora_b_out, g.d_lora_b);
+        Ok(())
+    })
+}
+
+/// `matmul`: `c = alpha · op(a) · op(b)` (2-D or batched 3-D operands).
+#[no_mangle]
+pub unsafe extern "C" fn bella_matmul(
+    be: *const BellaBackend,
+    a: *const BellaTensor,
+    b: *const BellaTensor,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    c_out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[(c_out, "c_out")])?;
+        let c = ops::matmul(
+            backend(be)?,
+            tensor(a, "a")?,
+            tensor(b, "b")?,
+            trans_a,
+            trans_b,
+            alpha,
+        )?;
+        put(c_out, c);
+        Ok(())
+    })
+}
+
+/// `pairwise_sqdist`: `[K, K]` squared distances of the rows of `theta [K, D]`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_pairwise_sqdist(
+    be: *const BellaBackend,
+    theta: *const BellaTensor,
+    out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[(out, "out")])?;
+        let d = ops::pairwise_sqdist(backend(be)?, tensor(theta, "theta")?)?;
+        put(out, d);
+        Ok(())
+    })
+}
+
+/// `rbf_kernel`: the `[K, K]` kernel and, through `bandwidth_out`, the bandwidth used
+/// (`bandwidth` null: the median heuristic).
+#[no_mangle]
+pub unsafe extern "C" fn bella_rbf_kernel(
+    be: *const BellaBackend,
+    theta: *const BellaTensor,
+    bandwidth: *const f32,
+    kernel_out: *mut *mut BellaTensor,
+    bandwidth_out: *mut f32,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[(kernel_out, "kernel_out")])?;
+        if bandwidth_out.is_null() {
+            return Err(null("bandwidth_out"));
+        }
+        let given = bandwidth.as_ref().copied();
+        let (k, h) = ops::rbf_kernel(backend(be)?, tensor(theta, "theta")?, given)?;
+        put(kernel_out, k);
+        *bandwidth_out = h;
+        Ok(())
+    })
+}
+
+/// `svgd_direction`: `phi [K, D]`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_svgd_direction(
+    be: *const BellaBackend,
+    theta: *const BellaTensor,
+    score: *const BellaTensor,
+    kernel: *const BellaTensor,
+    bandwidth: f32,
+    phi_out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[(phi_out, "phi_out")])?;
+        let phi = ops::svgd_direction(
+            backend(be)?,
+            tensor(theta, "theta")?,
+            tensor(score, "score")?,
+            tensor(kernel, "kernel")?,
+            bandwidth,
+        )?;
+        put(phi_out, phi);
+        Ok(())
+    })
+}
+
+fn adamw(hp: *const BellaAdamW) -> bella::Result<AdamW> {
+    let hp = unsafe { hp.as_ref() }.ok_or_else(|| null("hp"))?;
+    Ok(AdamW {
+        lr: hp.lr,
+        beta1: hp.beta1,
+        beta2: hp.beta2,
+        eps: hp.eps,
+        weight_decay: hp.weight_decay,
+        step: hp.step,
+    })
+}
+
+/// `adamw_step`, in place on `param`, `m`, `v`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_adamw_step(
+    be: *const BellaBackend,
+    param: *mut BellaTensor,
+    grad: *const BellaTensor,
+    m: *mut BellaTensor,
+    v: *mut BellaTensor,
+    hp: *const BellaAdamW,
+) -> BellaStatus {
+    guard(|| unsafe {
+        let hp = adamw(hp)?;
+        ops::adamw_step(
+            backend(be)?,
+            tensor_mut(param, "param")?,
+            tensor(grad, "grad")?,
+            tensor_mut(m, "m")?,
+            tensor_mut(v, "v")?,
+            &hp,
+        )
+    })
+}
+
+/// `svgd_step`: `svgd_direction` then AdamW with gradient `grad_scale · φ`, in place on
+/// `theta`, `m`, `v`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_svgd_step(
+    be: *const BellaBackend,
+    theta: *mut BellaTensor,
+    score: *const BellaTensor,
+    kernel: *const BellaTensor,
+    bandwidth: f32,
+    grad_scale: f32,
+    m: *mut BellaTensor,
+    v: *mut BellaTensor,
+    hp: *const BellaAdamW,
+) -> BellaStatus {
+    guard(|| unsafe {
+        let hp = adamw(hp)?;
+        ops::svgd_step(
+            backend(be)?,
+            tensor_mut(theta, "theta")?,
+            tensor(score, "score")?,
+            tensor(kernel, "kernel")?,
+            bandwidth,
+            grad_scale,
+            tensor_mut(m, "m")?,
+            tensor_mut(v, "v")?,
+            &hp,
+        )
+    })
+}
+
+/// One input, one output: `relu_forward`, `gelu_forward`.
+unsafe fn unary(
+    be: *const BellaBackend,
+    x: *const BellaTensor,
+    out: *mut *mut BellaTensor,
+    f: fn(&dyn Backend, &Tensor) -> bella::Result<Tensor>,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[(out, "out")])?;
+        let y = f(backend(be)?, tensor(x, "x")?)?;
+        put(out, y);
+        Ok(())
+    })
+}
+
+/// `x` and `dy` in, `dx` out: `relu_backward`, `gelu_backward`.
+unsafe fn binary(
+    be: *const BellaBackend,
+    x: *const BellaTensor,
+    dy: *const BellaTensor,
+    out: *mut *mut BellaTensor,
+    f: fn(&dyn Backend, &Tensor, &Tensor) -> bella::Result<Tensor>,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[(out, "out")])?;
+        let dx = f(backend(be)?, tensor(x, "x")?, tensor(dy, "dy")?)?;
+        put(out, dx);
+        Ok(())
+    })
+}
+
+/// `relu_forward`: `max(x, 0)`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_relu_forward(
+    be: *const BellaBackend,
+    x: *const BellaTensor,
+    y_out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    unsafe { unary(be, x, y_out, ops::relu_forward) }
+}
+
+/// `relu_backward`: `dy · 1[x > 0]`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_relu_backward(
+    be: *const BellaBackend,
+    x: *const BellaTensor,
+    dy: *const BellaTensor,
+    dx_out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    unsafe { binary(be, x, dy, dx_out, ops::relu_backward) }
+}
+
+/// `gelu_forward` (tanh form).
+#[no_mangle]
+pub unsafe extern "C" fn bella_gelu_forward(
+    be: *const BellaBackend,
+    x: *const BellaTensor,
+    y_out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    unsafe { unary(be, x, y_out, ops::gelu_forward) }
+}
+
+/// `gelu_backward`: `dy · gelu'(x)`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_gelu_backward(
+    be: *const BellaBackend,
+    x: *const BellaTensor,
+    dy: *const BellaTensor,
+    dx_out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    unsafe { binary(be, x, dy, dx_out, ops::gelu_backward) }
+}
+
+/// `softmax_xent`: per-particle mean loss `[K]` and `dlogits [K, M, C]`; `labels` holds
+/// `n_labels = M` class indices.
+#[no_mangle]
+pub unsafe extern "C" fn bella_softmax_xent(
+    be: *const BellaBackend,
+    logits: *const BellaTensor,
+    labels: *const u32,
+    n_labels: usize,
+    loss_out: *mut *mut BellaTensor,
+    dlogits_out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[(loss_out, "loss_out"), (dlogits_out, "dlogits_out")])?;
+        if labels.is_null() && n_labels > 0 {
+            return Err(null("labels"));
+        }
+        let labels = if n_labels == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(labels, n_labels)
+        };
+        let (loss, dl) = ops::softmax_xent(backend(be)?, tensor(logits, "logits")?, labels)?;
+        put(loss_out, loss);
+        put(dlogits_out, dl);
+        Ok(())
+    })
+}
+
+/// `ensemble_stats`: `probs [M, C]`, `entropy`, `expected_entropy`, `mutual_info` `[M]`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_ensemble_stats(
+    be: *const BellaBackend,
+    logits: *const BellaTensor,
+    probs_out: *mut *mut BellaTensor,
+    entropy_out: *mut *mut BellaTensor,
+    expected_entropy_out: *mut *mut BellaTensor,
+    mutual_info_out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[
+            (probs_out, "probs_out"),
+            (entropy_out, "entropy_out"),
+            (expected_entropy_out, "expected_entropy_out"),
+            (mutual_info_out, "mutual_info_out"),
+        ])?;
+        let s = ops::ensemble_stats(backend(be)?, tensor(logits, "logits")?)?;
+        put(probs_out, s.probs);
+        put(entropy_out, s.entropy);
+        put(expected_entropy_out, s.expected_entropy);
+        put(mutual_info_out, s.mutual_info);
+        Ok(())
+    })
+}
+
+/// `axpby`: `alpha · x + beta · y`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_axpby(
+    be: *const BellaBackend,
+    alpha: f32,
+    x: *const BellaTensor,
+    beta: f32,
+    y: *const BellaTensor,
+    out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[(out, "out")])?;
+        let r = ops::axpby(backend(be)?, alpha, tensor(x, "x")?, beta, tensor(y, "y")?)?;
+        put(out, r);
+        Ok(())
+    })
+}

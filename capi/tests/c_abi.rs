@@ -1,0 +1,156 @@
+//! The C ABI from outside: `include/bella.h` declares exactly the library's exported
+//! `bella_*` symbols; a C program compiled with the system `cc` against the header and
+//! `libbella_capi.so` runs `lora_forward` and an SVGD step on cpu and ptx-sim and checks
+//! them (`tests/c/check.c`); the README's Python `ctypes` example runs as written.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where cargo put `libbella_capi.so` for this test run: the profile directory above the
+/// test binary's `deps/`.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    assert!(
+        dir.join("libbella_capi.so").exists(),
+        "no libbella_capi.so in {}",
+        dir.display()
+    );
+    dir
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+/// Function names declared in the header: `name(` after a return type, at a line start.
+fn header_functions() -> BTreeSet<String> {
+    let h = std::fs::read_to_string(crate_dir().join("include/bella.h")).unwrap();
+    let mut names = BTreeSet::new();
+    for line in h.lines() {
+        let line = line.trim_start();
+        if line.starts_with('#') || line.starts_with("/*") || line.starts_with('*') {
+            continue;
+        }
+        if let Some(at) = line.find("bella_") {
+            let rest = &line[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            if rest[end..].starts_with('(') {
+                names.insert(rest[..end].to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn header_declares_exactly_the_exported_symbols() {
+    let lib = lib_dir().join("libbella_capi.so");
+    let nm = run(Command::new("nm").args(["-D", "--defined-only"]).arg(&lib));
+    let exported: BTreeSet<String> = nm
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| s.starts_with("bella_"))
+        .map(str::to_string)
+        .collect();
+    let declared = header_functions();
+    assert!(
+        declared.len() >= 25,
+        "only {} functions parsed",
+        declared.len()
+    );
+    assert_eq!(
+        declared,
+        exported,
+        "declared but not exported: {:?}; exported but not declared: {:?}",
+        declared.difference(&exported).collect::<Vec<_>>(),
+        exported.difference(&declared).collect::<Vec<_>>()
+    );
+}
+
+fn compile_check(out: &Path) {
+    let dir = crate_dir();
+    let libs = lib_dir();
+    run(Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"])
+        .arg("-I")
+        .arg(dir.join("include"))
+        .arg(dir.join("tests/c/check.c"))
+        .arg("-L")
+        .arg(&libs)
+        .arg(format!("-Wl,-rpath,{}", libs.display()))
+        .args(["-lbella_capi", "-lm", "-o"])
+        .arg(out));
+}
+
+#[test]
+fn c_program_runs_lora_forward_and_an_svgd_step() {
+    let tmp = std::env::temp_dir().join(format!("bella-capi-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let exe = tmp.join("check");
+    compile_check(&exe);
+    let mut backends = vec!["cpu"];
+    if cfg!(feature = "ptx-sim") {
+        backends.push("ptx-sim");
+    } else {
+        eprintln!("note: built without the ptx-sim feature: the C program runs on cpu only");
+    }
+    for be in backends {
+        let text = run(Command::new(&exe).arg(be));
+        assert!(text.contains(&format!("ok {be}")), "{text}");
+    }
+    // The program's own checks can fail: a wrong answer is an exit status of 1.
+    let out = Command::new(&exe).arg("no-such-backend").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "an unopenable backend exits 2");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The README's ctypes example (the python block of "## From C and Python"), run as written
+/// with `BELLA_CAPI_LIB` pointing at this build's library.
+#[test]
+fn readme_ctypes_example_runs() {
+    let readme = std::fs::read_to_string(crate_dir().join("../README.md")).unwrap();
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("From C and Python"))
+        .expect("README has a section \"## From C and Python\"");
+    let code = section
+        .split("```python\n")
+        .nth(1)
+        .and_then(|s| s.split("\n```").next())
+        .expect("the section has a python block");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let have_numpy = Command::new(&python)
+        .args(["-c", "import numpy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let required = std::env::var("BELLA_REQUIRE").unwrap_or_default();
+    if !have_numpy {
+        assert!(
+            !required.split(',').any(|r| r.trim() == "numpy"),
+            "BELLA_REQUIRE names numpy, but `{python} -c 'import numpy'` fails"
+        );
+        eprintln!("skipped: no numpy for {python}");
+        return;
+    }
+    let text = run(Command::new(&python)
+        .args(["-c", code])
+        .env("BELLA_CAPI_LIB", lib_dir().join("libbella_capi.so")));
+    assert!(text.contains("lora_forward matches numpy"), "{text}");
+}
