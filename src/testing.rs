@@ -395,6 +395,24 @@ fn lora_shapes(sizes: Sizes) -> Vec<(usize, usize, usize, usize, usize)> {
     v
 }
 
+/// `(K, D)` of the SVGD ops' cases: K = 80 takes the PTX fallback kernels (the tiled ones hold
+/// K ≤ 64); K = 64 is the tiled kernels' largest, K = 45 one past a warp's 32 rows.
+fn svgd_shapes(sizes: Sizes) -> Vec<(usize, usize)> {
+    let mut shapes = vec![
+        (1, 5),
+        (2, 1),
+        (5, 33),
+        (8, 1000),
+        (45, 129),
+        (64, 40),
+        (80, 37),
+    ];
+    if sizes != Sizes::Small {
+        shapes.push((16, 70_001));
+    }
+    shapes
+}
+
 /// The random cases of `op`.
 pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
     let mut out = Vec::new();
@@ -471,21 +489,7 @@ pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
             }
         }
         "pairwise_sqdist" | "rbf_kernel" | "svgd_direction" => {
-            // K = 80 takes the PTX fallback kernels (the tiled ones hold K ≤ 64); K = 64 is
-            // the tiled kernels' largest, K = 45 one past a warp's 32 rows.
-            let mut shapes = vec![
-                (1, 5),
-                (2, 1),
-                (5, 33),
-                (8, 1000),
-                (45, 129),
-                (64, 40),
-                (80, 37),
-            ];
-            if sizes != Sizes::Small {
-                shapes.push((16, 70_001));
-            }
-            for (k, d) in shapes {
+            for (k, d) in svgd_shapes(sizes) {
                 for given in [false, true] {
                     if given && op == "pairwise_sqdist" {
                         continue;
@@ -511,23 +515,11 @@ pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
             }
         }
         "svgd_step" => {
-            // svgd_direction's shapes (the fused PTX kernel up to K = 64, the two ops at
-            // K = 80). m and v start non-zero and the steps are past the first: at step 1
+            // The SVGD shapes (the fused PTX kernel up to K = 64, the two ops at K = 80). m and v start non-zero and the steps are past the first: at step 1
             // from m = v = 0 AdamW moves each element by lr · sign(g), which an f32 φ near
             // zero may flip against the float64 oracle's.
-            let mut shapes = vec![
-                (1, 5),
-                (2, 1),
-                (5, 33),
-                (8, 1000),
-                (45, 129),
-                (64, 40),
-                (80, 37),
-            ];
-            if sizes != Sizes::Small {
-                shapes.push((16, 70_001));
-            }
-            for ((k, d), step) in shapes.into_iter().zip([2, 3, 5, 10, 20, 100, 1000, 7]) {
+            let steps = [2, 3, 5, 10, 20, 100, 1000, 7];
+            for ((k, d), step) in svgd_shapes(sizes).into_iter().zip(steps) {
                 let kern: Vec<f32> = (0..k * k).map(|_| rng.uniform()).collect();
                 let items = vec![
                     ("theta", f(&[k, d], rng, 0.1)),

@@ -37,6 +37,27 @@ fn softmax(z: &[f64]) -> Vec<f64> {
 }
 
 /// Naive float64 implementation of every op, straight from DESIGN.md.
+/// One AdamW step of `p` with gradient `g`, the moments and hyper-parameters from `n`.
+fn naive_adamw(n: &Named, mut p: Vec<f64>, g: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut m, mut v) = (get(n, "m"), get(n, "v"));
+    let (lr, b1, b2, eps, wd, t) = (
+        scalar(n, "lr"),
+        scalar(n, "beta1"),
+        scalar(n, "beta2"),
+        scalar(n, "eps"),
+        scalar(n, "weight_decay"),
+        scalar(n, "step") as i32,
+    );
+    for i in 0..p.len() {
+        m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+        v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+        let mh = m[i] / (1.0 - b1.powi(t));
+        let vh = v[i] / (1.0 - b2.powi(t));
+        p[i] = p[i] * (1.0 - lr * wd) - lr * mh / (vh.sqrt() + eps);
+    }
+    (p, m, v)
+}
+
 fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
     match op {
         "lora_forward" | "lora_backward" => {
@@ -233,45 +254,14 @@ fn naive(op: &str, n: &Named) -> Vec<(String, Vec<f64>)> {
             }
         }
         "svgd_step" => {
-            let phi = naive("svgd_direction", n).remove(0).1;
             let gs = scalar(n, "grad_scale");
-            let (mut p, mut m, mut v) = (get(n, "theta"), get(n, "m"), get(n, "v"));
-            let (lr, b1, b2, eps, wd, t) = (
-                scalar(n, "lr"),
-                scalar(n, "beta1"),
-                scalar(n, "beta2"),
-                scalar(n, "eps"),
-                scalar(n, "weight_decay"),
-                scalar(n, "step") as i32,
-            );
-            for i in 0..p.len() {
-                let g = gs * phi[i];
-                m[i] = b1 * m[i] + (1.0 - b1) * g;
-                v[i] = b2 * v[i] + (1.0 - b2) * g * g;
-                let mh = m[i] / (1.0 - b1.powi(t));
-                let vh = v[i] / (1.0 - b2.powi(t));
-                p[i] = p[i] * (1.0 - lr * wd) - lr * mh / (vh.sqrt() + eps);
-            }
+            let phi = naive("svgd_direction", n).remove(0).1;
+            let g: Vec<f64> = phi.iter().map(|p| gs * p).collect();
+            let (p, m, v) = naive_adamw(n, get(n, "theta"), &g);
             vec![("theta".into(), p), ("m".into(), m), ("v".into(), v)]
         }
         "adamw_step" => {
-            let (mut p, g, mut m, mut v) =
-                (get(n, "param"), get(n, "grad"), get(n, "m"), get(n, "v"));
-            let (lr, b1, b2, eps, wd, t) = (
-                scalar(n, "lr"),
-                scalar(n, "beta1"),
-                scalar(n, "beta2"),
-                scalar(n, "eps"),
-                scalar(n, "weight_decay"),
-                scalar(n, "step") as i32,
-            );
-            for i in 0..p.len() {
-                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                let mh = m[i] / (1.0 - b1.powi(t));
-                let vh = v[i] / (1.0 - b2.powi(t));
-                p[i] = p[i] * (1.0 - lr * wd) - lr * mh / (vh.sqrt() + eps);
-            }
+            let (p, m, v) = naive_adamw(n, get(n, "param"), &get(n, "grad"));
             vec![("param".into(), p), ("m".into(), m), ("v".into(), v)]
         }
         "relu_forward" => vec![(
