@@ -87,6 +87,14 @@ fn gemm_mma_4096_cubed_is_modelled_near_the_tensor_peak() {
             "{}: tensor FLOPs {rel} of 2n³",
             card.key
         );
+        // the swizzle leaves no bank conflicts: ldmatrix and cp.async at the ideal wavefronts
+        let sh = &p.counters.shared;
+        assert_eq!(
+            sh.wavefronts(),
+            sh.ideal_wavefronts,
+            "{}: bank conflicts",
+            card.key
+        );
         let l = model_launch(card, &inputs(&p.counters, ctas));
         let peak = card.mma_flops_per_s();
         let share = useful / (l.us * 1e-6) / peak;

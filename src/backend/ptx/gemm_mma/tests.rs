@@ -271,8 +271,25 @@ fn k_not_a_multiple_of_8_and_misaligned_offsets_are_refused() {
     assert!(e.contains("A needs"), "{e}");
 }
 
+/// The registers and shared memory the grid is sized from are ptxas' (when installed).
 #[test]
-fn grid_and_occupancy_follow_ptxas() {
+fn resources_match_ptxas() {
     // 122 registers: 2 CTAs of 256 threads per SM; 48 KiB + 1 KiB reserved: 3 on sm_80
     assert_eq!(blocks_per_sm(), 2);
+    let mut ptxas = crate::profile::ptxas::Ptxas::new();
+    if !ptxas.available() {
+        println!("notice: ptxas not found; skipping");
+        return;
+    }
+    for dtype in TYPES {
+        let mut regs = 0;
+        for arch in ["sm_80", "sm_90"] {
+            let info = ptxas
+                .info(MATMUL, dtype.kernel(), arch)
+                .expect("ptxas assembles matmul.ptx");
+            regs = regs.max(info.registers);
+            assert_eq!(info.smem, SMEM, "{dtype:?} {arch} shared memory");
+        }
+        assert_eq!(regs, REGS, "{dtype:?} registers (max of sm_80, sm_90)");
+    }
 }
