@@ -117,6 +117,11 @@ pub struct Card {
     pub dram_gbs: f64,
     /// published peak FP32 (non-tensor), TFLOP/s
     pub fp32_tflops: f64,
+    /// published dense BF16/F16 tensor-core peak (f32 accumulate, no sparsity), TFLOP/s
+    pub tensor_tflops: f64,
+    /// the share of `tensor_tflops` that `mma.sync` can reach (1 on sm_80; on sm_90 the full
+    /// rate needs the warpgroup `wgmma`, see the card's source)
+    pub mma_sync_share: f64,
     /// Where the figures come from (datasheet, whitepaper).
     pub source: &'static str,
 }
@@ -125,6 +130,11 @@ impl Card {
     /// Peak FP32 FLOP/s from the lanes and the clock (agrees with `fp32_tflops` to 1 %).
     pub fn fp32_flops_per_s(&self) -> f64 {
         self.sms as f64 * self.fp32_lanes as f64 * 2.0 * self.clock_ghz * 1e9
+    }
+
+    /// The dense BF16/F16 tensor FLOP/s `mma.sync` reaches: the model's tensor pipe.
+    pub fn mma_flops_per_s(&self) -> f64 {
+        self.tensor_tflops * self.mma_sync_share * 1e12
     }
 }
 
@@ -144,7 +154,10 @@ pub const CARDS: [Card; 3] = [
         l2_bytes_per_clk: 5120.0,
         dram_gbs: 2039.0,
         fp32_tflops: 19.5,
-        source: "NVIDIA A100 datasheet (19.5 TFLOP/s FP32, 2039 GB/s HBM2e, 80GB SXM); \
+        tensor_tflops: 312.0,
+        mma_sync_share: 1.0,
+        source: "NVIDIA A100 datasheet (19.5 TFLOP/s FP32, 312 TFLOP/s dense BF16/FP16 tensor, \
+                 2039 GB/s HBM2e, 80GB SXM); mma.sync is Ampere's native tensor instruction; \
                  A100 whitepaper (108 SMs, 1410 MHz boost, 64 FP32 and 16 SFU lanes per SM, \
                  L2 read bandwidth 5120 B/clk)",
     },
@@ -161,7 +174,14 @@ pub const CARDS: [Card; 3] = [
         l2_bytes_per_clk: 5120.0,
         dram_gbs: 3350.0,
         fp32_tflops: 67.0,
-        source: "NVIDIA H100 datasheet (67 TFLOP/s FP32, 3.35 TB/s HBM3, SXM); H100 whitepaper \
+        tensor_tflops: 989.4,
+        mma_sync_share: 0.5,
+        source: "NVIDIA H100 datasheet (67 TFLOP/s FP32, 989.4 TFLOP/s dense BF16/FP16 tensor \
+                 (1979 with sparsity), 3.35 TB/s HBM3, SXM); that rate is wgmma's (Hopper's warpgroup \
+                 instruction; Luo et al., Dissecting the NVIDIA Hopper Architecture through \
+                 Microbenchmarking, arXiv 2501.12084, benchmark both); mma.sync modelled at half \
+                 of it, an assumption (issue 14's estimate, not a figure from that paper); \
+                 H100 whitepaper \
                  (132 SMs, 128 FP32 and 16 SFU lanes per SM; 1980 MHz = 67 T / (132·128·2)); \
                  L2 B/clk assumed equal to A100's",
     },
@@ -178,8 +198,12 @@ pub const CARDS: [Card; 3] = [
         l2_bytes_per_clk: 5120.0,
         dram_gbs: 4800.0,
         fp32_tflops: 67.0,
-        source: "NVIDIA H200 datasheet (67 TFLOP/s FP32, 4.8 TB/s HBM3e); same GH100 SMs and \
-                 clock as H100 SXM; L2 B/clk assumed equal to A100's",
+        tensor_tflops: 989.4,
+        mma_sync_share: 0.5,
+        source: "NVIDIA H200 datasheet (67 TFLOP/s FP32, 989 TFLOP/s dense BF16/FP16 tensor, \
+                 4.8 TB/s HBM3e); same GH100 SMs and clock as H100 SXM (mma.sync at half the \
+                 tensor peak, as H100); \
+                 L2 B/clk assumed equal to A100's",
     },
 ];
 

@@ -9,7 +9,9 @@
 //! - `issue`: warp instructions, one per scheduler per clock;
 //! - `fp32`: FP32 FMA/add/mul/other warp instructions, 32 lanes each, on the FP32 lanes;
 //! - `sfu`: FP32 special functions on the SFU lanes;
-//! - `shared`: shared-memory wavefronts, one per SM per clock.
+//! - `shared`: shared-memory wavefronts, one per SM per clock;
+//! - `tensor`: tensor-core FLOPs (`mma.sync`, 2·M·N·K each) at the card's dense BF16/F16 rate
+//!   reachable by `mma.sync` ([`Card::mma_flops_per_s`]) divided over its SMs.
 //!
 //! Memory pipes are device-wide:
 //!
@@ -21,23 +23,25 @@
 //!   when CTAs touch disjoint data (element-wise kernels), an estimate when they share inputs
 //!   (GEMM CTAs read whole panels of both operands), so the table marks it `~`.
 //!
-//! No launch latency, no latency hiding limits (occupancy is reported, not modelled), no tensor
-//! pipe (no tensor-core instructions in the kernels yet). The op's roofline time is the larger
-//! of its useful FLOPs at peak FP32 and its minimum bytes at DRAM bandwidth.
+//! No launch latency, no latency hiding limits (occupancy is reported, not modelled). The op's
+//! roofline time is the larger of its useful FLOPs at peak FP32 and its minimum bytes at DRAM
+//! bandwidth (an f32 op's roofline; a tensor-core op is compared with the tensor peak by its
+//! caller).
 
 use super::cards::Card;
 use serde::Serialize;
 
 /// The model's name and its assumptions, as printed and put in the JSON.
 pub const MODEL: &str = "modelled per launch = max of pipeline times at public peaks; \
-compute pipes (issue, fp32, sfu, shared wavefronts) on the busiest SM = per-CTA work × \
+compute pipes (issue, fp32, sfu, shared wavefronts, tensor FLOPs at the mma.sync dense \
+BF16/F16 rate) on the busiest SM = per-CTA work × \
 ceil(CTAs / SMs) at one SM's rate (CTAs resident together share an SM's pipes); memory pipes \
 device-wide: l2 = l2_bytes (sectors × 32) / L2 bandwidth, dram = dram_bytes / DRAM bandwidth \
 with dram_bytes = the launch's distinct 32-byte sectors loaded + stored (an L2 holding the \
 launch's whole footprint: each sector crosses DRAM once per launch, a lower bound; for a \
 sampled launch each buffer's sampled distinct sectors scaled to the grid and capped at the \
 buffer's size, an estimate, marked ~); op = sum \
-of its launches; no launch latency, occupancy not modelled, no tensor pipe; \
+of its launches; no launch latency, occupancy not modelled; \
 roofline_pct = max(useful FLOPs / FP32 peak, minimum bytes / DRAM bandwidth) / modelled op time";
 
 /// What the model needs of one launch's counters (scaled to the whole grid when sampled).
@@ -57,6 +61,8 @@ pub struct LaunchInputs {
     pub l2_bytes: u64,
     /// distinct sectors loaded + stored, × 32
     pub dram_bytes: u64,
+    /// tensor-core FLOPs (`mma.sync`), not in the FP32 counts
+    pub tensor_flops: u64,
 }
 
 /// The modelled time of one launch on one card.
@@ -86,7 +92,7 @@ pub struct Modelled {
     pub limited_us: Vec<(&'static str, f64)>,
 }
 
-const PIPES: [&str; 6] = ["issue", "fp32", "sfu", "shared", "l2", "dram"];
+const PIPES: [&str; 7] = ["issue", "fp32", "sfu", "shared", "tensor", "l2", "dram"];
 
 /// One launch (see the module notes).
 pub fn model_launch(c: &Card, p: &LaunchInputs) -> LaunchModelled {
@@ -110,8 +116,12 @@ pub fn model_launch(c: &Card, p: &LaunchInputs) -> LaunchModelled {
             PIPES[3],
             s(sm(p.shared_wavefronts) / (c.shared_wavefronts_per_clk as f64 * clk)),
         ),
-        (PIPES[4], s(p.l2_bytes as f64 / (c.l2_bytes_per_clk * clk))),
-        (PIPES[5], s(p.dram_bytes as f64 / (c.dram_gbs * 1e9))),
+        (
+            PIPES[4],
+            s(sm(p.tensor_flops) / (c.mma_flops_per_s() / c.sms as f64)),
+        ),
+        (PIPES[5], s(p.l2_bytes as f64 / (c.l2_bytes_per_clk * clk))),
+        (PIPES[6], s(p.dram_bytes as f64 / (c.dram_gbs * 1e9))),
     ];
     let (limiter, us) = pipes
         .iter()
@@ -209,5 +219,28 @@ mod tests {
         let m = model_op(a100, &[&one, &over], 0.0, 0.0);
         assert!((m.us - 3.0 * one.us).abs() < 1e-9);
         assert_eq!(m.limiter, "fp32");
+    }
+
+    #[test]
+    fn tensor_flops_run_at_the_mma_sync_rate() {
+        // one CTA per SM, 1e9 tensor FLOPs each: A100 at 312 T / 108 SMs per SM, H100 at
+        // half of 989.4 T / 132
+        for (card, per_sm) in [(&CARDS[0], 312e12 / 108.0), (&CARDS[1], 494.7e12 / 132.0)] {
+            let l = model_launch(
+                card,
+                &LaunchInputs {
+                    ctas: card.sms as u64,
+                    warp_inst: 1000,
+                    tensor_flops: 1_000_000_000 * card.sms as u64,
+                    ..Default::default()
+                },
+            );
+            assert_eq!(l.limiter, "tensor", "{}", card.key);
+            assert!(
+                (l.us - 1e9 / per_sm * 1e6).abs() < 1e-6 * l.us,
+                "{}",
+                card.key
+            );
+        }
     }
 }

@@ -201,6 +201,7 @@ fn row(p: LaunchProfile, ptxas: &mut Ptxas) -> LaunchRow {
         shared_wavefronts: c.shared.wavefronts(),
         l2_bytes: c.global.l2_bytes(),
         dram_bytes: c.global.dram_bytes(),
+        tensor_flops: c.tensor.flops,
     };
     LaunchRow {
         l2_bytes: c.global.l2_bytes(),

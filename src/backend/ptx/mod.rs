@@ -8,6 +8,7 @@ pub mod driver;
 
 mod activation;
 mod gemm;
+pub mod gemm_mma;
 mod lora;
 mod modules;
 mod softmax;

@@ -1,0 +1,184 @@
+//! `gemm_mma_bf16` / `gemm_mma_f16` (kernels/matmul.ptx): the tensor-core GEMM,
+//! `C[M, N] (f32) = alpha · A[M, K] · B[N, K]ᵀ (+ beta · C)` with A and B in a 16-bit float
+//! format, f32 accumulation (`mma.sync.m16n8k16`, `ldmatrix`, 3-stage `cp.async` pipeline;
+//! the design is in the kernel's header and kernels/README.md).
+//!
+//! **Packing.** Bella's tensors and device buffers are f32 only, so the half-precision
+//! operands travel packed two per f32 word: element `2i` of a row-major matrix in the low 16
+//! bits of word `i`, element `2i + 1` in the high 16 bits (the bit pattern, not a value;
+//! [`pack_half`] builds such a buffer from f32 values). C is an ordinary f32 buffer.
+//!
+//! **Not wired into `ops` yet**: nothing in the op layer calls [`gemm_mma`]; the dtype
+//! plumbing (half tensors, a `matmul` that picks this kernel) is a later step of issue 14.
+//! The tests below run it on the PTX simulator, and `bella profile` models it at 4096³.
+
+use super::driver::{Driver, Param};
+use super::modules::{grid_1d, u32_of, BLOCK, MATMUL};
+use super::{ptr_at, PtxBackend};
+use crate::error::{BellaError, Result};
+use crate::profile::cards::{occupancy, SM_LIMITS};
+use half::{bf16, f16};
+
+/// The 16-bit float format of A and B.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfType {
+    /// bfloat16 (8 exponent bits, 7 mantissa bits)
+    Bf16,
+    /// IEEE binary16 (5 exponent bits, 10 mantissa bits)
+    F16,
+}
+
+impl HalfType {
+    /// The kernel entry of kernels/matmul.ptx for this format.
+    pub fn kernel(self) -> &'static str {
+        match self {
+            HalfType::Bf16 => "gemm_mma_bf16",
+            HalfType::F16 => "gemm_mma_f16",
+        }
+    }
+
+    /// `x` rounded to this format (to nearest, ties to even), as bits.
+    pub fn bits(self, x: f32) -> u16 {
+        match self {
+            HalfType::Bf16 => bf16::from_f32(x).to_bits(),
+            HalfType::F16 => f16::from_f32(x).to_bits(),
+        }
+    }
+
+    /// The value of the bits `b` of this format.
+    pub fn value(self, b: u16) -> f32 {
+        match self {
+            HalfType::Bf16 => bf16::from_bits(b).to_f32(),
+            HalfType::F16 => f16::from_bits(b).to_f32(),
+        }
+    }
+}
+
+/// `xs` rounded to `dtype` and packed two per f32 word (see the module notes); an odd
+/// length gets a zero in the last high half.
+pub fn pack_half(dtype: HalfType, xs: &[f32]) -> Vec<f32> {
+    xs.chunks(2)
+        .map(|p| {
+            let lo = dtype.bits(p[0]) as u32;
+            let hi = p.get(1).map_or(0, |&x| dtype.bits(x)) as u32;
+            f32::from_bits(lo | hi << 16)
+        })
+        .collect()
+}
+
+/// One launch: A `[m, k]` and B `[n, k]` packed (`a_offset`, `b_offset` in f32 words, a
+/// multiple of 4: rows start 16-byte aligned), C `[m, n]` f32 at `c_offset` floats.
+pub struct MmaGemm<'a, B> {
+    /// the format of A and B (selects the kernel)
+    pub dtype: HalfType,
+    /// rows of A and C
+    pub m: usize,
+    /// rows of B, columns of C
+    pub n: usize,
+    /// the inner dimension: at least 8 and a multiple of 8 (16-byte `cp.async` rows)
+    pub k: usize,
+    /// A `[m, k]`, packed
+    pub a: &'a B,
+    /// f32 words before A's first element (a multiple of 4)
+    pub a_offset: usize,
+    /// B `[n, k]`, packed
+    pub b: &'a B,
+    /// f32 words before B's first element (a multiple of 4)
+    pub b_offset: usize,
+    /// C `[m, n]`, f32
+    pub c: &'a B,
+    /// floats before C's first element
+    pub c_offset: usize,
+    /// the product's scale
+    pub alpha: f32,
+    /// `Some(beta)`: add `beta · C` (C is read); `None`: overwrite C (C is not read).
+    pub beta: Option<f32>,
+}
+
+/// Output tile of one CTA (square).
+pub const TILE: usize = 128;
+/// Registers per thread, the larger of ptxas' sm_80 (122) and sm_90 (120) reports.
+pub const REGS: u32 = 122;
+/// Static shared memory per CTA: 3 stages × (A + B) × 128 rows × 64 bytes.
+pub const SMEM: u32 = 49152;
+
+/// CTAs resident per SM on both sm_80 and sm_90 (2: registers), the grid's CTAs per SM.
+pub fn blocks_per_sm() -> u32 {
+    SM_LIMITS
+        .iter()
+        .map(|l| occupancy(l, BLOCK, Some(REGS), SMEM).blocks_per_sm)
+        .min()
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Launch `g` on `be` (the `matmul` module).
+pub fn gemm_mma<D: Driver>(be: &PtxBackend<D>, g: &MmaGemm<'_, D::Buf>) -> Result<()> {
+    launch_in(be, MATMUL, g)
+}
+
+/// Launch `g` with the kernel of `module` (tests load altered copies under other names).
+pub(crate) fn launch_in<D: Driver>(
+    be: &PtxBackend<D>,
+    module: &str,
+    g: &MmaGemm<'_, D::Buf>,
+) -> Result<()> {
+    let name = g.dtype.kernel();
+    check(be.driver(), g)?;
+    let tiles = g.m.div_ceil(TILE) * g.n.div_ceil(TILE);
+    u32_of(name, "tile count", tiles)?;
+    let params = [
+        ptr_at(g.c, g.c_offset),
+        ptr_at(g.a, g.a_offset),
+        ptr_at(g.b, g.b_offset),
+        Param::U32(u32_of(name, "m", g.m)?),
+        Param::U32(u32_of(name, "n", g.n)?),
+        Param::U32(u32_of(name, "k", g.k)?),
+        Param::F32(g.alpha),
+        Param::F32(g.beta.unwrap_or(0.0)),
+        Param::U32(u32::from(g.beta.is_some())),
+    ];
+    let grid = grid_1d(be.props(), tiles, blocks_per_sm());
+    be.launch(module, name, grid, &params)
+}
+
+/// The kernel's preconditions, as errors naming it.
+fn check<D: Driver>(d: &D, g: &MmaGemm<'_, D::Buf>) -> Result<()> {
+    let name = g.dtype.kernel();
+    let bad = |msg: String| Err(BellaError::invalid(format!("{name}: {msg}")));
+    if g.m == 0 || g.n == 0 {
+        return bad(format!("empty output {} x {}", g.m, g.n));
+    }
+    if g.k < 8 || g.k % 8 != 0 {
+        return bad(format!(
+            "k = {} must be a positive multiple of 8 (rows are copied in 16-byte cp.async chunks)",
+            g.k
+        ));
+    }
+    if g.a_offset % 4 != 0 || g.b_offset % 4 != 0 {
+        return bad(format!(
+            "operand offsets {} and {} words must be multiples of 4 (16-byte aligned rows)",
+            g.a_offset, g.b_offset
+        ));
+    }
+    // every element index (halves of A and B, floats of C) must fit the kernel's u32 math
+    u32_of(name, "m·k", g.m * g.k)?;
+    u32_of(name, "n·k", g.n * g.k)?;
+    u32_of(name, "m·n", g.m * g.n)?;
+    for (what, buf, offset, words) in [
+        ("A", g.a, g.a_offset, g.m * g.k / 2),
+        ("B", g.b, g.b_offset, g.n * g.k / 2),
+        ("C", g.c, g.c_offset, g.m * g.n),
+    ] {
+        let len = d.buf_len(buf);
+        if offset + words > len {
+            return bad(format!(
+                "{what} needs {words} words at offset {offset}, the buffer has {len}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(all(test, feature = "ptx-sim"))]
+mod tests;

@@ -1,0 +1,295 @@
+//! The tensor-core GEMM on the PTX simulator against a float64 loop over the bf16/f16-rounded
+//! inputs: minimal, edge, skinny and multi-tile shapes, beta and offsets, both formats; a
+//! planted fragment swap that the comparison must catch; the two entries' texts in step.
+use super::*;
+use crate::backend::ptx::modules::MODULES;
+use crate::backend::ptx_sim::SimDriver;
+use crate::rng::Rng;
+
+const TYPES: [HalfType; 2] = [HalfType::Bf16, HalfType::F16];
+
+fn matmul_text() -> &'static str {
+    MODULES.iter().find(|(n, _)| *n == MATMUL).unwrap().1
+}
+
+/// The text of entry `name` in `src`: from its `.visible .entry` line to the closing `}`.
+fn entry_text<'s>(src: &'s str, name: &str) -> &'s str {
+    let start = src
+        .find(&format!(".visible .entry {name}("))
+        .expect("entry");
+    let end = start + src[start..].find("\n}\n").expect("entry end") + 3;
+    &src[start..end]
+}
+
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    beta: Option<f32>,
+    /// f32 words in front of A (a multiple of 4) and of C
+    a_offset: usize,
+    c_offset: usize,
+}
+
+/// The kernel's output, the float64 reference and each element's error bound.
+struct Outcome {
+    got: Vec<f32>,
+    want: Vec<f64>,
+    bound: Vec<f64>,
+}
+
+impl Outcome {
+    /// Indices of elements outside their bound.
+    fn bad(&self) -> Vec<usize> {
+        (0..self.got.len())
+            .filter(|&i| {
+                let e = (self.got[i] as f64 - self.want[i]).abs();
+                // a NaN error counts as outside
+                e.is_nan() || e > self.bound[i]
+            })
+            .collect()
+    }
+
+    /// ‖got − want‖₂ / ‖want‖₂.
+    fn rel_norm(&self) -> f64 {
+        let (mut d, mut w) = (0f64, 0f64);
+        for (g, r) in self.got.iter().zip(&self.want) {
+            d += (*g as f64 - r).powi(2);
+            w += r * r;
+        }
+        (d / w.max(1e-300)).sqrt()
+    }
+}
+
+fn run(dtype: HalfType, c: &Case, module: Option<&str>) -> Outcome {
+    let be = PtxBackend::new(SimDriver::new()).expect("simulator loads kernels/");
+    if let Some(text) = module {
+        be.driver().load_module("planted", text).expect("loads");
+    }
+    let mut rng = Rng::new(Rng::fresh_seed());
+    let (m, n, k) = (c.m, c.n, c.k);
+    // inputs rounded to the format: the reference multiplies exactly these values
+    let round =
+        |v: Vec<f32>| -> Vec<f32> { v.iter().map(|&x| dtype.value(dtype.bits(x))).collect() };
+    let a = round(rng.normal_vec(m * k));
+    let b = round(rng.normal_vec(n * k));
+    let mut a_words = vec![0f32; c.a_offset];
+    a_words.extend(pack_half(dtype, &a));
+    let b_words = pack_half(dtype, &b);
+    // C: NaN before the offset (never touched), then random when beta reads it, NaN when it
+    // must not be read
+    let mut c0 = vec![f32::NAN; c.c_offset];
+    c0.extend(match c.beta {
+        Some(_) => rng.normal_vec(m * n),
+        None => vec![f32::NAN; m * n],
+    });
+    let d = be.driver();
+    let (ab, bb, cb) = (
+        d.upload(&a_words).unwrap(),
+        d.upload(&b_words).unwrap(),
+        d.upload(&c0).unwrap(),
+    );
+    let alpha = 0.75f32;
+    let g = MmaGemm {
+        dtype,
+        m,
+        n,
+        k,
+        a: &ab,
+        a_offset: c.a_offset,
+        b: &bb,
+        b_offset: 0,
+        c: &cb,
+        c_offset: c.c_offset,
+        alpha,
+        beta: c.beta,
+    };
+    match module {
+        Some(_) => launch_in(&be, "planted", &g),
+        None => gemm_mma(&be, &g),
+    }
+    .expect("the GEMM runs");
+    let out = d.download(&cb, c0.len()).unwrap();
+    assert!(
+        out[..c.c_offset].iter().all(|x| x.is_nan()),
+        "C before its offset was written"
+    );
+    let eps = f64::powi(2.0, -24);
+    let (mut want, mut bound) = (Vec::new(), Vec::new());
+    for i in 0..m {
+        for j in 0..n {
+            let (mut s, mut s_abs) = (0f64, 0f64);
+            for q in 0..k {
+                let p = a[i * k + q] as f64 * b[j * k + q] as f64;
+                s += p;
+                s_abs += p.abs();
+            }
+            let mut v = alpha as f64 * s;
+            let mut scale = alpha as f64 * s_abs;
+            if let Some(beta) = c.beta {
+                let cv = beta as f64 * c0[c.c_offset + i * n + j] as f64;
+                v += cv;
+                scale += cv.abs();
+            }
+            want.push(v);
+            // f32 accumulation: one rounding per mma (k/16 of them) of partial sums bounded
+            // by Σ|a b|, then the epilogue's mul and fma; a factor 2 of slack
+            bound.push(2.0 * eps * ((k as f64 / 16.0 + 3.0) * scale) + 1e-30);
+        }
+    }
+    Outcome {
+        got: out[c.c_offset..].to_vec(),
+        want,
+        bound,
+    }
+}
+
+fn case(m: usize, n: usize, k: usize) -> Case {
+    Case {
+        m,
+        n,
+        k,
+        beta: None,
+        a_offset: 0,
+        c_offset: 0,
+    }
+}
+
+fn check(dtype: HalfType, c: &Case) {
+    let o = run(dtype, c, None);
+    let bad = o.bad();
+    assert!(
+        bad.is_empty(),
+        "{dtype:?} {}x{}x{}: {} elements off, first at {} ({} vs {})",
+        c.m,
+        c.n,
+        c.k,
+        bad.len(),
+        bad[0],
+        o.got[bad[0]],
+        o.want[bad[0]]
+    );
+    let rel = o.rel_norm();
+    assert!(
+        rel <= 1e-6,
+        "{dtype:?} {}x{}x{}: relative error {rel}",
+        c.m,
+        c.n,
+        c.k
+    );
+}
+
+#[test]
+fn minimal_and_edge_shapes() {
+    for dtype in TYPES {
+        for (m, n, k) in [
+            (1, 1, 8),
+            (129, 130, 40),
+            (130, 129, 8),
+            (1, 257, 64),
+            (257, 1, 32),
+        ] {
+            check(dtype, &case(m, n, k));
+        }
+    }
+}
+
+#[test]
+fn past_one_tile_with_beta_and_offsets() {
+    for dtype in TYPES {
+        check(
+            dtype,
+            &Case {
+                beta: Some(-0.5),
+                a_offset: 4,
+                c_offset: 3,
+                ..case(257, 130, 264)
+            },
+        );
+    }
+}
+
+#[test]
+fn a_256_cube() {
+    for dtype in TYPES {
+        check(dtype, &case(256, 256, 256));
+    }
+}
+
+#[test]
+fn a_swapped_b_fragment_is_caught() {
+    // frag_b[j] = {b0, b1} handed to the mma as {b1, b0}: k 0-7 and 8-15 of B trade places
+    let src = matmul_text();
+    let entry = entry_text(src, "gemm_mma_bf16");
+    let planted_entry = entry.replace("{%fb0, %fb1}", "{%fb1, %fb0}");
+    assert_ne!(entry, planted_entry);
+    let planted = src.replace(entry, &planted_entry);
+    let o = run(HalfType::Bf16, &case(64, 64, 32), Some(&planted));
+    assert!(!o.bad().is_empty(), "the swap went unnoticed");
+    // the unaltered text, loaded the same way, passes
+    let o = run(HalfType::Bf16, &case(64, 64, 32), Some(src));
+    assert!(o.bad().is_empty());
+}
+
+#[test]
+fn the_f16_entry_is_the_bf16_entry_with_its_type_replaced() {
+    let src = matmul_text();
+    let bf = entry_text(src, "gemm_mma_bf16");
+    assert_eq!(bf.replace("bf16", "f16"), entry_text(src, "gemm_mma_f16"));
+}
+
+#[test]
+fn k_not_a_multiple_of_8_and_misaligned_offsets_are_refused() {
+    let be = PtxBackend::new(SimDriver::new()).unwrap();
+    let buf = be.driver().alloc_zeroed(1024).unwrap();
+    let g = |k: usize, a_offset: usize| MmaGemm {
+        dtype: HalfType::F16,
+        m: 4,
+        n: 4,
+        k,
+        a: &buf,
+        a_offset,
+        b: &buf,
+        b_offset: 0,
+        c: &buf,
+        c_offset: 0,
+        alpha: 1.0,
+        beta: None,
+    };
+    for k in [4, 12] {
+        let e = gemm_mma(&be, &g(k, 0)).unwrap_err().to_string();
+        assert!(
+            e.contains("gemm_mma_f16") && e.contains("multiple of 8"),
+            "{e}"
+        );
+    }
+    let e = gemm_mma(&be, &g(8, 2)).unwrap_err().to_string();
+    assert!(e.contains("multiples of 4"), "{e}");
+    let e = gemm_mma(&be, &MmaGemm { m: 64, ..g(64, 0) })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("A needs"), "{e}");
+}
+
+/// The registers and shared memory the grid is sized from are ptxas' (when installed).
+#[test]
+fn resources_match_ptxas() {
+    // 122 registers: 2 CTAs of 256 threads per SM; 48 KiB + 1 KiB reserved: 3 on sm_80
+    assert_eq!(blocks_per_sm(), 2);
+    let mut ptxas = crate::profile::ptxas::Ptxas::new();
+    if !ptxas.available() {
+        println!("notice: ptxas not found; skipping");
+        return;
+    }
+    for dtype in TYPES {
+        let mut regs = 0;
+        for arch in ["sm_80", "sm_90"] {
+            let info = ptxas
+                .info(MATMUL, dtype.kernel(), arch)
+                .expect("ptxas assembles matmul.ptx");
+            regs = regs.max(info.registers);
+            assert_eq!(info.smem, SMEM, "{dtype:?} {arch} shared memory");
+        }
+        assert_eq!(regs, REGS, "{dtype:?} registers (max of sm_80, sm_90)");
+    }
+}
