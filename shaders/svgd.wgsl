@@ -5,42 +5,55 @@
 // The median heuristic for the bandwidth runs on the host over the downloaded K×K
 // distances (K is small); the exponentials run here.
 //
+// Both heavy kernels are register-blocked and have no workgroup barrier: an invocation keeps
+// a block of rows of θ in registers and reuses every value it loads for several outputs
+// (16 pairs per 8 loads in sqdist_partial, 32 outputs per 16–20 loads in svgd_direction),
+// and the invocations of a workgroup that need the same column of θ read it at the same time
+// (one DRAM read, the rest from cache). Staging tiles in workgroup memory instead costs a
+// barrier per tile, and lavapipe (Mesa 22.3, the CPU Vulkan driver the tests and benches run
+// on) compiles a shader with a barrier inside a loop into coroutines: a staged
+// svgd_direction with the barrier in its tile loop took 1.05 ms where the same arithmetic
+// from registers took 0.30 ms (K = 4, D = 4096). wgpu also zero-fills workgroup memory at
+// the start of every workgroup.
+//
 // sqdist_partial, sqdist_finalize and svgd_direction read their parameters from a read-only
 // storage buffer, not a uniform one: Mesa's lavapipe (22.x) may recompile a kernel on every
 // dispatch with the uniform values that steer its loops folded in, and leak each variant
 // (see src/backend/wgpu/kernels.rs). The host binds them as `ParamsIn::Storage`.
 //
-// Workgroup memory stays within WebGPU's guaranteed 16 KiB per entry point; no extensions.
+// Portable WGSL (no extensions); the one workgroup array (sqdist_finalize) is 1 KiB.
 
 const THREADS: u32 = 256u;
 
 // ---------------------------------------------------------------------------------------
-// sqdist_partial: partial[ch · pairs + p] = Σ over the columns of D-chunk ch of
-// (θ_i − θ_j)², for every pair p = (i < j), numbered row-major as sqdist_finalize reads them.
+// sqdist_partial: the partial sums Σ (θ_i − θ_j)² of every pair i < j over slices of D.
 //
-// Work unit (one workgroup) = (panel pair, D-chunk). The K rows are cut into panels of
-// `panel` rows (a multiple of 4): for K ≤ 64 a single panel holds all rows, so θ is read
-// once for all pairs; above, panels of 32 rows and one unit per panel pair P ≤ Q, so θ is
-// read `panels` times (any K works). A unit stages, per tile of `width` columns, the rows of
-// panel P (and of panel Q when Q ≠ P) in workgroup memory, and every invocation accumulates
-// a 4×4 block of pairs (rows 4a..4a+3 against rows 4b..4b+3) over its share of the tile's
-// columns: 8 workgroup loads per 16 pairs and column. The pair blocks of a panel pair are
-// (a ≤ b) on the diagonal, all a × b off it: at most 136 (K = 64), so 256 / blocks ≥ 1
-// column groups split each tile's columns. At the end of the chunk the column groups' sums
-// are added in a fixed order in workgroup memory (deterministic, no atomics).
+// The K rows are cut into nb = ⌈K/4⌉ blocks of 4; a pair block (a ≤ b) is rows 4a..4a+3
+// against rows 4b..4b+3 (16 pairs; on the diagonal a = b only the 6 with r < s are real).
+// An invocation owns one pair block and one lane of a D-chunk: the columns
+// c = ch · chunk + lane + lanes · m. Per column it loads the 8 values of its two row
+// quads and adds 16 squared differences (differences, never the ‖θ‖² expansion, which
+// cancels). Neighbouring invocations are neighbouring lanes (columns) of the same block, so
+// every load of a workgroup is coalesced; the 2^slots_log block slots of a workgroup (and
+// the neighbouring workgroups, block tiles of the same chunk) read the same columns at
+// the same time, so θ is read from memory about once for all pairs.
 //
-// Differences are summed, never ‖θ_i‖² + ‖θ_j‖² − 2θ_i·θ_j (which cancels).
+// Each invocation writes its pairs to its own row of the partial sums,
+// partial[(ch · lanes + lane) · pairs + p] (p = the pair's row-major number), and
+// sqdist_finalize adds the rows in a fixed order (no atomics, deterministic). The host sizes
+// the chunks so that the rows are few (a few words per invocation, small next to θ) and
+// every lane has at least a few columns.
 
 struct PartialParams {
     k: u32,
     d: u32,
-    // Rows per panel (a multiple of 4) and the number of panels.
-    panel: u32,
-    panels: u32,
-    // Columns per staged tile, also the row pitch of `stage`: odd, so that the rows read at
-    // the same column by different invocations fall in different banks.
-    width: u32,
-    // Columns per D-chunk (a multiple of `width`) and the number of chunks.
+    // nb(nb + 1)/2 pair blocks.
+    blocks: u32,
+    // log2 of the block slots of a workgroup (0..3); lanes = 256 >> slots_log.
+    slots_log: u32,
+    // ⌈blocks / 2^slots_log⌉ workgroups per chunk.
+    block_tiles: u32,
+    // Columns per chunk (a multiple of lanes) and the number of chunks.
     chunk: u32,
     nchunks: u32,
     // K(K−1)/2.
@@ -50,10 +63,6 @@ struct PartialParams {
 @group(0) @binding(0) var<storage, read> pp: PartialParams;
 @group(0) @binding(1) var<storage, read> theta: array<f32>;
 @group(0) @binding(2) var<storage, read_write> partial_out: array<f32>;
-
-// The staged tile (rows × width ≤ 4096: the host sizes width), reused at the end of a unit
-// for the 16 × 256 per-invocation sums. 16 KiB.
-var<workgroup> stage: array<f32, 4096>;
 
 // The `n`-th pair (a ≤ b) of 0..m, enumerated row-major (a = 0: b = 0..m−1, a = 1: ...).
 fn upper_pair(n: u32, m: u32) -> vec2<u32> {
@@ -69,18 +78,24 @@ fn upper_pair(n: u32, m: u32) -> vec2<u32> {
     return vec2<u32>(a, a + rest);
 }
 
-// The `n`-th 4×4 block of pairs of a unit with `nb` row blocks per panel: (a ≤ b) on the
-// diagonal, (a, b) row-major off it.
-fn pair_block(n: u32, nb: u32, diag: bool) -> vec2<u32> {
-    if (diag) {
-        return upper_pair(n, nb);
-    }
-    return vec2<u32>(n / nb, n % nb);
-}
-
 // Row-major number of the pair (i < j) among the K(K−1)/2.
 fn pair_index(i: u32, j: u32, k: u32) -> u32 {
     return i * k - i * (i + 1u) / 2u + (j - i - 1u);
+}
+
+// Store the sum of pair (i, j) into the row at `base` if it is a real pair (i < j < K).
+fn put_pair(base: u32, i: u32, j: u32, k: u32, v: f32) {
+    if (i < j && j < k) {
+        partial_out[base + pair_index(i, j, k)] = v;
+    }
+}
+
+// The four entries (rows ra..ra+3 against row j) of one accumulator.
+fn put_quad(base: u32, ra: u32, j: u32, k: u32, v: vec4<f32>) {
+    put_pair(base, ra, j, k, v.x);
+    put_pair(base, ra + 1u, j, k, v.y);
+    put_pair(base, ra + 2u, j, k, v.z);
+    put_pair(base, ra + 3u, j, k, v.w);
 }
 
 @compute @workgroup_size(256)
@@ -89,140 +104,71 @@ fn sqdist_partial(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    // ---- which unit: the 2-D grid unfolded, the excess of the fold skipped (uniformly)
+    // ---- which workgroup: the 2-D grid unfolded; block tiles of one chunk are neighbours
     let k = pp.k;
     let d = pp.d;
-    let t = pp.panel;
-    let w = pp.width;
+    let tiles = pp.block_tiles;
     let unit = wid.x + wid.y * nwg.x;
-    if (unit >= pp.panels * (pp.panels + 1u) / 2u * pp.nchunks) {
+    if (unit >= tiles * pp.nchunks) {
         return;
     }
-    let ch = unit % pp.nchunks;
-    let pq = upper_pair(unit / pp.nchunks, pp.panels);
-    let diag = pq.x == pq.y;
+    let ch = unit / tiles;
 
-    // ---- this invocation's 4×4 pair block and column group. Column groups are the fastest
-    // index, so neighbouring invocations read neighbouring columns of the same rows.
-    let nb = t / 4u;
-    let blocks = select(nb * nb, nb * (nb + 1u) / 2u, diag);
-    let groups = THREADS / blocks;
-    let busy = li < groups * blocks;
-    let g = li % groups;
-    var blk = vec2<u32>(0u, 0u);
-    if (busy) {
-        blk = pair_block(li / groups, nb, diag);
+    // ---- this invocation's lane (fastest: neighbouring columns) and pair block
+    let slots_log = pp.slots_log;
+    let lanes = THREADS >> slots_log;
+    let lane = li & (lanes - 1u);
+    let n = (unit % tiles) * (1u << slots_log) + (li >> (8u - slots_log));
+    if (n >= pp.blocks) {
+        return;
     }
-    // Rows of `stage`: panel P at 0..t, panel Q (off the diagonal) at t..2t.
-    let ra = 4u * blk.x;
-    let rb = 4u * blk.y + select(t, 0u, diag);
-    let rows = select(2u * t, t, diag);
+    let ab = upper_pair(n, (k + 3u) / 4u);
+    let ra = 4u * ab.x;
+    let rb = 4u * ab.y;
+    // Row offsets of the two quads, rows past K clamped to K − 1 (loaded, never stored).
+    let km = k - 1u;
+    let oa = vec4<u32>(min(ra, km), min(ra + 1u, km), min(ra + 2u, km), min(ra + 3u, km)) * d;
+    let ob = vec4<u32>(min(rb, km), min(rb + 1u, km), min(rb + 2u, km), min(rb + 3u, km)) * d;
 
-    // Staging walks the elements e = li, li + 256, ... of the rows × width tile as
-    // (row, column) without a division per element.
-    let step_r = THREADS / w;
-    let step_c = THREADS % w;
-
-    // acc_s[r] = Σ (θ[row ra + r] − θ[row rb + s])² over this invocation's columns.
+    // ---- acc_s[r] = Σ over this lane's columns of (θ[ra + r] − θ[rb + s])²
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-
-    let c_begin = ch * pp.chunk;
-    let c_end = min(c_begin + pp.chunk, d);
-    for (var c0 = c_begin; c0 < c_end; c0 += w) {
-        // ---- stage [rows, w] of θ at columns c0.. (zeros past K or D: they add nothing)
-        var r = li / w;
-        var c = li % w;
-        loop {
-            if (r >= rows) {
-                break;
-            }
-            var grow = pq.x * t + r;
-            if (r >= t) {
-                grow = pq.y * t + (r - t);
-            }
-            let gcol = c0 + c;
-            var v = 0.0;
-            if (grow < k && gcol < d) {
-                v = theta[grow * d + gcol];
-            }
-            stage[r * w + c] = v;
-            r += step_r;
-            c += step_c;
-            if (c >= w) {
-                c -= w;
-                r += 1u;
-            }
-        }
-        workgroupBarrier();
-
-        // ---- accumulate the 16 pairs of the block over columns g, g + groups, ...
-        if (busy) {
-            for (var cc = g; cc < w; cc += groups) {
-                let a = vec4<f32>(
-                    stage[ra * w + cc],
-                    stage[(ra + 1u) * w + cc],
-                    stage[(ra + 2u) * w + cc],
-                    stage[(ra + 3u) * w + cc],
-                );
-                let e0 = a - vec4<f32>(stage[rb * w + cc]);
-                let e1 = a - vec4<f32>(stage[(rb + 1u) * w + cc]);
-                let e2 = a - vec4<f32>(stage[(rb + 2u) * w + cc]);
-                let e3 = a - vec4<f32>(stage[(rb + 3u) * w + cc]);
-                acc0 = fma(e0, e0, acc0);
-                acc1 = fma(e1, e1, acc1);
-                acc2 = fma(e2, e2, acc2);
-                acc3 = fma(e3, e3, acc3);
-            }
-        }
-        // All reads of this tile are done before the next one is staged (or, after the last
-        // tile, before `stage` is reused for the sums).
-        workgroupBarrier();
+    let c_end = min((ch + 1u) * pp.chunk, d);
+    for (var c = ch * pp.chunk + lane; c < c_end; c += lanes) {
+        let a = vec4<f32>(theta[oa.x + c], theta[oa.y + c], theta[oa.z + c], theta[oa.w + c]);
+        let e0 = a - vec4<f32>(theta[ob.x + c]);
+        let e1 = a - vec4<f32>(theta[ob.y + c]);
+        let e2 = a - vec4<f32>(theta[ob.z + c]);
+        let e3 = a - vec4<f32>(theta[ob.w + c]);
+        acc0 = fma(e0, e0, acc0);
+        acc1 = fma(e1, e1, acc1);
+        acc2 = fma(e2, e2, acc2);
+        acc3 = fma(e3, e3, acc3);
     }
 
-    // ---- sum the column groups: entry (s·4 + r) of invocation li at stage[(s·4 + r)·256 + li]
-    // (neighbouring invocations, neighbouring words). Idle invocations store zeros.
-    for (var r = 0u; r < 4u; r++) {
-        stage[r * THREADS + li] = acc0[r];
-        stage[(4u + r) * THREADS + li] = acc1[r];
-        stage[(8u + r) * THREADS + li] = acc2[r];
-        stage[(12u + r) * THREADS + li] = acc3[r];
-    }
-    workgroupBarrier();
-
-    // ---- one output per (entry e, block n): the groups' sums in group order, then
-    // partial[ch · pairs + p] for the pairs i < j < K (a diagonal block's r ≥ s are mirrors).
-    for (var q = li; q < 16u * blocks; q += THREADS) {
-        let e = q / blocks;
-        let n = q % blocks;
-        var total = 0.0;
-        for (var gg = 0u; gg < groups; gg++) {
-            total += stage[e * THREADS + n * groups + gg];
-        }
-        let b2 = pair_block(n, nb, diag);
-        let i = pq.x * t + 4u * b2.x + (e & 3u);
-        let j = pq.y * t + 4u * b2.y + (e >> 2u);
-        if (i < j && j < k) {
-            partial_out[ch * pp.pairs + pair_index(i, j, k)] = total;
-        }
-    }
+    // ---- this lane's row of partial sums: the block's real pairs
+    let base = (ch * lanes + lane) * pp.pairs;
+    put_quad(base, ra, rb, k, acc0);
+    put_quad(base, ra, rb + 1u, k, acc1);
+    put_quad(base, ra, rb + 2u, k, acc2);
+    put_quad(base, ra, rb + 3u, k, acc3);
 }
 
 // ---------------------------------------------------------------------------------------
-// sqdist_finalize: out[i, j] = out[j, i] = Σ over chunks of partial[ch · pairs + p] for
+// sqdist_finalize: out[i, j] = out[j, i] = Σ over the rows of partial[row · pairs + p] for
 // p = (i < j), out[i, i] = 0.
 //
-// One workgroup per 32 pairs: invocation li sums pair 32·unit + (li mod 32) over the chunks
+// One workgroup per 32 pairs: invocation li sums pair 32·unit + (li mod 32) over the rows
 // li / 32, li / 32 + 8, ... (32 neighbouring invocations load 32 neighbouring words), then
-// the first 32 invocations add the 8 partial sums in order (deterministic). The first K
-// invocations of the grid write the zero diagonal.
+// the first 32 invocations add the 8 partial sums in order (deterministic). The single
+// barrier is outside any loop. The first K invocations of the grid write the zero diagonal.
 
 struct FinalizeParams {
     k: u32,
     pairs: u32,
-    nchunks: u32,
+    rows: u32,
     _pad0: u32,
 }
 
@@ -230,7 +176,7 @@ struct FinalizeParams {
 @group(0) @binding(1) var<storage, read> partial_in: array<f32>;
 @group(0) @binding(2) var<storage, read_write> sqdist: array<f32>;
 
-var<workgroup> chunk_sums: array<f32, 256>;
+var<workgroup> row_sums: array<f32, 256>;
 
 // start(i) = i(2K − i − 1)/2: the number of the first pair of row i.
 fn pair_start(i: u32, k: u32) -> u32 {
@@ -265,21 +211,22 @@ fn sqdist_finalize(
     @builtin(local_invocation_index) li: u32,
 ) {
     let k = fp.k;
+    let pairs = fp.pairs;
+    let rows = fp.rows;
     let unit = wid.x + wid.y * nwg.x;
-    let lane = li & 31u;
-    let p = unit * 32u + lane;
+    let p = unit * 32u + (li & 31u);
     var s = 0.0;
-    if (p < fp.pairs) {
-        for (var ch = li >> 5u; ch < fp.nchunks; ch += 8u) {
-            s += partial_in[ch * fp.pairs + p];
+    if (p < pairs) {
+        for (var row = li >> 5u; row < rows; row += 8u) {
+            s += partial_in[row * pairs + p];
         }
     }
-    chunk_sums[li] = s;
+    row_sums[li] = s;
     workgroupBarrier();
-    if (li < 32u && p < fp.pairs) {
+    if (li < 32u && p < pairs) {
         var total = 0.0;
-        for (var w8 = 0u; w8 < 8u; w8++) {
-            total += chunk_sums[w8 * 32u + li];
+        for (var g = 0u; g < 8u; g++) {
+            total += row_sums[g * 32u + li];
         }
         let ij = pair_rows(p, k);
         sqdist[ij.x * k + ij.y] = total;
@@ -320,18 +267,20 @@ fn rbf_from_sqdist(
 // ---------------------------------------------------------------------------------------
 // svgd_direction: φ_i[e] = (1/K) Σ_j k_ji (score_j[e] + c (θ_i[e] − θ_j[e])), c = 2/h.
 //
-// Work unit (one workgroup) = (row block, tile of `w` columns). The 256 invocations form
-// 2^glog row groups of 8 output rows × w = 256 >> glog columns, one column each; a row block
-// is 8 · 2^glog rows. For K ≤ 64 glog is the smallest with 8 · 2^glog ≥ K, so one row block
-// holds all K rows and each column of θ and score is read once; above, glog = 3 and
-// ⌈K / 64⌉ row blocks each read θ and score once per block of 64 rows.
+// An invocation computes 32 entries of φ in registers, two quads of 4 rows × 4 columns
+// (x_r, a_r: θ_i and the sums of one row at the quad's 4 columns, as vec4s): rows i0..i0+7
+// at the columns e, e + w, e + 2w, e + 3w; for K ≤ 4 ("narrow", where 8 rows would be half
+// padding) rows i0..i0+3 at the 8 columns e + m·w, m = 0..7. Per j it loads θ_j and score_j
+// at its columns and k_ji of its rows: 16 loads (20 narrow) for 32 outputs (the old
+// one-output-per-invocation kernel: 3 loads per output and j). Each φ entry is written once.
 //
-// Per block of j rows (the unit's own row block first): stage θ and score [8 · 2^glog, w]
-// (2 × 8 KiB, each invocation 8 rows of its column), barrier, then each invocation runs
-// over the block's j with θ_j, score_j from workgroup memory (neighbouring invocations,
-// neighbouring words) and k_ji for its 8 rows from the K×K kernel buffer (the same 8 words
-// for a whole row group: a broadcast, cache resident). Its θ_i come from the first (own)
-// staged block. Each φ entry is written once.
+// A workgroup = 2^glog row groups (8 rows each) × w = 256 >> glog lanes, i.e. 4w (narrow:
+// 8w) columns of 8 · 2^glog rows. For K ≤ 64 glog is the smallest with 8 · 2^glog ≥ K, so one workgroup
+// holds every row of its columns; above, glog = 3 and ⌈K / 64⌉ row blocks of workgroups per
+// column tile (neighbours in the grid). Neighbouring lanes load neighbouring columns
+// (coalesced); the row groups of a workgroup load the same θ_j, score_j words at the same
+// time (one memory read, the rest from cache), and a row group's 8 kernel words are the same
+// for all its lanes (a broadcast).
 
 struct DirectionParams {
     k: u32,
@@ -339,7 +288,8 @@ struct DirectionParams {
     inv_k: f32,
     // 2 / h.
     c: f32,
-    // log2 of the row groups (0..3), row blocks ⌈K / (8 · 2^glog)⌉, column tiles ⌈D / w⌉.
+    // log2 of the row groups of a workgroup (0..3), row blocks ⌈K / (8 · 2^glog)⌉, column
+    // tiles ⌈D / 4w⌉ (narrow: ⌈D / 8w⌉).
     glog: u32,
     rblocks: u32,
     tiles: u32,
@@ -352,9 +302,33 @@ struct DirectionParams {
 @group(0) @binding(3) var<storage, read> kern: array<f32>;
 @group(0) @binding(4) var<storage, read_write> phi: array<f32>;
 
-// [8 · 2^glog rows][w columns] = 2048 words each, whatever glog.
-var<workgroup> th_tile: array<f32, 2048>;
-var<workgroup> sc_tile: array<f32, 2048>;
+// θ (or score) of the row starting at `row` (an offset) at the 4 columns `ec`.
+fn theta4(row: u32, ec: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(theta_d[row + ec.x], theta_d[row + ec.y], theta_d[row + ec.z], theta_d[row + ec.w]);
+}
+
+fn score4(row: u32, ec: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(score[row + ec.x], score[row + ec.y], score[row + ec.z], score[row + ec.w]);
+}
+
+// Write row i of φ at the columns e + m·w (m = 0..3) that exist (rows past K: nothing).
+fn put_row(i: u32, e: u32, w: u32, k: u32, d: u32, v: vec4<f32>) {
+    if (i < k) {
+        let o = i * d + e;
+        if (e < d) {
+            phi[o] = v.x;
+        }
+        if (e + w < d) {
+            phi[o + w] = v.y;
+        }
+        if (e + 2u * w < d) {
+            phi[o + 2u * w] = v.z;
+        }
+        if (e + 3u * w < d) {
+            phi[o + 3u * w] = v.w;
+        }
+    }
+}
 
 @compute @workgroup_size(256)
 fn svgd_direction(
@@ -362,96 +336,91 @@ fn svgd_direction(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    // ---- which unit (row block fastest: the units of one tile run together)
+    // ---- which workgroup (row block fastest: the blocks of one tile are neighbours)
     let k = dirp.k;
     let d = dirp.d;
+    let rblocks = dirp.rblocks;
     let unit = wid.x + wid.y * nwg.x;
-    if (unit >= dirp.rblocks * dirp.tiles) {
+    if (unit >= rblocks * dirp.tiles) {
         return;
     }
-    let rblk = unit % dirp.rblocks;
-    let tile = unit / dirp.rblocks;
+    let rblk = unit % rblocks;
+    let tile = unit / rblocks;
 
-    // ---- this invocation's place: row group g (8 rows from i0), column e
+    // ---- this invocation's two quads: rows i0..i0+3 at columns e + m·w (m = 0..3), and
+    // either rows i0+4..i0+7 at the same columns (K > 4) or, for K ≤ 4 ("narrow": one quad
+    // holds every row), rows i0..i0+3 again at the next 4 columns e + (4 + m)·w.
+    let narrow = k <= 4u;
     let glog = dirp.glog;
     let w = THREADS >> glog;
-    let ngroups = 1u << glog;
-    let brows = 8u << glog;
     let g = li >> (8u - glog);
-    let col = li & (w - 1u);
-    let e = tile * w + col;
-    let i0 = rblk * brows + 8u * g;
-    let c = vec4<f32>(dirp.c);
-
-    // Kernel columns of the 8 rows, clamped to K − 1: rows past K are computed from a
-    // valid word and never written.
+    let e = tile * select(4u, 8u, narrow) * w + (li & (w - 1u));
+    let i0 = rblk * (8u << glog) + 8u * g;
+    let i1 = select(i0 + 4u, i0, narrow);
+    let e1 = select(e, e + 4u * w, narrow);
+    // Rows past K and columns past D are clamped to the last one: loaded, never stored.
     let km = k - 1u;
-    let ka = vec4<u32>(min(i0, km), min(i0 + 1u, km), min(i0 + 2u, km), min(i0 + 3u, km));
-    let kb = vec4<u32>(min(i0 + 4u, km), min(i0 + 5u, km), min(i0 + 6u, km), min(i0 + 7u, km));
+    let ia = vec4<u32>(min(i0, km), min(i0 + 1u, km), min(i0 + 2u, km), min(i0 + 3u, km));
+    let ib = vec4<u32>(min(i1, km), min(i1 + 1u, km), min(i1 + 2u, km), min(i1 + 3u, km));
+    let dm = vec4<u32>(d - 1u);
+    let ea = min(vec4<u32>(e, e + w, e + 2u * w, e + 3u * w), dm);
+    let eb = min(vec4<u32>(e1, e1 + w, e1 + 2u * w, e1 + 3u * w), dm);
 
-    var xa = vec4<f32>(0.0);
-    var xb = vec4<f32>(0.0);
-    var aa = vec4<f32>(0.0);
-    var ab = vec4<f32>(0.0);
-    for (var blk = 0u; blk < dirp.rblocks; blk++) {
-        let jb = (rblk + blk) % dirp.rblocks;
-        let j0 = jb * brows;
-        let jn = min(brows, k - j0);
-        if (blk > 0u) {
-            // The previous block's reads end before it is overwritten.
-            workgroupBarrier();
+    // ---- θ_i of the two quads' rows at their columns
+    let x0 = theta4(ia.x * d, ea);
+    let x1 = theta4(ia.y * d, ea);
+    let x2 = theta4(ia.z * d, ea);
+    let x3 = theta4(ia.w * d, ea);
+    let x4 = theta4(ib.x * d, eb);
+    let x5 = theta4(ib.y * d, eb);
+    let x6 = theta4(ib.z * d, eb);
+    let x7 = theta4(ib.w * d, eb);
+
+    // ---- a_r += k_ji (score_j + c (θ_i − θ_j)), j = 0..K−1 (in order, like the oracle).
+    // Per j: θ_j, score_j at the columns (4 + 4, or 8 + 8 when narrow) and k_ji of the rows
+    // (4 + 4, or 4 when narrow): 16 or 20 loads for 32 outputs.
+    let c = vec4<f32>(dirp.c);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    for (var j = 0u; j < k; j++) {
+        let jd = j * d;
+        let kr = j * k;
+        let ta = theta4(jd, ea);
+        let sa = score4(jd, ea);
+        let ka = vec4<f32>(kern[kr + ia.x], kern[kr + ia.y], kern[kr + ia.z], kern[kr + ia.w]);
+        var tb = ta;
+        var sb = sa;
+        var kb = ka;
+        if (narrow) {
+            tb = theta4(jd, eb);
+            sb = score4(jd, eb);
+        } else {
+            kb = vec4<f32>(kern[kr + ib.x], kern[kr + ib.y], kern[kr + ib.z], kern[kr + ib.w]);
         }
-        // ---- stage θ and score rows j0.. (this invocation: rows g, g + 2^glog, ... of
-        // column e; zeros past K or D)
-        for (var r = g; r < brows; r += ngroups) {
-            var tv = 0.0;
-            var sv = 0.0;
-            if (r < jn && e < d) {
-                let idx = (j0 + r) * d + e;
-                tv = theta_d[idx];
-                sv = score[idx];
-            }
-            th_tile[r * w + col] = tv;
-            sc_tile[r * w + col] = sv;
-        }
-        workgroupBarrier();
-        if (blk == 0u) {
-            // Own rows: block rblk, rows 8g..8g+7 of the tile.
-            let base = 8u * g * w + col;
-            xa = vec4<f32>(
-                th_tile[base],
-                th_tile[base + w],
-                th_tile[base + 2u * w],
-                th_tile[base + 3u * w],
-            );
-            xb = vec4<f32>(
-                th_tile[base + 4u * w],
-                th_tile[base + 5u * w],
-                th_tile[base + 6u * w],
-                th_tile[base + 7u * w],
-            );
-        }
-        // ---- accumulate over the block's j: per row, k_ji · (score_j + c (θ_i − θ_j))
-        for (var j = 0u; j < jn; j++) {
-            let tj = vec4<f32>(th_tile[j * w + col]);
-            let sj = vec4<f32>(sc_tile[j * w + col]);
-            let kr = (j0 + j) * k;
-            let k0 = vec4<f32>(kern[kr + ka.x], kern[kr + ka.y], kern[kr + ka.z], kern[kr + ka.w]);
-            let k1 = vec4<f32>(kern[kr + kb.x], kern[kr + kb.y], kern[kr + kb.z], kern[kr + kb.w]);
-            aa = fma(k0, fma(c, xa - tj, sj), aa);
-            ab = fma(k1, fma(c, xb - tj, sj), ab);
-        }
+        a0 = fma(vec4<f32>(ka.x), fma(c, x0 - ta, sa), a0);
+        a1 = fma(vec4<f32>(ka.y), fma(c, x1 - ta, sa), a1);
+        a2 = fma(vec4<f32>(ka.z), fma(c, x2 - ta, sa), a2);
+        a3 = fma(vec4<f32>(ka.w), fma(c, x3 - ta, sa), a3);
+        a4 = fma(vec4<f32>(kb.x), fma(c, x4 - tb, sb), a4);
+        a5 = fma(vec4<f32>(kb.y), fma(c, x5 - tb, sb), a5);
+        a6 = fma(vec4<f32>(kb.z), fma(c, x6 - tb, sb), a6);
+        a7 = fma(vec4<f32>(kb.w), fma(c, x7 - tb, sb), a7);
     }
 
-    // ---- write φ of the 8 rows at column e, once each
-    if (e < d) {
-        for (var r = 0u; r < 4u; r++) {
-            if (i0 + r < k) {
-                phi[(i0 + r) * d + e] = dirp.inv_k * aa[r];
-            }
-            if (i0 + 4u + r < k) {
-                phi[(i0 + 4u + r) * d + e] = dirp.inv_k * ab[r];
-            }
-        }
-    }
+    // ---- φ = a / K, each entry written once
+    let inv_k = vec4<f32>(dirp.inv_k);
+    put_row(i0, e, w, k, d, inv_k * a0);
+    put_row(i0 + 1u, e, w, k, d, inv_k * a1);
+    put_row(i0 + 2u, e, w, k, d, inv_k * a2);
+    put_row(i0 + 3u, e, w, k, d, inv_k * a3);
+    put_row(i1, e1, w, k, d, inv_k * a4);
+    put_row(i1 + 1u, e1, w, k, d, inv_k * a5);
+    put_row(i1 + 2u, e1, w, k, d, inv_k * a6);
+    put_row(i1 + 3u, e1, w, k, d, inv_k * a7);
 }

@@ -300,16 +300,19 @@ fn software_adapter_reports_cpu() {
     }
 }
 
-/// The SVGD kernels' geometries the shared shapes of `crate::testing` do not reach: several
-/// panels and panel pairs (K > 64, `sqdist_partial`), several row blocks (K > 64,
-/// `svgd_direction`), many D-chunks with several tiles each, and D = 1. Distances are checked
-/// element-wise against the float64 oracle, with an exact zero diagonal and symmetry.
+/// The SVGD kernels' geometries the shared shapes of `crate::testing` do not reach: hundreds
+/// of pair-block tiles (`sqdist_partial` at K = 200), thousands of rows of partial sums for
+/// `sqdist_finalize` (K = 7, D = 300 000), several row blocks of `svgd_direction` (K > 64),
+/// and D = 1. Distances are checked element-wise against the float64 oracle, with an exact
+/// zero diagonal and symmetry; directions norm-wise.
 #[test]
-fn svgd_kernels_over_panels_row_blocks_and_chunks() {
+fn svgd_kernels_over_block_tiles_row_blocks_and_chunks() {
     let Some(gpu) = gpu_or_skip() else { return };
     let mut rng = Rng::new(Rng::fresh_seed());
     for (k, d) in [
         (2usize, 1usize),
+        (3, 2049),
+        (4, 5001),
         (7, 300_000),
         (33, 517),
         (64, 1),
