@@ -356,6 +356,11 @@ fn svgd_direction(
     let g = li >> (8u - glog);
     let e = tile * select(4u, 8u, narrow) * w + (li & (w - 1u));
     let i0 = rblk * (8u << glog) + 8u * g;
+    if (i0 >= k) {
+        // A row group wholly past K (8 · 2^glog rows overshoot K by 8 or more, or the last
+        // row block when K > 64): nothing to store. No barrier follows, so it may leave.
+        return;
+    }
     let i1 = select(i0 + 4u, i0, narrow);
     let e1 = select(e, e + 4u * w, narrow);
     // Rows past K and columns past D are clamped to the last one: loaded, never stored.
