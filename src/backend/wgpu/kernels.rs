@@ -47,7 +47,8 @@ pub enum Kernel {
     LoraDx,
     Matmul,
     MatmulSkinny,
-    PairwiseSqdist,
+    SqdistPartial,
+    SqdistFinalize,
     RbfFromSqdist,
     SvgdDirection,
     AdamwStep,
@@ -89,7 +90,8 @@ impl Kernel {
             Kernel::LoraDx => (Lora, "lora_dx", 4, 1),
             Kernel::Matmul => (Matmul, "matmul", 2, 1),
             Kernel::MatmulSkinny => (Matmul, "matmul_skinny", 2, 1),
-            Kernel::PairwiseSqdist => (Svgd, "pairwise_sqdist", 1, 1),
+            Kernel::SqdistPartial => (Svgd, "sqdist_partial", 1, 1),
+            Kernel::SqdistFinalize => (Svgd, "sqdist_finalize", 1, 1),
             Kernel::RbfFromSqdist => (Svgd, "rbf_from_sqdist", 1, 1),
             Kernel::SvgdDirection => (Svgd, "svgd_direction", 3, 1),
             Kernel::AdamwStep => (Optim, "adamw_step", 1, 3),
@@ -104,6 +106,9 @@ impl Kernel {
         };
         let params = match self {
             Kernel::LoraForward | Kernel::LoraDx | Kernel::Matmul | Kernel::MatmulSkinny => {
+                ParamsIn::Storage
+            }
+            Kernel::SqdistPartial | Kernel::SqdistFinalize | Kernel::SvgdDirection => {
                 ParamsIn::Storage
             }
             _ => ParamsIn::Uniform,

@@ -1,7 +1,7 @@
 //! Checks specific to this backend (the shared op-by-op comparison with the CPU is
 //! `tests/cross_backend.rs`): strided arena views at unaligned offsets, writes into slots
 //! that keep the rest of a tensor, axpby, timestamps, dispatch folding, binding limits and
-//! validation errors surfacing as `Err`.
+//! validation errors surfacing as `Err`, the SVGD kernels past the shared shapes.
 
 use super::kernels::{Binding, Kernel, Params, Step};
 use super::*;
@@ -297,5 +297,65 @@ fn software_adapter_reports_cpu() {
     if info.name.contains("llvmpipe") {
         assert_eq!(info.device_type, wgpu::DeviceType::Cpu);
         assert!(gpu.describe().contains("Cpu"), "{}", gpu.describe());
+    }
+}
+
+/// The SVGD kernels' geometries the shared shapes of `crate::testing` do not reach: hundreds
+/// of pair-block tiles (`sqdist_partial` at K = 200), thousands of rows of partial sums for
+/// `sqdist_finalize` (K = 7, D = 300 000), several row blocks of `svgd_direction` (K > 64),
+/// and D = 1. Distances are checked element-wise against the float64 oracle, with an exact
+/// zero diagonal and symmetry; directions norm-wise.
+#[test]
+fn svgd_kernels_over_block_tiles_row_blocks_and_chunks() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let mut rng = Rng::new(Rng::fresh_seed());
+    for (k, d) in [
+        (2usize, 1usize),
+        (3, 2049),
+        (4, 5001),
+        (7, 300_000),
+        (33, 517),
+        (64, 1),
+        (65, 300),
+        (97, 1030),
+        (130, 700),
+        (200, 41),
+    ] {
+        let theta: Vec<f32> = rng.normal_vec(k * d).iter().map(|v| 0.1 * v).collect();
+        let score = rng.normal_vec(k * d);
+        let kern: Vec<f32> = (0..k * k).map(|_| rng.uniform()).collect();
+        let h = 0.3 + rng.uniform();
+        let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let t = gpu.upload(&[k, d], &theta).unwrap();
+        let sq = gpu
+            .download(&gpu.pairwise_sqdist(&t, k, d).unwrap())
+            .unwrap();
+        let want = crate::oracle::pairwise_sqdist(&f64s(&theta), k, d);
+        for i in 0..k {
+            assert_eq!(sq[i * k + i], 0.0, "K={k} D={d}: diagonal {i}");
+            for j in 0..k {
+                let (o, w) = (sq[i * k + j] as f64, want[i * k + j]);
+                assert_eq!(sq[i * k + j], sq[j * k + i], "K={k} D={d}: ({i}, {j})");
+                assert!(
+                    (o - w).abs() <= 1e-5 * w.abs() + 1e-7,
+                    "K={k} D={d} ({i}, {j}): {o} vs {w}"
+                );
+            }
+        }
+        let s = gpu.upload(&[k, d], &score).unwrap();
+        let kn = gpu.upload(&[k, k], &kern).unwrap();
+        let phi = gpu
+            .download(&gpu.svgd_direction(&t, &s, &kn, k, d, h).unwrap())
+            .unwrap();
+        let want = crate::oracle::svgd_direction(
+            &f64s(&theta),
+            &f64s(&score),
+            &f64s(&kern),
+            k,
+            d,
+            h as f64,
+        );
+        let want: Vec<f32> = want.iter().map(|&x| x as f32).collect();
+        assert_close(&format!("svgd_direction K={k} D={d}"), &phi, &want);
     }
 }
