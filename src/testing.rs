@@ -436,6 +436,12 @@ pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
             ];
             if sizes != Sizes::Small {
                 shapes.push((4, 130, 257, 129));
+                // Tiles of the wgpu kernels: a narrow product (n ≤ 16) and a short one (m ≤ 16)
+                // over several split-k slices, and one big enough for 128×128 tiles with a
+                // ragged edge on every side.
+                shapes.push((2, 70, 5, 100));
+                shapes.push((2, 3, 70, 45));
+                shapes.push((1, 1030, 1027, 19));
             }
             for (kb, m, n, kk) in shapes {
                 for ta in [false, true] {

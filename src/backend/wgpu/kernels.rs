@@ -45,8 +45,9 @@ impl Family {
 pub enum Kernel {
     LoraForward,
     LoraDx,
-    Matmul,
-    MatmulSkinny,
+    GemmTiled,
+    GemmTiled128,
+    GemmNarrowSplitK,
     PairwiseSqdist,
     RbfFromSqdist,
     SvgdDirection,
@@ -87,8 +88,9 @@ impl Kernel {
         let (family, entry, reads, writes) = match self {
             Kernel::LoraForward => (Lora, "lora_forward", 5, 1),
             Kernel::LoraDx => (Lora, "lora_dx", 4, 1),
-            Kernel::Matmul => (Matmul, "matmul", 2, 1),
-            Kernel::MatmulSkinny => (Matmul, "matmul_skinny", 2, 1),
+            Kernel::GemmTiled => (Matmul, "gemm_tiled", 2, 1),
+            Kernel::GemmTiled128 => (Matmul, "gemm_tiled_128", 2, 1),
+            Kernel::GemmNarrowSplitK => (Matmul, "gemm_narrow_splitk", 2, 1),
             Kernel::PairwiseSqdist => (Svgd, "pairwise_sqdist", 1, 1),
             Kernel::RbfFromSqdist => (Svgd, "rbf_from_sqdist", 1, 1),
             Kernel::SvgdDirection => (Svgd, "svgd_direction", 3, 1),
@@ -103,9 +105,11 @@ impl Kernel {
             Kernel::EnsembleStats => (Softmax, "ensemble_stats", 1, 4),
         };
         let params = match self {
-            Kernel::LoraForward | Kernel::LoraDx | Kernel::Matmul | Kernel::MatmulSkinny => {
-                ParamsIn::Storage
-            }
+            Kernel::LoraForward
+            | Kernel::LoraDx
+            | Kernel::GemmTiled
+            | Kernel::GemmTiled128
+            | Kernel::GemmNarrowSplitK => ParamsIn::Storage,
             _ => ParamsIn::Uniform,
         };
         Spec {

@@ -1,10 +1,11 @@
-//! Host side of `shaders/lora.wgsl`: `lora_forward` (h on the matmul kernel, then the fused
-//! base + low-rank pass) and `lora_backward` (g, d_lora_b, d_lora_a on the matmul kernel,
-//! then the fused dx pass), each one submission.
+//! Host side of `shaders/lora.wgsl`: `lora_forward` (h on the matmul kernels, for a shared
+//! x as one product over the K particles' stacked A, then the fused base + low-rank pass)
+//! and `lora_backward` (g, d_lora_b, d_lora_a on the matmul kernels, then the fused dx
+//! pass), each one submission.
 
 use super::kernels::{Kernel, Params, Step};
-use super::matmul::{self, Gemm, Operand};
-use super::{bind, storage, storage_mut, tensor, WgpuBackend};
+use super::matmul::{self, Gemm, Groups, Operand};
+use super::{bind, bind4, storage, storage_mut, tensor, WgpuBackend};
 use crate::backend::{LoraBackwardArgs, LoraForwardArgs};
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -23,33 +24,60 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
     let h = be.alloc(d.k * d.m * d.r)?;
     let y = be.alloc(d.k * d.m * d.o)?;
 
-    // h_k = x_k A_kᵀ: [M, I] · [r, I]ᵀ.
-    let h_step = matmul::step(
-        &Gemm {
-            batch: d.k,
-            m: d.m,
-            n: d.r,
-            inner: d.i,
-            trans_a: false,
-            trans_b: true,
-            alpha: 1.0,
-        },
-        Operand {
-            binding: bind(x),
-            offset: 0,
-            stride: if d.x_shared { 0 } else { d.m * d.i },
-        },
-        Operand {
-            binding: bind(a),
-            offset: args.a.offset,
-            stride: args.a.stride,
-        },
-        Operand {
-            binding: bind(&h),
-            offset: 0,
-            stride: d.m * d.r,
-        },
-    );
+    // h_k = x_k A_kᵀ: [M, I] · [r, I]ᵀ. For a shared x, one product x [A_0; …; A_K-1]ᵀ
+    // ([M, I] · [I, K·r], the A rows read through the arena stride, h written as [K, M, r]);
+    // for a per-particle x, a batch of K.
+    let x_op = Operand {
+        binding: bind4(x),
+        offset: 0,
+        stride: if d.x_shared { 0 } else { d.m * d.i },
+    };
+    let a_op = Operand {
+        binding: bind4(a),
+        offset: args.a.offset,
+        stride: args.a.stride,
+    };
+    let h_op = Operand {
+        binding: bind(&h),
+        offset: 0,
+        stride: d.m * d.r,
+    };
+    let h_step = if d.x_shared {
+        matmul::step_with(
+            &Gemm {
+                batch: 1,
+                m: d.m,
+                n: d.k * d.r,
+                inner: d.i,
+                trans_a: false,
+                trans_b: true,
+                alpha: 1.0,
+            },
+            x_op,
+            a_op,
+            h_op,
+            Some(Groups {
+                cols: d.r,
+                b_stride: args.a.stride,
+                c_stride: d.m * d.r,
+            }),
+        )
+    } else {
+        matmul::step(
+            &Gemm {
+                batch: d.k,
+                m: d.m,
+                n: d.r,
+                inner: d.i,
+                trans_a: false,
+                trans_b: true,
+                alpha: 1.0,
+            },
+            x_op,
+            a_op,
+            h_op,
+        )
+    };
     let (tiles_rows, tiles_cols) = (rows.div_ceil(TILE), d.o.div_ceil(TILE));
     let params = Params::default()
         .u(d.k)
@@ -70,11 +98,11 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
         params,
         // Without a bias, the weight stands in for the unused bias binding.
         bindings: vec![
-            bind(x),
-            bind(w),
+            bind4(x),
+            bind4(w),
+            bind4(b),
+            bind4(&h),
             bind(bias.unwrap_or(w)),
-            bind(b),
-            bind(&h),
             bind(&y),
         ],
         groups: (tiles_rows * tiles_cols) as u64,
@@ -105,14 +133,18 @@ pub fn backward(
         None
     };
     let dy_blocks = Operand {
-        binding: bind(dy),
+        binding: bind4(dy),
         offset: 0,
         stride: d.m * d.o,
     };
-    let g_blocks = Operand {
+    let g_out = Operand {
         binding: bind(&g),
         offset: 0,
         stride: d.m * d.r,
+    };
+    let g_blocks = Operand {
+        binding: bind4(&g),
+        ..g_out
     };
     let mut steps = vec![
         // g_k = dy_k B_k: [M, O] · [O, r].
@@ -128,11 +160,11 @@ pub fn backward(
             },
             dy_blocks,
             Operand {
-                binding: bind(b),
+                binding: bind4(b),
                 offset: args.b.offset,
                 stride: args.b.stride,
             },
-            g_blocks,
+            g_out,
         ),
         // d_lora_b_k = s · dy_kᵀ h_k: [O, M] · [M, r].
         matmul::step(
@@ -147,7 +179,7 @@ pub fn backward(
             },
             dy_blocks,
             Operand {
-                binding: bind(h),
+                binding: bind4(h),
                 offset: 0,
                 stride: d.m * d.r,
             },
@@ -170,7 +202,7 @@ pub fn backward(
             },
             g_blocks,
             Operand {
-                binding: bind(x),
+                binding: bind4(x),
                 offset: 0,
                 stride: if d.x_shared { 0 } else { d.m * d.i },
             },
@@ -190,6 +222,7 @@ pub fn backward(
             .u(d.o)
             .u(d.r)
             .u(d.x_shared as usize)
+            .u(0)
             .u(rows)
             .u(args.a.offset)
             .u(args.a.stride)
@@ -199,7 +232,7 @@ pub fn backward(
         steps.push(Step {
             kernel: Kernel::LoraDx,
             params,
-            bindings: vec![bind(dy), bind(w), bind(a), bind(&g), bind(dx)],
+            bindings: vec![bind4(dy), bind4(w), bind4(a), bind4(&g), bind(dx)],
             groups: (tiles_rows * tiles_cols) as u64,
         });
     }

@@ -201,6 +201,17 @@ fn bind(s: &WgpuStorage) -> Binding<'_> {
     }
 }
 
+/// A binding for a kernel that reads the storage as `array<vec4<f32>>` (the GEMM family):
+/// its size rounded up to 16 bytes, so that the last partial vec4 is addressable. Pooled
+/// buffers are at least 256 bytes and a power of two (or a multiple of 256) long, so the
+/// rounded binding stays inside the buffer; the kernels never use the padding values.
+fn bind4(s: &WgpuStorage) -> Binding<'_> {
+    Binding {
+        buffer: s.buffer(),
+        bytes: s.binding_bytes().div_ceil(16) * 16,
+    }
+}
+
 fn tensor(shape: &[usize], s: WgpuStorage) -> Result<Tensor> {
     Tensor::from_storage(shape, BackendKind::Wgpu, Box::new(s))
 }
