@@ -6,6 +6,11 @@
 // `lora_forward` below. lora_backward: g = dy B, d_lora_b, d_lora_a on matmul.wgsl, then
 // `lora_dx` below.
 //
+// Each kernel comes in two tile sizes, chosen by the host like the GEMMs (`prefers_128` in
+// src/backend/wgpu/matmul.rs): `lora_forward_128` / `lora_dx_128` (128×128 tiles, 8×8 per
+// invocation, like `gemm_tiled_128`, at the end of this file) for big layers, and
+// `lora_forward` / `lora_dx`, described here and first in the file.
+//
 // Both kernels are 64×64-output GEMM tiles laid out like `gemm_tiled` in matmul.wgsl: 256
 // invocations in a 16×16 grid, each a 4×4 register block (rows ty·4 + i, columns tx·4 + j),
 // operand slices 32 deep in workgroup memory, k-major (sa[k][row], sb[k][col], as vec4 runs)
@@ -83,6 +88,10 @@ var<workgroup> sb: array<vec4<f32>, 512>;
 // acc[i]: row ty·4 + i, columns tx·4 .. tx·4 + 3. base: the frozen product (shared x).
 var<private> acc: array<vec4<f32>, 4>;
 var<private> base: array<vec4<f32>, 4>;
+// The 128×128 kernels' 8×8 blocks: acc8[(h·4 + i)·2 + h'] is row h·64 + ty·4 + i, columns
+// h'·64 + tx·4 .. + 3.
+var<private> acc8: array<vec4<f32>, 16>;
+var<private> base8: array<vec4<f32>, 16>;
 
 // This invocation's tile and block: tile origin, its block's row/column quad and k quad.
 var<private> row0: u32;
@@ -381,19 +390,19 @@ fn load_block(phase: u32, k: u32, k_end: u32) -> array<vec4<f32>, 4> {
     return v;
 }
 
-// A block's 4 k-rows into a slice, 16 vec4s apart.
-fn stage_a(at: u32, v: array<vec4<f32>, 4>) {
+// A block's 4 k-rows into a slice, `stride` vec4s apart.
+fn stage_a(at: u32, stride: u32, v: array<vec4<f32>, 4>) {
     sa[at] = v[0];
-    sa[at + 16u] = v[1];
-    sa[at + 32u] = v[2];
-    sa[at + 48u] = v[3];
+    sa[at + stride] = v[1];
+    sa[at + 2u * stride] = v[2];
+    sa[at + 3u * stride] = v[3];
 }
 
-fn stage_b(at: u32, v: array<vec4<f32>, 4>) {
+fn stage_b(at: u32, stride: u32, v: array<vec4<f32>, 4>) {
     sb[at] = v[0];
-    sb[at + 16u] = v[1];
-    sb[at + 32u] = v[2];
-    sb[at + 48u] = v[3];
+    sb[at + stride] = v[1];
+    sb[at + 2u * stride] = v[2];
+    sb[at + 3u * stride] = v[3];
 }
 
 // acc += op(a)[tile rows, k_beg..k_end] · op(b)[k_beg..k_end, tile columns] for `phase`:
@@ -403,9 +412,9 @@ fn run_phase(phase: u32, k_beg: u32, k_end: u32, tx: u32, ty: u32) {
     var blk = load_block(phase, k_beg, k_end);
     for (var k0 = k_beg; k0 < k_end; k0 += TK) {
         if (loads_a) {
-            stage_a(bkq * 64u + bq, blk);
+            stage_a(bkq * 64u + bq, 16u, blk);
         } else {
-            stage_b(bkq * 64u + bq, blk);
+            stage_b(bkq * 64u + bq, 16u, blk);
         }
         workgroupBarrier();
         if (k0 + TK < k_end) {
@@ -427,21 +436,23 @@ fn run_phase(phase: u32, k_beg: u32, k_end: u32, tx: u32, ty: u32) {
     }
 }
 
-// Tile origin and this invocation's block role.
-fn setup(group: u32, tiles_cols: u32, li: u32) {
-    row0 = (group / tiles_cols) * TILE;
-    col0 = (group % tiles_cols) * TILE;
-    bq = li % 16u;
-    bkq = (li % 128u) / 16u;
+// Tile origin (tiles of `tile` × `tile`) and this invocation's block role: `quads` row or
+// column quads per operand slice (16 for 64-tiles, 32 for 128-tiles).
+fn setup(group: u32, li: u32, tile: u32, quads: u32) {
+    row0 = (group / lp.tiles_cols) * tile;
+    col0 = (group % lp.tiles_cols) * tile;
+    bq = li % quads;
+    bkq = (li % 128u) / quads;
     loads_a = li < 128u;
     acc = array<vec4<f32>, 4>();
+    acc8 = array<vec4<f32>, 16>();
 }
 
-// The particles whose rows fall in the tile's [r0, r0 + TILE) of a per-particle x (from
+// The particles whose rows fall in the tile's [r0, r0 + tile) of a per-particle x (from
 // the workgroup id, not the private row0: barriers depend on it, so it must be uniform).
-fn particle_range(group: u32) -> vec2<u32> {
-    let r0 = (group / lp.tiles_cols) * TILE;
-    let last = min(lp.rows, r0 + TILE) - 1u;
+fn particle_range(group: u32, tile: u32) -> vec2<u32> {
+    let r0 = (group / lp.tiles_cols) * tile;
+    let last = min(lp.rows, r0 + tile) - 1u;
     return vec2<u32>(r0 / lp.m, last / lp.m + 1u);
 }
 
@@ -486,7 +497,7 @@ fn lora_forward(
     if (group >= lp.tiles_rows * lp.tiles_cols) {
         return;
     }
-    setup(group, lp.tiles_cols, li);
+    setup(group, li, TILE, 16u);
     let tx = li % 16u;
     let ty = li / 16u;
 
@@ -501,7 +512,7 @@ fn lora_forward(
             write_y(tx, ty, kp * lp.m, lp.m);
         }
     } else {
-        let ks = particle_range(group);
+        let ks = particle_range(group, TILE);
         run_phase(FWD_RANK, ks.x * lp.r, ks.y * lp.r, tx, ty);
         write_y(tx, ty, 0u, lp.rows);
     }
@@ -537,7 +548,7 @@ fn lora_dx(
     if (group >= lp.tiles_rows * lp.tiles_cols) {
         return;
     }
-    setup(group, lp.tiles_cols, li);
+    setup(group, li, TILE, 16u);
     let tx = li % 16u;
     let ty = li / 16u;
 
@@ -546,7 +557,7 @@ fn lora_dx(
     // Rank part s · g A over the tile's particles' ranks (all K·r for a shared x).
     var ks = vec2<u32>(0u, lp.k);
     if (lp.x_shared == 0u) {
-        ks = particle_range(group);
+        ks = particle_range(group, TILE);
     }
     run_phase(DX_RANK, ks.x * lp.r, ks.y * lp.r, tx, ty);
 
@@ -556,4 +567,152 @@ fn lora_dx(
     dx_row(r + 1u, col, acc[1]);
     dx_row(r + 2u, col, acc[2]);
     dx_row(r + 3u, col, acc[3]);
+}
+
+// ---------------------------------------------------------------------------------------
+// lora_forward_128 / lora_dx_128: the same two kernels on 128×128 tiles, 8×8 outputs per
+// invocation laid out like `gemm_tiled_128` (two 4-row halves 64 apart × two 4-column halves
+// 64 apart: a half-warp reads 16 consecutive vec4s of sb and two of sa, broadcast), slices 16
+// deep (16 KiB: the same sa / sb). Blocks: 32 quads × 4 k quads per operand, invocations
+// 0–127 the left operand, 128–255 the right one. For big layers: 4 vec4 workgroup loads per
+// 64 FMAs instead of 2 per 16. The block loaders, phases and epilogue rows are shared with
+// the 64×64 kernels above.
+
+const TILE_BIG: u32 = 128u;
+const TK_BIG: u32 = 16u;
+
+fn run_phase_128(phase: u32, k_beg: u32, k_end: u32, tx: u32, ty: u32) {
+    var blk = load_block(phase, k_beg, k_end);
+    for (var k0 = k_beg; k0 < k_end; k0 += TK_BIG) {
+        if (loads_a) {
+            stage_a(bkq * 128u + bq, 32u, blk);
+        } else {
+            stage_b(bkq * 128u + bq, 32u, blk);
+        }
+        workgroupBarrier();
+        if (k0 + TK_BIG < k_end) {
+            blk = load_block(phase, k0 + TK_BIG, k_end);
+        }
+        let nq = (min(TK_BIG, k_end - k0) + 3u) / 4u;
+        for (var s = 0u; s < nq; s++) {
+            for (var u = 0u; u < 4u; u++) {
+                let kk = s * 4u + u;
+                let a0 = sa[kk * 32u + ty];
+                let a1 = sa[kk * 32u + 16u + ty];
+                let b0 = sb[kk * 32u + tx];
+                let b1 = sb[kk * 32u + 16u + tx];
+                acc8[0] = fma(vec4<f32>(a0.x), b0, acc8[0]);
+                acc8[1] = fma(vec4<f32>(a0.x), b1, acc8[1]);
+                acc8[2] = fma(vec4<f32>(a0.y), b0, acc8[2]);
+                acc8[3] = fma(vec4<f32>(a0.y), b1, acc8[3]);
+                acc8[4] = fma(vec4<f32>(a0.z), b0, acc8[4]);
+                acc8[5] = fma(vec4<f32>(a0.z), b1, acc8[5]);
+                acc8[6] = fma(vec4<f32>(a0.w), b0, acc8[6]);
+                acc8[7] = fma(vec4<f32>(a0.w), b1, acc8[7]);
+                acc8[8] = fma(vec4<f32>(a1.x), b0, acc8[8]);
+                acc8[9] = fma(vec4<f32>(a1.x), b1, acc8[9]);
+                acc8[10] = fma(vec4<f32>(a1.y), b0, acc8[10]);
+                acc8[11] = fma(vec4<f32>(a1.y), b1, acc8[11]);
+                acc8[12] = fma(vec4<f32>(a1.z), b0, acc8[12]);
+                acc8[13] = fma(vec4<f32>(a1.z), b1, acc8[13]);
+                acc8[14] = fma(vec4<f32>(a1.w), b0, acc8[14]);
+                acc8[15] = fma(vec4<f32>(a1.w), b1, acc8[15]);
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// The 8×8 block's y rows at (out_row0 + tile row), tile rows < rows_end, plus the bias.
+fn write_y_128(tx: u32, ty: u32, out_row0: u32, rows_end: u32) {
+    let r = row0 + ty * 4u;
+    let c = col0 + tx * 4u;
+    let o = out_row0 + r;
+    y_row(r, rows_end, o, c, acc8[0]);
+    y_row(r, rows_end, o, c + 64u, acc8[1]);
+    y_row(r + 1u, rows_end, o + 1u, c, acc8[2]);
+    y_row(r + 1u, rows_end, o + 1u, c + 64u, acc8[3]);
+    y_row(r + 2u, rows_end, o + 2u, c, acc8[4]);
+    y_row(r + 2u, rows_end, o + 2u, c + 64u, acc8[5]);
+    y_row(r + 3u, rows_end, o + 3u, c, acc8[6]);
+    y_row(r + 3u, rows_end, o + 3u, c + 64u, acc8[7]);
+    y_row(r + 64u, rows_end, o + 64u, c, acc8[8]);
+    y_row(r + 64u, rows_end, o + 64u, c + 64u, acc8[9]);
+    y_row(r + 65u, rows_end, o + 65u, c, acc8[10]);
+    y_row(r + 65u, rows_end, o + 65u, c + 64u, acc8[11]);
+    y_row(r + 66u, rows_end, o + 66u, c, acc8[12]);
+    y_row(r + 66u, rows_end, o + 66u, c + 64u, acc8[13]);
+    y_row(r + 67u, rows_end, o + 67u, c, acc8[14]);
+    y_row(r + 67u, rows_end, o + 67u, c + 64u, acc8[15]);
+}
+
+@compute @workgroup_size(256)
+fn lora_forward_128(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= lp.tiles_rows * lp.tiles_cols) {
+        return;
+    }
+    setup(group, li, TILE_BIG, 32u);
+    let tx = li % 16u;
+    let ty = li / 16u;
+
+    run_phase_128(FWD_BASE, 0u, lp.i, tx, ty);
+
+    if (lp.x_shared != 0u) {
+        base8 = acc8;
+        for (var kp = 0u; kp < lp.k; kp++) {
+            acc8 = base8;
+            run_phase_128(FWD_RANK, kp * lp.r, (kp + 1u) * lp.r, tx, ty);
+            write_y_128(tx, ty, kp * lp.m, lp.m);
+        }
+    } else {
+        let ks = particle_range(group, TILE_BIG);
+        run_phase_128(FWD_RANK, ks.x * lp.r, ks.y * lp.r, tx, ty);
+        write_y_128(tx, ty, 0u, lp.rows);
+    }
+}
+
+@compute @workgroup_size(256)
+fn lora_dx_128(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= lp.tiles_rows * lp.tiles_cols) {
+        return;
+    }
+    setup(group, li, TILE_BIG, 32u);
+    let tx = li % 16u;
+    let ty = li / 16u;
+
+    run_phase_128(DX_BASE, 0u, lp.o, tx, ty);
+    var ks = vec2<u32>(0u, lp.k);
+    if (lp.x_shared == 0u) {
+        ks = particle_range(group, TILE_BIG);
+    }
+    run_phase_128(DX_RANK, ks.x * lp.r, ks.y * lp.r, tx, ty);
+
+    let r = row0 + ty * 4u;
+    let c = col0 + tx * 4u;
+    dx_row(r, c, acc8[0]);
+    dx_row(r, c + 64u, acc8[1]);
+    dx_row(r + 1u, c, acc8[2]);
+    dx_row(r + 1u, c + 64u, acc8[3]);
+    dx_row(r + 2u, c, acc8[4]);
+    dx_row(r + 2u, c + 64u, acc8[5]);
+    dx_row(r + 3u, c, acc8[6]);
+    dx_row(r + 3u, c + 64u, acc8[7]);
+    dx_row(r + 64u, c, acc8[8]);
+    dx_row(r + 64u, c + 64u, acc8[9]);
+    dx_row(r + 65u, c, acc8[10]);
+    dx_row(r + 65u, c + 64u, acc8[11]);
+    dx_row(r + 66u, c, acc8[12]);
+    dx_row(r + 66u, c + 64u, acc8[13]);
+    dx_row(r + 67u, c, acc8[14]);
+    dx_row(r + 67u, c + 64u, acc8[15]);
 }

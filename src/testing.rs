@@ -391,6 +391,9 @@ fn lora_shapes(sizes: Sizes) -> Vec<(usize, usize, usize, usize, usize)> {
     } else {
         v.push((4, 130, 129, 67, 8));
         v.push((8, 67, 300, 257, 16));
+        // 128×128 tiles of the wgpu fused kernels: ragged on both sides, particle boundaries
+        // inside a tile (per-particle x), r = 5 so 4-rank steps straddle particles.
+        v.push((3, 200, 250, 250, 5));
     }
     v
 }

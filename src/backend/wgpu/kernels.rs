@@ -44,7 +44,9 @@ impl Family {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     LoraForward,
+    LoraForward128,
     LoraDx,
+    LoraDx128,
     GemmTiled,
     GemmTiled128,
     GemmNarrowSplitK,
@@ -87,7 +89,9 @@ impl Kernel {
         use Family::*;
         let (family, entry, reads, writes) = match self {
             Kernel::LoraForward => (Lora, "lora_forward", 5, 1),
+            Kernel::LoraForward128 => (Lora, "lora_forward_128", 5, 1),
             Kernel::LoraDx => (Lora, "lora_dx", 4, 1),
+            Kernel::LoraDx128 => (Lora, "lora_dx_128", 4, 1),
             Kernel::GemmTiled => (Matmul, "gemm_tiled", 2, 1),
             Kernel::GemmTiled128 => (Matmul, "gemm_tiled_128", 2, 1),
             Kernel::GemmNarrowSplitK => (Matmul, "gemm_narrow_splitk", 2, 1),
@@ -106,7 +110,9 @@ impl Kernel {
         };
         let params = match self {
             Kernel::LoraForward
+            | Kernel::LoraForward128
             | Kernel::LoraDx
+            | Kernel::LoraDx128
             | Kernel::GemmTiled
             | Kernel::GemmTiled128
             | Kernel::GemmNarrowSplitK => ParamsIn::Storage,

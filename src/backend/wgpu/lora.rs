@@ -1,7 +1,8 @@
 //! Host side of `shaders/lora.wgsl`: `lora_forward` (h on the matmul kernels, for a shared
 //! x as one product over the K particles' stacked A, then the fused base + low-rank pass)
 //! and `lora_backward` (g, d_lora_b, d_lora_a on the matmul kernels, then the fused dx
-//! pass), each one submission.
+//! pass), each one submission. The fused passes run on 64×64 tiles, or on the 128×128
+//! `_128` variants where the GEMMs would take `gemm_tiled_128`.
 
 use super::kernels::{Kernel, Params, Step};
 use super::matmul::{self, Gemm, Groups, Operand};
@@ -10,7 +11,21 @@ use crate::backend::{LoraBackwardArgs, LoraForwardArgs};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-const TILE: usize = 64;
+/// The fused kernel and its square tile for a `rows × cols` output: the 128×128 variants
+/// (8×8 per invocation) where [`matmul::prefers_128`] says so, else 64×64.
+fn fused(
+    be: &WgpuBackend,
+    rows: usize,
+    cols: usize,
+    small: Kernel,
+    big: Kernel,
+) -> (Kernel, usize) {
+    if matmul::prefers_128(rows, cols, 1, be.min_big_tiles()) {
+        (big, 128)
+    } else {
+        (small, 64)
+    }
+}
 
 pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
     let op = "lora_forward";
@@ -44,6 +59,7 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
     };
     let h_step = if d.x_shared {
         matmul::step_with(
+            be,
             &Gemm {
                 batch: 1,
                 m: d.m,
@@ -64,6 +80,7 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
         )
     } else {
         matmul::step(
+            be,
             &Gemm {
                 batch: d.k,
                 m: d.m,
@@ -78,7 +95,8 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
             h_op,
         )
     };
-    let (tiles_rows, tiles_cols) = (rows.div_ceil(TILE), d.o.div_ceil(TILE));
+    let (kernel, tile) = fused(be, rows, d.o, Kernel::LoraForward, Kernel::LoraForward128);
+    let (tiles_rows, tiles_cols) = (rows.div_ceil(tile), d.o.div_ceil(tile));
     let params = Params::default()
         .u(d.k)
         .u(d.m)
@@ -94,7 +112,7 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
         .u(tiles_cols)
         .f(args.scale);
     let y_step = Step {
-        kernel: Kernel::LoraForward,
+        kernel,
         params,
         // Without a bias, the weight stands in for the unused bias binding.
         bindings: vec![
@@ -149,6 +167,7 @@ pub fn backward(
     let mut steps = vec![
         // g_k = dy_k B_k: [M, O] · [O, r].
         matmul::step(
+            be,
             &Gemm {
                 batch: d.k,
                 m: d.m,
@@ -168,6 +187,7 @@ pub fn backward(
         ),
         // d_lora_b_k = s · dy_kᵀ h_k: [O, M] · [M, r].
         matmul::step(
+            be,
             &Gemm {
                 batch: d.k,
                 m: d.o,
@@ -191,6 +211,7 @@ pub fn backward(
         ),
         // d_lora_a_k = s · g_kᵀ x_k: [r, M] · [M, I].
         matmul::step(
+            be,
             &Gemm {
                 batch: d.k,
                 m: d.r,
@@ -214,7 +235,8 @@ pub fn backward(
         ),
     ];
     if let Some(dx) = &dx {
-        let (tiles_rows, tiles_cols) = (rows.div_ceil(TILE), d.i.div_ceil(TILE));
+        let (kernel, tile) = fused(be, rows, d.i, Kernel::LoraDx, Kernel::LoraDx128);
+        let (tiles_rows, tiles_cols) = (rows.div_ceil(tile), d.i.div_ceil(tile));
         let params = Params::default()
             .u(d.k)
             .u(d.m)
@@ -230,7 +252,7 @@ pub fn backward(
             .u(tiles_cols)
             .f(args.scale);
         steps.push(Step {
-            kernel: Kernel::LoraDx,
+            kernel,
             params,
             bindings: vec![bind4(dy), bind4(w), bind4(a), bind4(&g), bind(dx)],
             groups: (tiles_rows * tiles_cols) as u64,

@@ -90,12 +90,19 @@ impl Layout {
 }
 
 /// One dispatch of a matmul kernel; `c` is written, never accumulated into.
-pub fn step<'a>(g: &Gemm, a: Operand<'a>, b: Operand<'a>, c: Operand<'a>) -> Step<'a> {
-    step_with(g, a, b, c, None)
+pub fn step<'a>(
+    be: &WgpuBackend,
+    g: &Gemm,
+    a: Operand<'a>,
+    b: Operand<'a>,
+    c: Operand<'a>,
+) -> Step<'a> {
+    step_with(be, g, a, b, c, None)
 }
 
 /// [`step`] with the columns of `op(b)` and `c` in groups (see [`Groups`]).
 pub fn step_with<'a>(
+    be: &WgpuBackend,
     g: &Gemm,
     a: Operand<'a>,
     b: Operand<'a>,
@@ -117,7 +124,7 @@ pub fn step_with<'a>(
     let (m, n) = (layout.m, layout.n);
     let (kernel, (tm, tn)) = if n <= NARROW_TILE.1 {
         (Kernel::GemmNarrowSplitK, NARROW_TILE)
-    } else if prefers_128(m, n, g.batch) {
+    } else if prefers_128(m, n, g.batch, be.min_big_tiles()) {
         (Kernel::GemmTiled128, TILE_128)
     } else {
         (Kernel::GemmTiled, TILE)
@@ -145,12 +152,13 @@ pub fn step_with<'a>(
     }
 }
 
-/// `gemm_tiled_128` when its tiles waste at most 1/8 more work than 64×64 ones and there are
-/// enough of them to fill a large GPU (at least 64 workgroups).
-fn prefers_128(m: usize, n: usize, batch: usize) -> bool {
-    let padded = |(tm, tn): (usize, usize)| m.div_ceil(tm) * tm * n.div_ceil(tn) * tn;
-    let tiles = m.div_ceil(TILE_128.0) * n.div_ceil(TILE_128.1) * batch;
-    m >= TILE_128.0 && n >= TILE_128.1 && tiles >= 64 && 8 * padded(TILE_128) <= 9 * padded(TILE)
+/// 128×128 tiles (8×8 per invocation) rather than 64×64 ones when they waste at most 1/8
+/// more work in padding and there are at least `min_tiles` of them (`batch` products of
+/// `m × n`). Also used for `lora_forward` / `lora_dx`.
+pub fn prefers_128(m: usize, n: usize, batch: usize, min_tiles: usize) -> bool {
+    let padded = |t: usize| m.div_ceil(t) * t * n.div_ceil(t) * t;
+    let tiles = m.div_ceil(128) * n.div_ceil(128) * batch;
+    m >= 128 && n >= 128 && tiles >= min_tiles && 8 * padded(128) <= 9 * padded(64)
 }
 
 pub fn matmul(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
@@ -168,6 +176,7 @@ pub fn matmul(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<(
         alpha: args.alpha,
     };
     let s = step(
+        be,
         &gemm,
         Operand {
             binding: bind4(a),

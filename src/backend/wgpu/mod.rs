@@ -128,6 +128,18 @@ impl WgpuBackend {
         self.ctx.gpu.limits.clone()
     }
 
+    /// How many 128×128 tiles a product needs before the GEMM-family kernels take their
+    /// 128-tile variants: on a GPU enough to fill it with 64 workgroups; on a CPU adapter
+    /// (lavapipe) any number, since there the bigger register block is faster whenever its
+    /// padding costs little (measured: `benches/RESULTS-wgsl-gemm.md`).
+    fn min_big_tiles(&self) -> usize {
+        if self.ctx.gpu.info.device_type == wgpu::DeviceType::Cpu {
+            1
+        } else {
+            64
+        }
+    }
+
     fn alloc(&self, len: usize) -> Result<WgpuStorage> {
         WgpuStorage::new(&self.ctx, len)
     }
