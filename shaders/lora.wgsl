@@ -1,16 +1,41 @@
 // lora_forward and lora_backward (DESIGN.md ops 1 and 2): the two fused kernels.
 //
-// Both are GEMM tiles like matmul.wgsl (64×64 outputs per workgroup, a 4×4 register block
-// per invocation, the inner dimension staged through workgroup memory 16 at a time), with a
-// second, low-rank inner loop over r that adds `s · h_k B_kᵀ` (forward) or `s · g_k A_k`
-// (dx) into the same registers before the single write of the output tile.
+// Launches (src/backend/wgpu/lora.rs). lora_forward: (1) h on matmul.wgsl, once for every
+// particle: for a shared x one product `x [A_0; …; A_K-1]ᵀ` ([M, I] × [I, K·r], A read
+// through the arena stride, h written as [K, M, r]), for a per-particle x a batch of K; (2)
+// `lora_forward` below. lora_backward: g = dy B, d_lora_b, d_lora_a on matmul.wgsl, then
+// `lora_dx` below.
+//
+// Each kernel comes in two tile sizes, chosen by the host like the GEMMs (`prefers_128` in
+// src/backend/wgpu/matmul.rs): `lora_forward_128` / `lora_dx_128` (128×128 tiles, 8×8 per
+// invocation, like `gemm_tiled_128`, at the end of this file) for big layers, and
+// `lora_forward` / `lora_dx`, described here and first in the file.
+//
+// Both kernels are 64×64-output GEMM tiles laid out like `gemm_tiled` in matmul.wgsl: 256
+// invocations in a 16×16 grid, each a 4×4 register block (rows ty·4 + i, columns tx·4 + j),
+// operand slices 32 deep in workgroup memory, k-major (sa[k][row], sb[k][col], as vec4 runs)
+// so that every k step is one vec4 load of each operand for 16 FMAs. Global → workgroup
+// memory moves 4×4 blocks: four 16-byte loads along the contiguous dimension (two
+// shifted ones where an odd size or offset breaks alignment), a register transpose when that
+// dimension is k, four vec4 stores; a quarter-warp stores 8 consecutive vec4s, so there are
+// no bank conflicts without padding. The next slice is loaded while the current one is
+// multiplied. See matmul.wgsl's header for the details, which are the same here.
 //
 // Rows: with a shared x the rows are the M rows of x; with a per-particle x they are the
 // K·M stacked rows of x_k (row = k·M + m), so the base product is one GEMM either way and
-// reads W once per tile. The low-rank loop runs over the particles a tile's rows belong to
-// (all K when x is shared), masking rows of other particles to 0.
+// reads W once per tile.
 //
-// The small products `h = x Aᵀ`, `g = dy B`, `d_lora_a`, `d_lora_b` run on matmul.wgsl.
+// lora_forward: the base x Wᵀ is computed once per tile; then, for a shared x, for each
+// particle k: d = base, d += (s h_k) B_kᵀ (inner dimension r), y_k = d + bias; for a
+// per-particle x, one rank product over the particles the tile's rows belong to. The rank
+// products run over a flat inner index j = k·r + q (particle k, rank q) in slices of 32,
+// stepping 4 at a time up to the last valid j, so r = 4 costs one 4-deep step. An element
+// (row, j) of the rank operand is 0 unless row belongs to particle j / r, so a tile whose
+// rows span two particles multiplies the rank terms of both and each row keeps its own.
+//
+// lora_dx: dx_k = dy_k W + s · g_k A_k; for a shared x, dx = Σ_k dy_k W + s Σ_k g_k A_k:
+// dy is summed over the particles while it is staged, and the rank part is one product over
+// j ∈ [0, K·r) (the K particles' ranks concatenated).
 //
 // Parameters come from a read-only storage buffer, not a uniform one: Mesa's lavapipe (22.x)
 // recompiles a kernel on every dispatch with the uniform values that control its loops
@@ -18,7 +43,7 @@
 // does that for storage buffers. The host binds these two entry points accordingly
 // (`ParamsIn::Storage` in src/backend/wgpu/kernels.rs).
 
-struct ForwardParams {
+struct LoraParams {
     k: u32,
     m: u32,
     i: u32,
@@ -27,8 +52,9 @@ struct ForwardParams {
     x_shared: u32,
     has_bias: u32,
     rows: u32,
-    b_off: u32,
-    b_stride: u32,
+    // The arena view of the factor bound at slot 3: lora_b (forward) or lora_a (dx).
+    f_off: u32,
+    f_stride: u32,
     tiles_rows: u32,
     tiles_cols: u32,
     scale: f32,
@@ -37,274 +63,656 @@ struct ForwardParams {
     _pad2: u32,
 }
 
-struct DxParams {
-    k: u32,
-    m: u32,
-    i: u32,
-    o: u32,
-    r: u32,
-    x_shared: u32,
-    rows: u32,
-    a_off: u32,
-    a_stride: u32,
-    tiles_rows: u32,
-    tiles_cols: u32,
-    scale: f32,
-}
-
-const TILE: u32 = 64u;
-const TK: u32 = 16u;
-const THREADS: u32 = 256u;
-
-// lora_forward bindings.
-@group(0) @binding(0) var<storage, read> fp: ForwardParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> lora_b: array<f32>;
-@group(0) @binding(5) var<storage, read> h: array<f32>;
+// Bindings, one role per slot in each entry point. The read-only operands are arrays of vec4
+// for 16-byte loads (the host rounds their bindings up to 16 bytes); outputs and the bias are
+// plain f32 arrays.
+//   slot:          1     2       3       4   5     6
+//   lora_forward:  x     weight  lora_b  h   bias  y
+//   lora_dx:       dy    weight  lora_a  g   dx
+@group(0) @binding(0) var<storage, read> lp: LoraParams;
+@group(0) @binding(1) var<storage, read> lhs: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> factor: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> low: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
-
-// lora_dx bindings (same slots, other roles; never used by the same entry point).
-@group(0) @binding(0) var<storage, read> dp: DxParams;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> weight_t: array<f32>;
-@group(0) @binding(3) var<storage, read> lora_a: array<f32>;
-@group(0) @binding(4) var<storage, read> g: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 
-// lhs_tile[row * TK + kk], rhs_tile[kk * TILE + col].
-var<workgroup> lhs_tile: array<f32, 1024>;
-var<workgroup> rhs_tile: array<f32, 1024>;
-var<private> acc: array<f32, 16>;
+const TILE: u32 = 64u;
+const TK: u32 = 32u;
 
-fn multiply_tiles(tx: u32, ty: u32) {
-    for (var kk = 0u; kk < TK; kk++) {
-        var av: array<f32, 4>;
-        var bv: array<f32, 4>;
-        for (var i = 0u; i < 4u; i++) {
-            av[i] = lhs_tile[(ty + 16u * i) * TK + kk];
-            bv[i] = rhs_tile[kk * TILE + tx + 16u * i];
+// Slices: 32 k × 16 vec4 (64 rows or columns) per operand, 8 KiB each, 16 KiB in all.
+var<workgroup> sa: array<vec4<f32>, 512>;
+var<workgroup> sb: array<vec4<f32>, 512>;
+
+// acc[i]: row ty·4 + i, columns tx·4 .. tx·4 + 3. base: the frozen product (shared x).
+var<private> acc: array<vec4<f32>, 4>;
+var<private> base: array<vec4<f32>, 4>;
+// The 128×128 kernels' 8×8 blocks: acc8[(h·4 + i)·2 + h'] is row h·64 + ty·4 + i, columns
+// h'·64 + tx·4 .. + 3.
+var<private> acc8: array<vec4<f32>, 16>;
+var<private> base8: array<vec4<f32>, 16>;
+
+// This invocation's tile and block: tile origin, its block's row/column quad and k quad.
+var<private> row0: u32;
+var<private> col0: u32;
+var<private> bq: u32;
+var<private> bkq: u32;
+var<private> loads_a: bool;
+
+// The phases: which operands a slice holds.
+const FWD_BASE: u32 = 0u; // x · Wᵀ
+const FWD_RANK: u32 = 1u; // (s h) · Bᵀ
+const DX_BASE: u32 = 2u; // dy · W
+const DX_RANK: u32 = 3u; // (s g) · A
+
+// Small loops over register arrays are written out by hand (see the note in matmul.wgsl:
+// lavapipe keeps a register array indexed by a loop variable in memory).
+
+// The 4 elements from lo.s.. on of the 8 in (lo, hi): the vec4 at a misaligned index.
+fn shift4(lo: vec4<f32>, hi: vec4<f32>, s: u32) -> vec4<f32> {
+    var v = lo;
+    v = select(v, vec4<f32>(lo.yzw, hi.x), s == 1u);
+    v = select(v, vec4<f32>(lo.zw, hi.xy), s == 2u);
+    v = select(v, vec4<f32>(lo.w, hi.xyz), s == 3u);
+    return v;
+}
+
+// The first `count` lanes of v (the rest 0).
+fn first4(v: vec4<f32>, count: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), v, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(count));
+}
+
+// Four contiguous elements from index i, the first `count` of them (the rest 0): one 16-byte
+// load when aligned and whole, else the two aligned vec4s that cover them, shifted into
+// place (two loads and selects, no branch per element: on lavapipe both sides of every
+// branch run). One per buffer: WGSL functions cannot take storage pointers.
+fn lhs_load4(i: u32, count: u32) -> vec4<f32> {
+    if (count == 4u && (i & 3u) == 0u) {
+        return lhs[i >> 2u];
+    }
+    let last = arrayLength(&lhs) - 1u;
+    return first4(shift4(lhs[min(i >> 2u, last)], lhs[min((i >> 2u) + 1u, last)], i & 3u), count);
+}
+
+fn weight_load4(i: u32, count: u32) -> vec4<f32> {
+    if (count == 4u && (i & 3u) == 0u) {
+        return weight[i >> 2u];
+    }
+    let last = arrayLength(&weight) - 1u;
+    return first4(shift4(weight[min(i >> 2u, last)], weight[min((i >> 2u) + 1u, last)], i & 3u), count);
+}
+
+fn factor_load4(i: u32, count: u32) -> vec4<f32> {
+    if (count == 4u && (i & 3u) == 0u) {
+        return factor[i >> 2u];
+    }
+    let last = arrayLength(&factor) - 1u;
+    return first4(shift4(factor[min(i >> 2u, last)], factor[min((i >> 2u) + 1u, last)], i & 3u), count);
+}
+
+fn low_load4(i: u32, count: u32) -> vec4<f32> {
+    if (count == 4u && (i & 3u) == 0u) {
+        return low[i >> 2u];
+    }
+    let last = arrayLength(&low) - 1u;
+    return first4(shift4(low[min(i >> 2u, last)], low[min((i >> 2u) + 1u, last)], i & 3u), count);
+}
+
+fn in_range(start: u32, end: u32) -> u32 {
+    return min(4u, end - min(start, end));
+}
+
+// The 4 lines of a block, as k-rows: transposed where the lines ran along k (`flip`).
+fn k_rows(w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, flip: bool) -> array<vec4<f32>, 4> {
+    let t = transpose(mat4x4<f32>(w0, w1, w2, w3));
+    return array<vec4<f32>, 4>(
+        select(w0, t[0], flip),
+        select(w1, t[1], flip),
+        select(w2, t[2], flip),
+        select(w3, t[3], flip),
+    );
+}
+
+// Row r of a row-major [*, width] operand at k0.. (`count` elements), where `valid`.
+fn lhs_line(r: u32, width: u32, k0: u32, count: u32, valid: bool) -> vec4<f32> {
+    return lhs_load4(r * width + k0, select(0u, count, valid));
+}
+
+fn weight_line(r: u32, width: u32, k0: u32, count: u32, valid: bool) -> vec4<f32> {
+    return weight_load4(r * width + k0, select(0u, count, valid));
+}
+
+// x rows r0..r0+4 (of the M or K·M rows) at k0..k0+4, as k-rows.
+fn x_block(r0: u32, k0: u32) -> array<vec4<f32>, 4> {
+    let nr = in_range(r0, lp.rows);
+    let nk = in_range(k0, lp.i);
+    return k_rows(
+        lhs_line(r0, lp.i, k0, nk, 0u < nr),
+        lhs_line(r0 + 1u, lp.i, k0, nk, 1u < nr),
+        lhs_line(r0 + 2u, lp.i, k0, nk, 2u < nr),
+        lhs_line(r0 + 3u, lp.i, k0, nk, 3u < nr),
+        true,
+    );
+}
+
+// Rows c0..c0+4 of W [O, I] at k0..k0+4, as k-rows (op(b) = Wᵀ).
+fn w_block(c0: u32, k0: u32) -> array<vec4<f32>, 4> {
+    let nc = in_range(c0, lp.o);
+    let nk = in_range(k0, lp.i);
+    return k_rows(
+        weight_line(c0, lp.i, k0, nk, 0u < nc),
+        weight_line(c0 + 1u, lp.i, k0, nk, 1u < nc),
+        weight_line(c0 + 2u, lp.i, k0, nk, 2u < nc),
+        weight_line(c0 + 3u, lp.i, k0, nk, 3u < nc),
+        true,
+    );
+}
+
+// dy row `row` at o = k0.. (`count` elements), summed over the particles for a shared x.
+fn dy_line(row: u32, k0: u32, count: u32, valid: bool) -> vec4<f32> {
+    let n = select(0u, count, valid);
+    if (lp.x_shared == 0u) {
+        return lhs_load4(row * lp.o + k0, n);
+    }
+    var v = vec4<f32>(0.0);
+    for (var kp = 0u; kp < lp.k; kp++) {
+        v += lhs_load4((kp * lp.m + row) * lp.o + k0, n);
+    }
+    return v;
+}
+
+// dy rows r0..r0+4 at o = k0..k0+4, as k-rows.
+fn dy_block(r0: u32, k0: u32) -> array<vec4<f32>, 4> {
+    let nr = in_range(r0, lp.rows);
+    let nk = in_range(k0, lp.o);
+    return k_rows(
+        dy_line(r0, k0, nk, 0u < nr),
+        dy_line(r0 + 1u, k0, nk, 1u < nr),
+        dy_line(r0 + 2u, k0, nk, 2u < nr),
+        dy_line(r0 + 3u, k0, nk, 3u < nr),
+        true,
+    );
+}
+
+// W [O, I] rows k0..k0+4 at columns c0..c0+4: already k-rows (op(b) = W).
+fn wt_block(k0: u32, c0: u32) -> array<vec4<f32>, 4> {
+    let nc = in_range(c0, lp.i);
+    let nk = in_range(k0, lp.o);
+    return k_rows(
+        weight_line(k0, lp.i, c0, nc, 0u < nk),
+        weight_line(k0 + 1u, lp.i, c0, nc, 1u < nk),
+        weight_line(k0 + 2u, lp.i, c0, nc, 2u < nk),
+        weight_line(k0 + 3u, lp.i, c0, nc, 3u < nk),
+        false,
+    );
+}
+
+// Index of h / g [K, M, r] at (row, j = kp·r + q); the row must belong to particle kp (a
+// shared x: any row < M; a per-particle x: row / M == kp).
+fn low_index(row: u32, kp: u32, q: u32) -> u32 {
+    if (lp.x_shared != 0u) {
+        return (kp * lp.m + row) * lp.r + q;
+    }
+    return row * lp.r + q;
+}
+
+fn row_in(row: u32, kp: u32) -> bool {
+    if (lp.x_shared != 0u) {
+        return row < lp.m;
+    }
+    return row < lp.rows && row / lp.m == kp;
+}
+
+// One element of h / g at (row, j), 0 outside [.., j_end) or another particle's row.
+fn low_elem(row: u32, j: u32, j_end: u32) -> f32 {
+    let kp = j / lp.r;
+    let at = low_index(row, kp, j % lp.r);
+    let v = low[min(at >> 2u, arrayLength(&low) - 1u)][at & 3u];
+    return select(0.0, v, j < j_end && row_in(row, kp));
+}
+
+// s · h (or s · g) row `row` at j = j0..j0+4. Four j of one particle (`one`) are contiguous
+// in memory: one load; across a particle boundary, element by element.
+fn low_line(row: u32, j0: u32, j_end: u32, nj: u32, one: bool) -> vec4<f32> {
+    let kp = j0 / lp.r;
+    if (one) {
+        let n = select(0u, nj, row_in(row, kp));
+        return lp.scale * low_load4(low_index(row, kp, j0 % lp.r), n);
+    }
+    return lp.scale * vec4<f32>(
+        low_elem(row, j0, j_end),
+        low_elem(row, j0 + 1u, j_end),
+        low_elem(row, j0 + 2u, j_end),
+        low_elem(row, j0 + 3u, j_end),
+    );
+}
+
+// s · h (or s · g) at rows r0..r0+4, j = j0..j0+4 (j < j_end), as k-rows.
+fn low_block(r0: u32, j0: u32, j_end: u32) -> array<vec4<f32>, 4> {
+    let nj = in_range(j0, j_end);
+    let one = (j0 % lp.r) + nj <= lp.r;
+    return k_rows(
+        low_line(r0, j0, j_end, nj, one),
+        low_line(r0 + 1u, j0, j_end, nj, one),
+        low_line(r0 + 2u, j0, j_end, nj, one),
+        low_line(r0 + 3u, j0, j_end, nj, one),
+        true,
+    );
+}
+
+// One element of B_kp [O, r] at (col, j = kp·r + q), 0 outside.
+fn fb_elem(col: u32, j: u32, j_end: u32) -> f32 {
+    let at = lp.f_off + (j / lp.r) * lp.f_stride + col * lp.r + j % lp.r;
+    let v = factor[min(at >> 2u, arrayLength(&factor) - 1u)][at & 3u];
+    return select(0.0, v, j < j_end && col < lp.o);
+}
+
+// B row `col` (a column of y) at j = j0..j0+4.
+fn fb_line(col: u32, j0: u32, j_end: u32, nj: u32, one: bool) -> vec4<f32> {
+    if (one) {
+        let n = select(0u, nj, col < lp.o);
+        return factor_load4(lp.f_off + (j0 / lp.r) * lp.f_stride + col * lp.r + j0 % lp.r, n);
+    }
+    return vec4<f32>(
+        fb_elem(col, j0, j_end),
+        fb_elem(col, j0 + 1u, j_end),
+        fb_elem(col, j0 + 2u, j_end),
+        fb_elem(col, j0 + 3u, j_end),
+    );
+}
+
+// B_kp [O, r] rows (columns of y) c0..c0+4 at j = j0..j0+4, as k-rows (op(b) = Bᵀ).
+fn fb_block(c0: u32, j0: u32, j_end: u32) -> array<vec4<f32>, 4> {
+    let nj = in_range(j0, j_end);
+    let one = (j0 % lp.r) + nj <= lp.r;
+    return k_rows(
+        fb_line(c0, j0, j_end, nj, one),
+        fb_line(c0 + 1u, j0, j_end, nj, one),
+        fb_line(c0 + 2u, j0, j_end, nj, one),
+        fb_line(c0 + 3u, j0, j_end, nj, one),
+        true,
+    );
+}
+
+// A row j (particle j / r, rank j % r) at columns c0.. (`count`), where `valid`.
+fn fa_line(j: u32, c0: u32, count: u32, valid: bool) -> vec4<f32> {
+    let at = lp.f_off + (j / lp.r) * lp.f_stride + (j % lp.r) * lp.i + c0;
+    return factor_load4(at, select(0u, count, valid));
+}
+
+// A_kp [r, I] rows j = j0..j0+4 at columns c0..c0+4: already k-rows (op(b) = A).
+fn fa_block(j0: u32, c0: u32, j_end: u32) -> array<vec4<f32>, 4> {
+    let nc = in_range(c0, lp.i);
+    let nj = in_range(j0, j_end);
+    return k_rows(
+        fa_line(j0, c0, nc, 0u < nj),
+        fa_line(j0 + 1u, c0, nc, 1u < nj),
+        fa_line(j0 + 2u, c0, nc, 2u < nj),
+        fa_line(j0 + 3u, c0, nc, 3u < nj),
+        false,
+    );
+}
+
+// This invocation's block of the slice starting at k (invocations 0–127: the left operand,
+// 128–255: the right one).
+fn load_block(phase: u32, k: u32, k_end: u32) -> array<vec4<f32>, 4> {
+    let kb = k + bkq * 4u;
+    var v: array<vec4<f32>, 4>;
+    if (loads_a) {
+        switch phase {
+            case FWD_BASE: {
+                v = x_block(row0 + bq * 4u, kb);
+            }
+            case DX_BASE: {
+                v = dy_block(row0 + bq * 4u, kb);
+            }
+            default: {
+                v = low_block(row0 + bq * 4u, kb, k_end);
+            }
         }
-        for (var i = 0u; i < 4u; i++) {
-            for (var j = 0u; j < 4u; j++) {
-                acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
+    } else {
+        switch phase {
+            case FWD_BASE: {
+                v = w_block(col0 + bq * 4u, kb);
+            }
+            case FWD_RANK: {
+                v = fb_block(col0 + bq * 4u, kb, k_end);
+            }
+            case DX_BASE: {
+                v = wt_block(kb, col0 + bq * 4u);
+            }
+            default: {
+                v = fa_block(kb, col0 + bq * 4u, k_end);
             }
         }
     }
+    return v;
 }
 
-// The particles whose rows fall in [row0, row0 + TILE): all of them for a shared x.
-fn particle_range(x_shared: u32, k: u32, m: u32, rows: u32, row0: u32) -> vec2<u32> {
-    if (x_shared != 0u) {
-        return vec2<u32>(0u, k);
+// A block's 4 k-rows into a slice, `stride` vec4s apart.
+fn stage_a(at: u32, stride: u32, v: array<vec4<f32>, 4>) {
+    sa[at] = v[0];
+    sa[at + stride] = v[1];
+    sa[at + 2u * stride] = v[2];
+    sa[at + 3u * stride] = v[3];
+}
+
+fn stage_b(at: u32, stride: u32, v: array<vec4<f32>, 4>) {
+    sb[at] = v[0];
+    sb[at + stride] = v[1];
+    sb[at + 2u * stride] = v[2];
+    sb[at + 3u * stride] = v[3];
+}
+
+// acc += op(a)[tile rows, k_beg..k_end] · op(b)[k_beg..k_end, tile columns] for `phase`:
+// slices of 32 (half the per-slice overhead of 16: block loads and two barriers), the next
+// one loaded into registers while the current one is multiplied.
+fn run_phase(phase: u32, k_beg: u32, k_end: u32, tx: u32, ty: u32) {
+    var blk = load_block(phase, k_beg, k_end);
+    for (var k0 = k_beg; k0 < k_end; k0 += TK) {
+        if (loads_a) {
+            stage_a(bkq * 64u + bq, 16u, blk);
+        } else {
+            stage_b(bkq * 64u + bq, 16u, blk);
+        }
+        workgroupBarrier();
+        if (k0 + TK < k_end) {
+            blk = load_block(phase, k0 + TK, k_end);
+        }
+        let nq = (min(TK, k_end - k0) + 3u) / 4u;
+        for (var s = 0u; s < nq; s++) {
+            for (var u = 0u; u < 4u; u++) {
+                let kk = s * 4u + u;
+                let av = sa[kk * 16u + ty];
+                let bv = sb[kk * 16u + tx];
+                acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+                acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+                acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+                acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
+            }
+        }
+        workgroupBarrier();
     }
-    let last = min(rows, row0 + TILE) - 1u;
-    return vec2<u32>(row0 / m, last / m + 1u);
+}
+
+// Tile origin (tiles of `tile` × `tile`) and this invocation's block role: `quads` row or
+// column quads per operand slice (16 for 64-tiles, 32 for 128-tiles).
+fn setup(group: u32, li: u32, tile: u32, quads: u32) {
+    row0 = (group / lp.tiles_cols) * tile;
+    col0 = (group % lp.tiles_cols) * tile;
+    bq = li % quads;
+    bkq = (li % 128u) / quads;
+    loads_a = li < 128u;
+    acc = array<vec4<f32>, 4>();
+    acc8 = array<vec4<f32>, 16>();
+}
+
+// The particles whose rows fall in the tile's [r0, r0 + tile) of a per-particle x (from
+// the workgroup id, not the private row0: barriers depend on it, so it must be uniform).
+fn particle_range(group: u32, tile: u32) -> vec2<u32> {
+    let r0 = (group / lp.tiles_cols) * tile;
+    let last = min(lp.rows, r0 + tile) - 1u;
+    return vec2<u32>(r0 / lp.m, last / lp.m + 1u);
+}
+
+// y[out_row, col .. col + 4] = v (+ bias), for tile row `row` < rows_end.
+fn y_row(row: u32, rows_end: u32, out_row: u32, col: u32, v: vec4<f32>) {
+    if (row < rows_end) {
+        let at = out_row * lp.o + col;
+        let has_bias = lp.has_bias != 0u;
+        if (col < lp.o) {
+            y[at] = v.x + select(0.0, bias[col], has_bias);
+        }
+        if (col + 1u < lp.o) {
+            y[at + 1u] = v.y + select(0.0, bias[col + 1u], has_bias);
+        }
+        if (col + 2u < lp.o) {
+            y[at + 2u] = v.z + select(0.0, bias[col + 2u], has_bias);
+        }
+        if (col + 3u < lp.o) {
+            y[at + 3u] = v.w + select(0.0, bias[col + 3u], has_bias);
+        }
+    }
+}
+
+// The tile's y rows at (out_row0 + tile row), tile rows < rows_end, plus the bias.
+fn write_y(tx: u32, ty: u32, out_row0: u32, rows_end: u32) {
+    let r = row0 + ty * 4u;
+    let col = col0 + tx * 4u;
+    y_row(r, rows_end, out_row0 + r, col, acc[0]);
+    y_row(r + 1u, rows_end, out_row0 + r + 1u, col, acc[1]);
+    y_row(r + 2u, rows_end, out_row0 + r + 2u, col, acc[2]);
+    y_row(r + 3u, rows_end, out_row0 + r + 3u, col, acc[3]);
 }
 
 // y_k = x_k Wᵀ + bias + s · h_k B_kᵀ for every particle, h already computed.
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(256)
 fn lora_forward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
     let group = wid.x + wid.y * nwg.x;
-    if (group >= fp.tiles_rows * fp.tiles_cols) {
+    if (group >= lp.tiles_rows * lp.tiles_cols) {
         return;
     }
-    let row0 = (group / fp.tiles_cols) * TILE;
-    let col0 = (group % fp.tiles_cols) * TILE;
-    for (var t = 0u; t < 16u; t++) {
-        acc[t] = 0.0;
-    }
+    setup(group, li, TILE, 16u);
+    let tx = li % 16u;
+    let ty = li / 16u;
 
     // Base product x Wᵀ: once per tile, whatever K.
-    for (var k0 = 0u; k0 < fp.i; k0 += TK) {
-        for (var l = 0u; l < 4u; l++) {
-            let e = li + THREADS * l;
-            let row = e / TK;
-            let kk = e % TK;
-            let gk = k0 + kk;
-            var xv = 0.0;
-            var wv = 0.0;
-            if (row0 + row < fp.rows && gk < fp.i) {
-                xv = x[(row0 + row) * fp.i + gk];
-            }
-            if (col0 + row < fp.o && gk < fp.i) {
-                wv = weight[(col0 + row) * fp.i + gk];
-            }
-            lhs_tile[row * TK + kk] = xv;
-            rhs_tile[kk * TILE + row] = wv;
-        }
-        workgroupBarrier();
-        multiply_tiles(lid.x, lid.y);
-        workgroupBarrier();
-    }
+    run_phase(FWD_BASE, 0u, lp.i, tx, ty);
 
-    var base: array<f32, 16>;
-    for (var t = 0u; t < 16u; t++) {
-        base[t] = acc[t];
-    }
-    let shared_x = fp.x_shared != 0u;
-    let ks = particle_range(fp.x_shared, fp.k, fp.m, fp.rows, row0);
-    for (var kp = ks.x; kp < ks.y; kp++) {
-        if (shared_x) {
-            for (var t = 0u; t < 16u; t++) {
-                acc[t] = base[t];
-            }
+    if (lp.x_shared != 0u) {
+        base = acc;
+        for (var kp = 0u; kp < lp.k; kp++) {
+            acc = base;
+            run_phase(FWD_RANK, kp * lp.r, (kp + 1u) * lp.r, tx, ty);
+            write_y(tx, ty, kp * lp.m, lp.m);
         }
-        // Low-rank term s · h_k B_kᵀ, inner dimension r.
-        let b_base = fp.b_off + kp * fp.b_stride;
-        for (var q0 = 0u; q0 < fp.r; q0 += TK) {
-            for (var l = 0u; l < 4u; l++) {
-                let e = li + THREADS * l;
-                let row = e / TK;
-                let qq = e % TK;
-                let gq = q0 + qq;
-                let gr = row0 + row;
-                var hv = 0.0;
-                var bv = 0.0;
-                if (gq < fp.r) {
-                    if (shared_x) {
-                        if (gr < fp.m) {
-                            hv = fp.scale * h[(kp * fp.m + gr) * fp.r + gq];
-                        }
-                    } else if (gr < fp.rows && gr / fp.m == kp) {
-                        hv = fp.scale * h[gr * fp.r + gq];
-                    }
-                    if (col0 + row < fp.o) {
-                        bv = lora_b[b_base + (col0 + row) * fp.r + gq];
-                    }
-                }
-                lhs_tile[row * TK + qq] = hv;
-                rhs_tile[qq * TILE + row] = bv;
-            }
-            workgroupBarrier();
-            multiply_tiles(lid.x, lid.y);
-            workgroupBarrier();
-        }
-        if (shared_x) {
-            write_forward_tile(lid, row0, col0, kp * fp.m);
-        }
-    }
-    if (!shared_x) {
-        write_forward_tile(lid, row0, col0, 0u);
+    } else {
+        let ks = particle_range(group, TILE);
+        run_phase(FWD_RANK, ks.x * lp.r, ks.y * lp.r, tx, ty);
+        write_y(tx, ty, 0u, lp.rows);
     }
 }
 
-fn write_forward_tile(lid: vec3<u32>, row0: u32, col0: u32, out_row0: u32) {
-    for (var i = 0u; i < 4u; i++) {
-        let gr = row0 + lid.y + 16u * i;
-        for (var j = 0u; j < 4u; j++) {
-            let gc = col0 + lid.x + 16u * j;
-            if (gr < fp.rows && gc < fp.o) {
-                var v = acc[i * 4u + j];
-                if (fp.has_bias != 0u) {
-                    v += bias[gc];
-                }
-                y[(out_row0 + gr) * fp.o + gc] = v;
-            }
+// dx[row, col .. col + 4] = v, within the matrix.
+fn dx_row(row: u32, col: u32, v: vec4<f32>) {
+    if (row < lp.rows) {
+        let at = row * lp.i + col;
+        if (col < lp.i) {
+            dx[at] = v.x;
+        }
+        if (col + 1u < lp.i) {
+            dx[at + 1u] = v.y;
+        }
+        if (col + 2u < lp.i) {
+            dx[at + 2u] = v.z;
+        }
+        if (col + 3u < lp.i) {
+            dx[at + 3u] = v.w;
         }
     }
 }
 
 // dx_k = dy_k W + s · g_k A_k; for a shared x, dx = Σ_k dx_k.
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(256)
 fn lora_dx(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
     let group = wid.x + wid.y * nwg.x;
-    if (group >= dp.tiles_rows * dp.tiles_cols) {
+    if (group >= lp.tiles_rows * lp.tiles_cols) {
         return;
     }
-    let row0 = (group / dp.tiles_cols) * TILE;
-    let col0 = (group % dp.tiles_cols) * TILE;
-    let shared_x = dp.x_shared != 0u;
-    for (var t = 0u; t < 16u; t++) {
-        acc[t] = 0.0;
-    }
+    setup(group, li, TILE, 16u);
+    let tx = li % 16u;
+    let ty = li / 16u;
 
-    // Base product dy W, inner dimension O. A shared x sums dy over particles while staging.
-    for (var k0 = 0u; k0 < dp.o; k0 += TK) {
-        for (var l = 0u; l < 4u; l++) {
-            let e = li + THREADS * l;
-            let row = e / TK;
-            let kk = e % TK;
-            let gk = k0 + kk;
-            let gr = row0 + row;
-            var dv = 0.0;
-            if (gr < dp.rows && gk < dp.o) {
-                if (shared_x) {
-                    for (var kp = 0u; kp < dp.k; kp++) {
-                        dv += dy[(kp * dp.m + gr) * dp.o + gk];
-                    }
-                } else {
-                    dv = dy[gr * dp.o + gk];
-                }
-            }
-            lhs_tile[row * TK + kk] = dv;
-            let wk = e / TILE;
-            let col = e % TILE;
-            var wv = 0.0;
-            if (k0 + wk < dp.o && col0 + col < dp.i) {
-                wv = weight_t[(k0 + wk) * dp.i + col0 + col];
-            }
-            rhs_tile[wk * TILE + col] = wv;
+    // Base product dy W, inner dimension O (dy summed over the particles for a shared x).
+    run_phase(DX_BASE, 0u, lp.o, tx, ty);
+    // Rank part s · g A over the tile's particles' ranks (all K·r for a shared x).
+    var ks = vec2<u32>(0u, lp.k);
+    if (lp.x_shared == 0u) {
+        ks = particle_range(group, TILE);
+    }
+    run_phase(DX_RANK, ks.x * lp.r, ks.y * lp.r, tx, ty);
+
+    let r = row0 + ty * 4u;
+    let col = col0 + tx * 4u;
+    dx_row(r, col, acc[0]);
+    dx_row(r + 1u, col, acc[1]);
+    dx_row(r + 2u, col, acc[2]);
+    dx_row(r + 3u, col, acc[3]);
+}
+
+// ---------------------------------------------------------------------------------------
+// lora_forward_128 / lora_dx_128: the same two kernels on 128×128 tiles, 8×8 outputs per
+// invocation laid out like `gemm_tiled_128` (two 4-row halves 64 apart × two 4-column halves
+// 64 apart: a half-warp reads 16 consecutive vec4s of sb and two of sa, broadcast), slices 16
+// deep (16 KiB: the same sa / sb). Blocks: 32 quads × 4 k quads per operand, invocations
+// 0–127 the left operand, 128–255 the right one. For big layers: 4 vec4 workgroup loads per
+// 64 FMAs instead of 2 per 16. The block loaders, phases and epilogue rows are shared with
+// the 64×64 kernels above.
+
+const TILE_BIG: u32 = 128u;
+const TK_BIG: u32 = 16u;
+
+fn run_phase_128(phase: u32, k_beg: u32, k_end: u32, tx: u32, ty: u32) {
+    var blk = load_block(phase, k_beg, k_end);
+    for (var k0 = k_beg; k0 < k_end; k0 += TK_BIG) {
+        if (loads_a) {
+            stage_a(bkq * 128u + bq, 32u, blk);
+        } else {
+            stage_b(bkq * 128u + bq, 32u, blk);
         }
         workgroupBarrier();
-        multiply_tiles(lid.x, lid.y);
+        if (k0 + TK_BIG < k_end) {
+            blk = load_block(phase, k0 + TK_BIG, k_end);
+        }
+        let nq = (min(TK_BIG, k_end - k0) + 3u) / 4u;
+        for (var s = 0u; s < nq; s++) {
+            for (var u = 0u; u < 4u; u++) {
+                let kk = s * 4u + u;
+                let a0 = sa[kk * 32u + ty];
+                let a1 = sa[kk * 32u + 16u + ty];
+                let b0 = sb[kk * 32u + tx];
+                let b1 = sb[kk * 32u + 16u + tx];
+                acc8[0] = fma(vec4<f32>(a0.x), b0, acc8[0]);
+                acc8[1] = fma(vec4<f32>(a0.x), b1, acc8[1]);
+                acc8[2] = fma(vec4<f32>(a0.y), b0, acc8[2]);
+                acc8[3] = fma(vec4<f32>(a0.y), b1, acc8[3]);
+                acc8[4] = fma(vec4<f32>(a0.z), b0, acc8[4]);
+                acc8[5] = fma(vec4<f32>(a0.z), b1, acc8[5]);
+                acc8[6] = fma(vec4<f32>(a0.w), b0, acc8[6]);
+                acc8[7] = fma(vec4<f32>(a0.w), b1, acc8[7]);
+                acc8[8] = fma(vec4<f32>(a1.x), b0, acc8[8]);
+                acc8[9] = fma(vec4<f32>(a1.x), b1, acc8[9]);
+                acc8[10] = fma(vec4<f32>(a1.y), b0, acc8[10]);
+                acc8[11] = fma(vec4<f32>(a1.y), b1, acc8[11]);
+                acc8[12] = fma(vec4<f32>(a1.z), b0, acc8[12]);
+                acc8[13] = fma(vec4<f32>(a1.z), b1, acc8[13]);
+                acc8[14] = fma(vec4<f32>(a1.w), b0, acc8[14]);
+                acc8[15] = fma(vec4<f32>(a1.w), b1, acc8[15]);
+            }
+        }
         workgroupBarrier();
     }
+}
 
-    // Low-rank term s · g_k A_k, inner dimension r, summed over the tile's particles.
-    let ks = particle_range(dp.x_shared, dp.k, dp.m, dp.rows, row0);
-    for (var kp = ks.x; kp < ks.y; kp++) {
-        let a_base = dp.a_off + kp * dp.a_stride;
-        for (var q0 = 0u; q0 < dp.r; q0 += TK) {
-            for (var l = 0u; l < 4u; l++) {
-                let e = li + THREADS * l;
-                let row = e / TK;
-                let qq = e % TK;
-                let gq = q0 + qq;
-                let gr = row0 + row;
-                var gv = 0.0;
-                if (gq < dp.r) {
-                    if (shared_x) {
-                        if (gr < dp.m) {
-                            gv = dp.scale * g[(kp * dp.m + gr) * dp.r + gq];
-                        }
-                    } else if (gr < dp.rows && gr / dp.m == kp) {
-                        gv = dp.scale * g[gr * dp.r + gq];
-                    }
-                }
-                lhs_tile[row * TK + qq] = gv;
-                let aq = e / TILE;
-                let col = e % TILE;
-                var av = 0.0;
-                if (q0 + aq < dp.r && col0 + col < dp.i) {
-                    av = lora_a[a_base + (q0 + aq) * dp.i + col0 + col];
-                }
-                rhs_tile[aq * TILE + col] = av;
-            }
-            workgroupBarrier();
-            multiply_tiles(lid.x, lid.y);
-            workgroupBarrier();
-        }
-    }
+// The 8×8 block's y rows at (out_row0 + tile row), tile rows < rows_end, plus the bias.
+fn write_y_128(tx: u32, ty: u32, out_row0: u32, rows_end: u32) {
+    let r = row0 + ty * 4u;
+    let c = col0 + tx * 4u;
+    let o = out_row0 + r;
+    y_row(r, rows_end, o, c, acc8[0]);
+    y_row(r, rows_end, o, c + 64u, acc8[1]);
+    y_row(r + 1u, rows_end, o + 1u, c, acc8[2]);
+    y_row(r + 1u, rows_end, o + 1u, c + 64u, acc8[3]);
+    y_row(r + 2u, rows_end, o + 2u, c, acc8[4]);
+    y_row(r + 2u, rows_end, o + 2u, c + 64u, acc8[5]);
+    y_row(r + 3u, rows_end, o + 3u, c, acc8[6]);
+    y_row(r + 3u, rows_end, o + 3u, c + 64u, acc8[7]);
+    y_row(r + 64u, rows_end, o + 64u, c, acc8[8]);
+    y_row(r + 64u, rows_end, o + 64u, c + 64u, acc8[9]);
+    y_row(r + 65u, rows_end, o + 65u, c, acc8[10]);
+    y_row(r + 65u, rows_end, o + 65u, c + 64u, acc8[11]);
+    y_row(r + 66u, rows_end, o + 66u, c, acc8[12]);
+    y_row(r + 66u, rows_end, o + 66u, c + 64u, acc8[13]);
+    y_row(r + 67u, rows_end, o + 67u, c, acc8[14]);
+    y_row(r + 67u, rows_end, o + 67u, c + 64u, acc8[15]);
+}
 
-    for (var i = 0u; i < 4u; i++) {
-        let gr = row0 + lid.y + 16u * i;
-        for (var j = 0u; j < 4u; j++) {
-            let gc = col0 + lid.x + 16u * j;
-            if (gr < dp.rows && gc < dp.i) {
-                dx[gr * dp.i + gc] = acc[i * 4u + j];
-            }
-        }
+@compute @workgroup_size(256)
+fn lora_forward_128(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= lp.tiles_rows * lp.tiles_cols) {
+        return;
     }
+    setup(group, li, TILE_BIG, 32u);
+    let tx = li % 16u;
+    let ty = li / 16u;
+
+    run_phase_128(FWD_BASE, 0u, lp.i, tx, ty);
+
+    if (lp.x_shared != 0u) {
+        base8 = acc8;
+        for (var kp = 0u; kp < lp.k; kp++) {
+            acc8 = base8;
+            run_phase_128(FWD_RANK, kp * lp.r, (kp + 1u) * lp.r, tx, ty);
+            write_y_128(tx, ty, kp * lp.m, lp.m);
+        }
+    } else {
+        let ks = particle_range(group, TILE_BIG);
+        run_phase_128(FWD_RANK, ks.x * lp.r, ks.y * lp.r, tx, ty);
+        write_y_128(tx, ty, 0u, lp.rows);
+    }
+}
+
+@compute @workgroup_size(256)
+fn lora_dx_128(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= lp.tiles_rows * lp.tiles_cols) {
+        return;
+    }
+    setup(group, li, TILE_BIG, 32u);
+    let tx = li % 16u;
+    let ty = li / 16u;
+
+    run_phase_128(DX_BASE, 0u, lp.o, tx, ty);
+    var ks = vec2<u32>(0u, lp.k);
+    if (lp.x_shared == 0u) {
+        ks = particle_range(group, TILE_BIG);
+    }
+    run_phase_128(DX_RANK, ks.x * lp.r, ks.y * lp.r, tx, ty);
+
+    let r = row0 + ty * 4u;
+    let c = col0 + tx * 4u;
+    dx_row(r, c, acc8[0]);
+    dx_row(r, c + 64u, acc8[1]);
+    dx_row(r + 1u, c, acc8[2]);
+    dx_row(r + 1u, c + 64u, acc8[3]);
+    dx_row(r + 2u, c, acc8[4]);
+    dx_row(r + 2u, c + 64u, acc8[5]);
+    dx_row(r + 3u, c, acc8[6]);
+    dx_row(r + 3u, c + 64u, acc8[7]);
+    dx_row(r + 64u, c, acc8[8]);
+    dx_row(r + 64u, c + 64u, acc8[9]);
+    dx_row(r + 65u, c, acc8[10]);
+    dx_row(r + 65u, c + 64u, acc8[11]);
+    dx_row(r + 66u, c, acc8[12]);
+    dx_row(r + 66u, c + 64u, acc8[13]);
+    dx_row(r + 67u, c, acc8[14]);
+    dx_row(r + 67u, c + 64u, acc8[15]);
 }

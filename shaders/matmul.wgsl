@@ -1,241 +1,563 @@
-// matmul (DESIGN.md op 3): for each batch block b, c_b = alpha · op(a_b) op(b_b).
+// matmul (DESIGN.md op 3) and the small products of lora_forward / lora_backward: for each
+// batch block b, c_b = alpha · op(a)_b op(b)_b, written (never accumulated).
 //
-// One workgroup computes a 64×64 tile of c; each of its 16×16 invocations keeps a 4×4
-// block of outputs in registers (rows ty + 16i, columns tx + 16j, so that neighbouring
-// invocations touch neighbouring columns). The inner dimension streams through workgroup
-// memory 16 at a time. Loads follow the stored layout (transposed or not) so that
-// neighbouring invocations read neighbouring addresses. Out-of-range elements load as 0,
-// so every size works. Workgroups are numbered linearly (batch, tile row, tile column) and
-// the host folds their count into 2-D past the 65535-per-dimension limit.
+// Three entry points, one contract, one parameter struct; the host picks one per dispatch
+// (src/backend/wgpu/matmul.rs):
+//
+// - `gemm_tiled_128`: 128×128 output tiles, 8×8 outputs per invocation (two 4-row halves
+//   64 apart × two 4-column halves 64 apart), k staged 16 deep. For big products.
+// - `gemm_tiled`: 64×64 tiles, 4×4 outputs per invocation, k staged 32 deep. The default.
+// - `gemm_narrow_splitk`: 64×16 tiles for products at most 16 columns wide (the r-wide LoRA
+//   products; the host turns a product at most 16 rows tall into one by computing cᵀ), with
+//   the k loop split four ways inside the workgroup: each quarter of the invocations (4×4
+//   outputs each) takes 8 of every 32 k, and the four partial tiles are summed through
+//   workgroup memory at the end. A 16-wide tile has few outputs per workgroup; the split
+//   keeps 256 invocations busy on it without a second launch.
+//
+// Names follow kernels/matmul.ptx (`gemm_tiled_128`, `gemm_tiled`); the PTX has no narrow
+// kernel (it runs those products on `gemm_tiled`).
+//
+// Operands are described by strides, so transposes, batch strides (0: shared by every
+// block) and the grouped columns of the stacked LoRA products are one code path:
+//
+//   op(a)[row, k]   = a[a_off + batch·a_bs + row·a_rs + k·a_ks]
+//   op(b)[k, col]   = b[b_off + batch·b_bs + k·b_ks + (col / b_grp)·b_gs + (col % b_grp)·b_cs]
+//   c[row, col]     = c[c_off + batch·c_bs + row·c_rs + (col / c_grp)·c_gs + (col % c_grp)·c_cs]
+//
+// (b_grp = c_grp = n and b_gs = c_gs = 0 for an ordinary product; the host's stacked
+// `h = x [A_0; …; A_K-1]ᵀ` groups the K·r columns r at a time, one group per particle.)
+//
+// Workgroup memory holds both operand slices k-major: sa[k][row], sb[k][col], each row of
+// the slice a run of vec4s. Every invocation reads its 4 rows of a and its 4 columns of b at
+// one k as one vec4 each, so one workgroup-memory load feeds 4 (vec4) FMAs: per k step
+// `gemm_tiled` does 2 vec4 loads for 16 FMAs, `gemm_tiled_128` 4 for 64 (the previous kernel
+// did 8 scalar loads for 16).
+//
+// Global → workgroup memory, the load pattern: a slice is cut into 4×4 blocks (4 rows or
+// columns × 4 k) and one invocation moves one block per slice: four 16-byte loads along
+// whichever dimension is contiguous in memory, a 4×4 transpose in registers when that
+// dimension is k, and four 16-byte stores of whole k-rows of the block. So every store into
+// workgroup memory is a vec4 and the invocations of a quarter-warp store 8 consecutive
+// vec4s: no bank conflicts, and no padding needed (the transposing stores of the previous
+// kernel were scalar and hit one bank 16 ways). The next slice's block is loaded into
+// registers while the current one is multiplied.
+//
+// A 16-byte global load is used when its four elements are contiguous, in range and
+// 16-byte aligned (tested per load at run time; where odd sizes or offsets break that, the
+// two aligned vec4s around the four elements are loaded and shifted into place, indices
+// clamped to the binding). That is why a and b are bound as arrays of vec4 (the host rounds
+// the binding up to 16 bytes; pooled buffers are ≥ 256 bytes and a power of two). c is a
+// plain f32 array and stored element by element: tiles of different workgroups may share a
+// vec4 of c, and a component store into a vec4 array could be a read-modify-write on some
+// backends.
+//
+// Out-of-range elements load as 0, so every size works; the k loop runs over the slice in
+// steps of 4 up to the last valid k, so a short inner dimension costs little. Workgroups are
+// numbered linearly (batch, tile row, tile column) and the host folds their count into 2-D
+// past the 65535-per-dimension limit.
 
-struct MatmulParams {
+struct GemmParams {
     m: u32,
     n: u32,
     inner: u32,
     batch: u32,
     a_off: u32,
-    a_stride: u32,
+    a_bs: u32,
+    a_rs: u32,
+    a_ks: u32,
     b_off: u32,
-    b_stride: u32,
+    b_bs: u32,
+    b_ks: u32,
+    b_cs: u32,
+    b_grp: u32,
+    b_gs: u32,
+    c_grp: u32,
+    c_gs: u32,
     c_off: u32,
-    c_stride: u32,
-    trans_a: u32,
-    trans_b: u32,
+    c_bs: u32,
+    c_rs: u32,
+    c_cs: u32,
     alpha: f32,
     tiles_m: u32,
     tiles_n: u32,
     _pad: u32,
 }
 
-const TILE: u32 = 64u;
-const TK: u32 = 16u;
-const THREADS: u32 = 256u;
-
 // Parameters from a read-only storage buffer, not a uniform one: lavapipe (Mesa 22.x)
-// recompiles and leaks a variant of `matmul_skinny` on every dispatch with uniform values
-// folded in (see shaders/lora.wgsl and `ParamsIn` in src/backend/wgpu/kernels.rs).
-@group(0) @binding(0) var<storage, read> p: MatmulParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+// recompiles and leaks a variant of a kernel on every dispatch with uniform values folded
+// in (see `ParamsIn` in src/backend/wgpu/kernels.rs).
+@group(0) @binding(0) var<storage, read> p: GemmParams;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-// Skinny variant (n ≤ 16, e.g. the r-wide LoRA products): 128×16 output tiles, each
-// invocation keeps 8 rows of one column.
-const SKINNY_M: u32 = 128u;
-const SKINNY_N: u32 = 16u;
+// `gemm_tiled` (32 k × 16 vec4) and `gemm_tiled_128` (16 k × 32 vec4) share these: 8 KiB
+// each, 16 KiB in all (WebGPU's default limit).
+var<workgroup> sa: array<vec4<f32>, 512>;
+var<workgroup> sb: array<vec4<f32>, 512>;
+// `gemm_narrow_splitk`: sa at [0, 512) (32 k × 16 vec4), sb at [512, 640) (32 k × 4 vec4);
+// at the end [0, 768) holds the three partial tiles summed into the first. 12 KiB.
+var<workgroup> sn: array<vec4<f32>, 768>;
 
-// a_tile[row * TK + kk] = op(a)[row0 + row, k0 + kk]; b_tile[kk * TILE + col] = op(b)[k0 + kk, col0 + col].
-var<workgroup> a_tile: array<f32, 2048>;
-var<workgroup> b_tile: array<f32, 1024>;
-var<private> acc: array<f32, 16>;
+// The output registers: acc[i] holds one row's 4 consecutive columns (gemm_tiled and the
+// narrow kernel use acc[0..4], gemm_tiled_128 all 16: rows-half × 4 rows × columns-half).
+var<private> acc: array<vec4<f32>, 16>;
 
-fn multiply_tiles(tx: u32, ty: u32) {
-    for (var kk = 0u; kk < TK; kk++) {
-        var av: array<f32, 4>;
-        var bv: array<f32, 4>;
-        for (var i = 0u; i < 4u; i++) {
-            av[i] = a_tile[(ty + 16u * i) * TK + kk];
-            bv[i] = b_tile[kk * TILE + tx + 16u * i];
+// Note on loops: every small loop over a register array below is written out by hand.
+// Drivers unroll such loops as a rule, but lavapipe (Mesa 22) did not unroll the store loop
+// of `gemm_tiled_128`, and a register array indexed by a loop variable then lives in
+// memory: the written-out version ran that kernel 2.3× faster there.
+
+// The 4 elements from lo.s.. on of the 8 in (lo, hi): the vec4 at a misaligned index.
+fn shift4(lo: vec4<f32>, hi: vec4<f32>, s: u32) -> vec4<f32> {
+    var v = lo;
+    v = select(v, vec4<f32>(lo.yzw, hi.x), s == 1u);
+    v = select(v, vec4<f32>(lo.zw, hi.xy), s == 2u);
+    v = select(v, vec4<f32>(lo.w, hi.xyz), s == 3u);
+    return v;
+}
+
+// The first `count` lanes of v (the rest 0).
+fn first4(v: vec4<f32>, count: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), v, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(count));
+}
+
+// Four contiguous elements of a from index `base`, the first `count` of them (the rest 0).
+// Aligned and whole: one 16-byte load. Otherwise the two aligned vec4s that cover them,
+// shifted into place: two loads and selects rather than four scalar loads, and no branch
+// per element (on lavapipe both sides of every branch run).
+fn a_load4(base: u32, count: u32) -> vec4<f32> {
+    let q = base >> 2u;
+    if (count == 4u && (base & 3u) == 0u) {
+        return a[q];
+    }
+    let last = arrayLength(&a) - 1u;
+    return first4(shift4(a[min(q, last)], a[min(q + 1u, last)], base & 3u), count);
+}
+
+fn b_load4(base: u32, count: u32) -> vec4<f32> {
+    let q = base >> 2u;
+    if (count == 4u && (base & 3u) == 0u) {
+        return b[q];
+    }
+    let last = arrayLength(&b) - 1u;
+    return first4(shift4(b[min(q, last)], b[min(q + 1u, last)], base & 3u), count);
+}
+
+// How many of the 4 indices from `start` are below `end`.
+fn in_range(start: u32, end: u32) -> u32 {
+    return min(4u, end - min(start, end));
+}
+
+// The 4 lines of a block, as k-rows: transposed where the lines ran along k (`flip`).
+fn k_rows(w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, flip: bool) -> array<vec4<f32>, 4> {
+    let t = transpose(mat4x4<f32>(w0, w1, w2, w3));
+    return array<vec4<f32>, 4>(
+        select(w0, t[0], flip),
+        select(w1, t[1], flip),
+        select(w2, t[2], flip),
+        select(w3, t[3], flip),
+    );
+}
+
+// Line t of a block: `count` contiguous elements at first + t·step if t < lines.
+fn a_line(first: u32, step: u32, count: u32, lines: u32, t: u32) -> vec4<f32> {
+    return a_load4(first + t * step, select(0u, count, t < lines));
+}
+
+// The block op(a)[r0..r0+4, k0..k0+4] as 4 k-rows: v[j] = op(a)[r0..r0+4, k0 + j].
+// One of a's strides is 1 (the host's layouts always have one): the block is read as 4
+// lines of 4 contiguous elements — rows along k when a_ks = 1 (a stored [m, inner]), then
+// transposed; k-rows along the rows otherwise (a stored [inner, m]). One code path for
+// both, so that lavapipe does not run both.
+fn a_block(base: u32, r0: u32, k0: u32) -> array<vec4<f32>, 4> {
+    let nr = in_range(r0, p.m);
+    let nk = in_range(k0, p.inner);
+    let along_k = p.a_ks == 1u;
+    let step = select(p.a_ks, p.a_rs, along_k);
+    let count = select(nr, nk, along_k);
+    let lines = select(nk, nr, along_k);
+    let first = base + r0 * p.a_rs + k0 * p.a_ks;
+    return k_rows(
+        a_line(first, step, count, lines, 0u),
+        a_line(first, step, count, lines, 1u),
+        a_line(first, step, count, lines, 2u),
+        a_line(first, step, count, lines, 3u),
+        along_k,
+    );
+}
+
+fn b_index(base: u32, k: u32, col: u32) -> u32 {
+    return base + k * p.b_ks + (col / p.b_grp) * p.b_gs + (col % p.b_grp) * p.b_cs;
+}
+
+// Line t of a b block: column c0 + t along k, or k-row k0 + t along the columns.
+fn b_line(base: u32, k0: u32, c0: u32, along_k: bool, count: u32, lines: u32, t: u32) -> vec4<f32> {
+    let at = b_index(base, k0 + select(t, 0u, along_k), c0 + select(0u, t, along_k));
+    return b_load4(at, select(0u, count, t < lines));
+}
+
+// The block op(b)[k0..k0+4, c0..c0+4] as 4 k-rows: v[j] = op(b)[k0 + j, c0..c0+4]. As for
+// a: columns along k when b_ks = 1 (b stored [n, inner], or the stacked A rows), then
+// transposed; k-rows along the columns otherwise (b stored [inner, n]; the host groups
+// columns only in the first layout, so four columns are contiguous here).
+fn b_block(base: u32, k0: u32, c0: u32) -> array<vec4<f32>, 4> {
+    let nc = in_range(c0, p.n);
+    let nk = in_range(k0, p.inner);
+    let along_k = p.b_ks == 1u;
+    let count = select(nc, nk, along_k);
+    let lines = select(nk, nc, along_k);
+    return k_rows(
+        b_line(base, k0, c0, along_k, count, lines, 0u),
+        b_line(base, k0, c0, along_k, count, lines, 1u),
+        b_line(base, k0, c0, along_k, count, lines, 2u),
+        b_line(base, k0, c0, along_k, count, lines, 3u),
+        along_k,
+    );
+}
+
+fn c_index(base: u32, row: u32, col: u32) -> u32 {
+    return base + row * p.c_rs + (col / p.c_grp) * p.c_gs + (col % p.c_grp) * p.c_cs;
+}
+
+// The tile of `group` (linear: batch, tile row, tile column): (batch, row0, col0).
+fn tile_of(group: u32, rows: u32, cols: u32) -> vec3<u32> {
+    let tiles = p.tiles_m * p.tiles_n;
+    let tile = group % tiles;
+    return vec3<u32>(group / tiles, (tile / p.tiles_n) * rows, (tile % p.tiles_n) * cols);
+}
+
+// Number of 4-deep k steps with data in the slice starting at k0 (of depth `depth`).
+fn k_quads(k0: u32, depth: u32) -> u32 {
+    return (min(depth, p.inner - k0) + 3u) / 4u;
+}
+
+// c[row, col .. col + 4] = alpha · v, within the matrix.
+fn store4(base: u32, row: u32, col: u32, v: vec4<f32>) {
+    if (row < p.m) {
+        let w = p.alpha * v;
+        if (col < p.n) {
+            c[c_index(base, row, col)] = w.x;
         }
-        for (var i = 0u; i < 4u; i++) {
-            for (var j = 0u; j < 4u; j++) {
-                acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
-            }
+        if (col + 1u < p.n) {
+            c[c_index(base, row, col + 1u)] = w.y;
+        }
+        if (col + 2u < p.n) {
+            c[c_index(base, row, col + 2u)] = w.z;
+        }
+        if (col + 3u < p.n) {
+            c[c_index(base, row, col + 3u)] = w.w;
         }
     }
 }
 
-@compute @workgroup_size(16, 16)
-fn matmul(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let group = wid.x + wid.y * nwg.x;
-    let tiles = p.tiles_m * p.tiles_n;
-    if (group >= tiles * p.batch) {
-        return;
-    }
-    let batch = group / tiles;
-    let tile = group % tiles;
-    let row0 = (tile / p.tiles_n) * TILE;
-    let col0 = (tile % p.tiles_n) * TILE;
-    let a_base = p.a_off + batch * p.a_stride;
-    let b_base = p.b_off + batch * p.b_stride;
-    for (var i = 0u; i < 16u; i++) {
-        acc[i] = 0.0;
-    }
-
-    for (var k0 = 0u; k0 < p.inner; k0 += TK) {
-        for (var l = 0u; l < 4u; l++) {
-            let e = li + THREADS * l;
-            // op(a) element (row, kk): stored [m, inner] or, transposed, [inner, m].
-            var row: u32;
-            var kk: u32;
-            if (p.trans_a == 0u) {
-                row = e / TK;
-                kk = e % TK;
-            } else {
-                kk = e / TILE;
-                row = e % TILE;
-            }
-            let gr = row0 + row;
-            let gk = k0 + kk;
-            var av = 0.0;
-            if (gr < p.m && gk < p.inner) {
-                if (p.trans_a == 0u) {
-                    av = a[a_base + gr * p.inner + gk];
-                } else {
-                    av = a[a_base + gk * p.m + gr];
-                }
-            }
-            a_tile[row * TK + kk] = av;
-
-            // op(b) element (kk, col): stored [inner, n] or, transposed, [n, inner].
-            var col: u32;
-            if (p.trans_b == 0u) {
-                kk = e / TILE;
-                col = e % TILE;
-            } else {
-                col = e / TK;
-                kk = e % TK;
-            }
-            let gc = col0 + col;
-            let gk2 = k0 + kk;
-            var bv = 0.0;
-            if (gc < p.n && gk2 < p.inner) {
-                if (p.trans_b == 0u) {
-                    bv = b[b_base + gk2 * p.n + gc];
-                } else {
-                    bv = b[b_base + gc * p.inner + gk2];
-                }
-            }
-            b_tile[kk * TILE + col] = bv;
-        }
-        workgroupBarrier();
-        multiply_tiles(lid.x, lid.y);
-        workgroupBarrier();
-    }
-
-    let c_base = p.c_off + batch * p.c_stride;
-    for (var i = 0u; i < 4u; i++) {
-        let gr = row0 + lid.y + 16u * i;
-        for (var j = 0u; j < 4u; j++) {
-            let gc = col0 + lid.x + 16u * j;
-            if (gr < p.m && gc < p.n) {
-                c[c_base + gr * p.n + gc] = p.alpha * acc[i * 4u + j];
-            }
-        }
-    }
+// A block's 4 k-rows into a slice, `stride` vec4s apart.
+fn stage_a(at: u32, stride: u32, v: array<vec4<f32>, 4>) {
+    sa[at] = v[0];
+    sa[at + stride] = v[1];
+    sa[at + 2u * stride] = v[2];
+    sa[at + 3u * stride] = v[3];
 }
 
-// Same contract and parameters as `matmul` (tiles_m counts 128-row tiles, tiles_n 16-column
-// tiles). Loads follow the stored layouts as in `matmul`.
-@compute @workgroup_size(16, 16)
-fn matmul_skinny(
+fn stage_b(at: u32, stride: u32, v: array<vec4<f32>, 4>) {
+    sb[at] = v[0];
+    sb[at + stride] = v[1];
+    sb[at + 2u * stride] = v[2];
+    sb[at + 3u * stride] = v[3];
+}
+
+fn stage_n(at: u32, stride: u32, v: array<vec4<f32>, 4>) {
+    sn[at] = v[0];
+    sn[at + stride] = v[1];
+    sn[at + 2u * stride] = v[2];
+    sn[at + 3u * stride] = v[3];
+}
+
+fn clear_acc4() {
+    acc[0] = vec4<f32>(0.0);
+    acc[1] = vec4<f32>(0.0);
+    acc[2] = vec4<f32>(0.0);
+    acc[3] = vec4<f32>(0.0);
+}
+
+// ---------------------------------------------------------------------------------------
+// gemm_tiled: 64×64 tile, 16×16 invocations of 4×4 outputs (rows ty·4 + i, columns tx·4 + j).
+// Slice: 32 k × 64 rows of a and 32 k × 64 columns of b, 8 KiB each (32 deep: per slice
+// overhead — the block loads, two barriers — is paid half as often as at 16, which was a
+// third of the time on lavapipe). Blocks: 16 row (column) quads × 8 k quads per operand;
+// invocations 0–127 move a's, 128–255 b's. Within a warp the block's row quad runs
+// fastest, so the k-quad pairs of a warp read whole 32-byte sectors of a row-major operand,
+// and each quarter-warp stores 8 consecutive vec4s.
+
+const T_TK: u32 = 32u;
+
+@compute @workgroup_size(256)
+fn gemm_tiled(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
     let group = wid.x + wid.y * nwg.x;
-    let tiles = p.tiles_m * p.tiles_n;
-    if (group >= tiles * p.batch) {
+    if (group >= p.tiles_m * p.tiles_n * p.batch) {
         return;
     }
-    let batch = group / tiles;
-    let tile = group % tiles;
-    let row0 = (tile / p.tiles_n) * SKINNY_M;
-    let col0 = (tile % p.tiles_n) * SKINNY_N;
-    let a_base = p.a_off + batch * p.a_stride;
-    let b_base = p.b_off + batch * p.b_stride;
-    var part: array<f32, 8>;
-    for (var i = 0u; i < 8u; i++) {
-        part[i] = 0.0;
-    }
+    let t = tile_of(group, 64u, 64u);
+    let a_base = p.a_off + t.x * p.a_bs;
+    let b_base = p.b_off + t.x * p.b_bs;
+    let tx = li % 16u;
+    let ty = li / 16u;
+    clear_acc4();
 
-    for (var k0 = 0u; k0 < p.inner; k0 += TK) {
-        for (var l = 0u; l < 8u; l++) {
-            let e = li + THREADS * l;
-            var row: u32;
-            var kk: u32;
-            if (p.trans_a == 0u) {
-                row = e / TK;
-                kk = e % TK;
-            } else {
-                kk = e / SKINNY_M;
-                row = e % SKINNY_M;
-            }
-            let gr = row0 + row;
-            let gk = k0 + kk;
-            var av = 0.0;
-            if (gr < p.m && gk < p.inner) {
-                if (p.trans_a == 0u) {
-                    av = a[a_base + gr * p.inner + gk];
-                } else {
-                    av = a[a_base + gk * p.m + gr];
-                }
-            }
-            a_tile[row * TK + kk] = av;
-        }
-        // op(b) tile: 16 × 16, one element per invocation.
-        var kk: u32;
-        var col: u32;
-        if (p.trans_b == 0u) {
-            kk = li / SKINNY_N;
-            col = li % SKINNY_N;
+    let loads_a = li < 128u;
+    let q = li % 16u;
+    let kq = (li % 128u) / 16u;
+    var blk: array<vec4<f32>, 4>;
+    if (loads_a) {
+        blk = a_block(a_base, t.y + q * 4u, kq * 4u);
+    } else {
+        blk = b_block(b_base, kq * 4u, t.z + q * 4u);
+    }
+    for (var k0 = 0u; k0 < p.inner; k0 += T_TK) {
+        if (loads_a) {
+            stage_a(kq * 64u + q, 16u, blk);
         } else {
-            col = li / TK;
-            kk = li % TK;
+            stage_b(kq * 64u + q, 16u, blk);
         }
-        let gc = col0 + col;
-        let gk = k0 + kk;
-        var bv = 0.0;
-        if (gc < p.n && gk < p.inner) {
-            if (p.trans_b == 0u) {
-                bv = b[b_base + gk * p.n + gc];
+        workgroupBarrier();
+        // Next slice into registers while this one is multiplied.
+        let k1 = k0 + T_TK;
+        if (k1 < p.inner) {
+            if (loads_a) {
+                blk = a_block(a_base, t.y + q * 4u, k1 + kq * 4u);
             } else {
-                bv = b[b_base + gc * p.inner + gk];
+                blk = b_block(b_base, k1 + kq * 4u, t.z + q * 4u);
             }
         }
-        b_tile[kk * SKINNY_N + col] = bv;
-        workgroupBarrier();
-        for (var q = 0u; q < TK; q++) {
-            let bq = b_tile[q * SKINNY_N + lid.x];
-            for (var i = 0u; i < 8u; i++) {
-                part[i] = fma(a_tile[(lid.y + 16u * i) * TK + q], bq, part[i]);
+        let nq = k_quads(k0, T_TK);
+        for (var s = 0u; s < nq; s++) {
+            for (var u = 0u; u < 4u; u++) {
+                let kk = s * 4u + u;
+                let av = sa[kk * 16u + ty];
+                let bv = sb[kk * 16u + tx];
+                acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+                acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+                acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+                acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
             }
         }
         workgroupBarrier();
     }
 
-    let c_base = p.c_off + batch * p.c_stride;
-    let gc = col0 + lid.x;
-    for (var i = 0u; i < 8u; i++) {
-        let gr = row0 + lid.y + 16u * i;
-        if (gr < p.m && gc < p.n) {
-            c[c_base + gr * p.n + gc] = p.alpha * part[i];
+    let c_base = p.c_off + t.x * p.c_bs;
+    let r0 = t.y + ty * 4u;
+    let c0 = t.z + tx * 4u;
+    store4(c_base, r0, c0, acc[0]);
+    store4(c_base, r0 + 1u, c0, acc[1]);
+    store4(c_base, r0 + 2u, c0, acc[2]);
+    store4(c_base, r0 + 3u, c0, acc[3]);
+}
+
+// ---------------------------------------------------------------------------------------
+// gemm_tiled_128: 128×128 tile, 16×16 invocations of 8×8 outputs: rows h·64 + ty·4 + i and
+// columns h'·64 + tx·4 + j (h, h' ∈ {0, 1}), so that the 16 invocations of a half-warp read
+// 16 consecutive vec4s of sb (conflict-free) and two vec4s of sa (broadcast). Slice: 16 k ×
+// 128 rows / columns, 8 KiB per operand. Blocks: 32 quads × 4 k quads per operand;
+// invocations 0–127 move a's, 128–255 b's.
+
+const T128_TK: u32 = 16u;
+
+@compute @workgroup_size(256)
+fn gemm_tiled_128(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= p.tiles_m * p.tiles_n * p.batch) {
+        return;
+    }
+    let t = tile_of(group, 128u, 128u);
+    let a_base = p.a_off + t.x * p.a_bs;
+    let b_base = p.b_off + t.x * p.b_bs;
+    let tx = li % 16u;
+    let ty = li / 16u;
+    acc = array<vec4<f32>, 16>();
+
+    let loads_a = li < 128u;
+    let q = li % 32u;
+    let kq = (li % 128u) / 32u;
+    var blk: array<vec4<f32>, 4>;
+    if (loads_a) {
+        blk = a_block(a_base, t.y + q * 4u, kq * 4u);
+    } else {
+        blk = b_block(b_base, kq * 4u, t.z + q * 4u);
+    }
+    for (var k0 = 0u; k0 < p.inner; k0 += T128_TK) {
+        if (loads_a) {
+            stage_a(kq * 128u + q, 32u, blk);
+        } else {
+            stage_b(kq * 128u + q, 32u, blk);
         }
+        workgroupBarrier();
+        let k1 = k0 + T128_TK;
+        if (k1 < p.inner) {
+            if (loads_a) {
+                blk = a_block(a_base, t.y + q * 4u, k1 + kq * 4u);
+            } else {
+                blk = b_block(b_base, k1 + kq * 4u, t.z + q * 4u);
+            }
+        }
+        let nq = k_quads(k0, T128_TK);
+        for (var s = 0u; s < nq; s++) {
+            for (var u = 0u; u < 4u; u++) {
+                let kk = s * 4u + u;
+                let a0 = sa[kk * 32u + ty];
+                let a1 = sa[kk * 32u + 16u + ty];
+                let b0 = sb[kk * 32u + tx];
+                let b1 = sb[kk * 32u + 16u + tx];
+                // acc[(h·4 + i)·2 + h']: row half h, row i, column half h'.
+                acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+                acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+                acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+                acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+                acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+                acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+                acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+                acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+                acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+                acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+                acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+                acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+                acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+                acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+                acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+                acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+            }
+        }
+        workgroupBarrier();
+    }
+
+    let c_base = p.c_off + t.x * p.c_bs;
+    let r0 = t.y + ty * 4u;
+    let c0 = t.z + tx * 4u;
+    store4(c_base, r0, c0, acc[0]);
+    store4(c_base, r0, c0 + 64u, acc[1]);
+    store4(c_base, r0 + 1u, c0, acc[2]);
+    store4(c_base, r0 + 1u, c0 + 64u, acc[3]);
+    store4(c_base, r0 + 2u, c0, acc[4]);
+    store4(c_base, r0 + 2u, c0 + 64u, acc[5]);
+    store4(c_base, r0 + 3u, c0, acc[6]);
+    store4(c_base, r0 + 3u, c0 + 64u, acc[7]);
+    store4(c_base, r0 + 64u, c0, acc[8]);
+    store4(c_base, r0 + 64u, c0 + 64u, acc[9]);
+    store4(c_base, r0 + 65u, c0, acc[10]);
+    store4(c_base, r0 + 65u, c0 + 64u, acc[11]);
+    store4(c_base, r0 + 66u, c0, acc[12]);
+    store4(c_base, r0 + 66u, c0 + 64u, acc[13]);
+    store4(c_base, r0 + 67u, c0, acc[14]);
+    store4(c_base, r0 + 67u, c0 + 64u, acc[15]);
+}
+
+// ---------------------------------------------------------------------------------------
+// gemm_narrow_splitk: 64×16 tile (n ≤ 16). Invocation li = g·64 + w: k group g ∈ 0..4,
+// within it 16 row quads (w / 4) × 4 column quads (w % 4) of 4×4 outputs. Slice: 32 k, of
+// which group g multiplies k 8g..8g+8. Blocks: a 16 row quads × 8 k quads (invocations
+// 0–127), b 4 column quads × 8 k quads (128–159). Groups 1–3 then leave their partial tiles
+// in workgroup memory (row i of invocation w at (group·4 + i)·64 + w: a quarter-warp stores
+// 8 consecutive vec4s, conflict-free) and group 0 adds them and stores.
+
+const N_TK: u32 = 32u;
+const N_B: u32 = 512u;
+
+@compute @workgroup_size(256)
+fn gemm_narrow_splitk(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= p.tiles_m * p.tiles_n * p.batch) {
+        return;
+    }
+    let t = tile_of(group, 64u, 16u);
+    let a_base = p.a_off + t.x * p.a_bs;
+    let b_base = p.b_off + t.x * p.b_bs;
+    let g = li / 64u;
+    let w = li % 64u;
+    let tr = w / 4u;
+    let tc = w % 4u;
+    clear_acc4();
+
+    let loads_a = li < 128u;
+    let loads = li < 160u;
+    var q = li % 16u;
+    var kq = li / 16u;
+    if (!loads_a) {
+        q = (li - 128u) % 4u;
+        kq = (li - 128u) / 4u;
+    }
+    var blk: array<vec4<f32>, 4>;
+    if (loads_a) {
+        blk = a_block(a_base, t.y + q * 4u, kq * 4u);
+    } else if (loads) {
+        blk = b_block(b_base, kq * 4u, t.z + q * 4u);
+    }
+    for (var k0 = 0u; k0 < p.inner; k0 += N_TK) {
+        if (loads_a) {
+            stage_n(kq * 64u + q, 16u, blk);
+        } else if (loads) {
+            stage_n(N_B + kq * 16u + q, 4u, blk);
+        }
+        workgroupBarrier();
+        let k1 = k0 + N_TK;
+        if (k1 < p.inner) {
+            if (loads_a) {
+                blk = a_block(a_base, t.y + q * 4u, k1 + kq * 4u);
+            } else if (loads) {
+                blk = b_block(b_base, k1 + kq * 4u, t.z + q * 4u);
+            }
+        }
+        // This group's 8 k of the slice, those with data.
+        let depth = min(N_TK, p.inner - k0);
+        let mine = min(8u, depth - min(depth, g * 8u));
+        let nq = (mine + 3u) / 4u;
+        for (var s = 0u; s < nq; s++) {
+            for (var u = 0u; u < 4u; u++) {
+                let kk = g * 8u + s * 4u + u;
+                let av = sn[kk * 16u + tr];
+                let bv = sn[N_B + kk * 4u + tc];
+                acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+                acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+                acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+                acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
+            }
+        }
+        workgroupBarrier();
+    }
+
+    // Sum the four k groups' partial tiles.
+    if (g > 0u) {
+        let at = (g - 1u) * 256u + w;
+        sn[at] = acc[0];
+        sn[at + 64u] = acc[1];
+        sn[at + 128u] = acc[2];
+        sn[at + 192u] = acc[3];
+    }
+    workgroupBarrier();
+    if (g == 0u) {
+        for (var o = 0u; o < 3u; o++) {
+            let at = o * 256u + w;
+            acc[0] += sn[at];
+            acc[1] += sn[at + 64u];
+            acc[2] += sn[at + 128u];
+            acc[3] += sn[at + 192u];
+        }
+        let c_base = p.c_off + t.x * p.c_bs;
+        let r0 = t.y + tr * 4u;
+        let c0 = t.z + tc * 4u;
+        store4(c_base, r0, c0, acc[0]);
+        store4(c_base, r0 + 1u, c0, acc[1]);
+        store4(c_base, r0 + 2u, c0, acc[2]);
+        store4(c_base, r0 + 3u, c0, acc[3]);
     }
 }

@@ -391,6 +391,9 @@ fn lora_shapes(sizes: Sizes) -> Vec<(usize, usize, usize, usize, usize)> {
     } else {
         v.push((4, 130, 129, 67, 8));
         v.push((8, 67, 300, 257, 16));
+        // 128×128 tiles of the wgpu fused kernels: ragged on both sides, particle boundaries
+        // inside a tile (per-particle x), r = 5 so 4-rank steps straddle particles.
+        v.push((3, 200, 250, 250, 5));
     }
     v
 }
@@ -454,6 +457,12 @@ pub fn cases(op: &str, sizes: Sizes, rng: &mut Rng) -> Vec<Case> {
             ];
             if sizes != Sizes::Small {
                 shapes.push((4, 130, 257, 129));
+                // Tiles of the wgpu kernels: a narrow product (n ≤ 16) and a short one (m ≤ 16)
+                // over several split-k slices, and one big enough for 128×128 tiles with a
+                // ragged edge on every side.
+                shapes.push((2, 70, 5, 100));
+                shapes.push((2, 3, 70, 45));
+                shapes.push((1, 1030, 1027, 19));
             }
             for (kb, m, n, kk) in shapes {
                 for ta in [false, true] {

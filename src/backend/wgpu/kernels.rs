@@ -44,9 +44,12 @@ impl Family {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     LoraForward,
+    LoraForward128,
     LoraDx,
-    Matmul,
-    MatmulSkinny,
+    LoraDx128,
+    GemmTiled,
+    GemmTiled128,
+    GemmNarrowSplitK,
     SqdistPartial,
     SqdistFinalize,
     RbfFromSqdist,
@@ -87,9 +90,12 @@ impl Kernel {
         use Family::*;
         let (family, entry, reads, writes) = match self {
             Kernel::LoraForward => (Lora, "lora_forward", 5, 1),
+            Kernel::LoraForward128 => (Lora, "lora_forward_128", 5, 1),
             Kernel::LoraDx => (Lora, "lora_dx", 4, 1),
-            Kernel::Matmul => (Matmul, "matmul", 2, 1),
-            Kernel::MatmulSkinny => (Matmul, "matmul_skinny", 2, 1),
+            Kernel::LoraDx128 => (Lora, "lora_dx_128", 4, 1),
+            Kernel::GemmTiled => (Matmul, "gemm_tiled", 2, 1),
+            Kernel::GemmTiled128 => (Matmul, "gemm_tiled_128", 2, 1),
+            Kernel::GemmNarrowSplitK => (Matmul, "gemm_narrow_splitk", 2, 1),
             Kernel::SqdistPartial => (Svgd, "sqdist_partial", 1, 1),
             Kernel::SqdistFinalize => (Svgd, "sqdist_finalize", 1, 1),
             Kernel::RbfFromSqdist => (Svgd, "rbf_from_sqdist", 1, 1),
@@ -105,12 +111,16 @@ impl Kernel {
             Kernel::EnsembleStats => (Softmax, "ensemble_stats", 1, 4),
         };
         let params = match self {
-            Kernel::LoraForward | Kernel::LoraDx | Kernel::Matmul | Kernel::MatmulSkinny => {
-                ParamsIn::Storage
-            }
-            Kernel::SqdistPartial | Kernel::SqdistFinalize | Kernel::SvgdDirection => {
-                ParamsIn::Storage
-            }
+            Kernel::LoraForward
+            | Kernel::LoraForward128
+            | Kernel::LoraDx
+            | Kernel::LoraDx128
+            | Kernel::GemmTiled
+            | Kernel::GemmTiled128
+            | Kernel::GemmNarrowSplitK
+            | Kernel::SqdistPartial
+            | Kernel::SqdistFinalize
+            | Kernel::SvgdDirection => ParamsIn::Storage,
             _ => ParamsIn::Uniform,
         };
         Spec {

@@ -1,15 +1,31 @@
-//! Host side of `shaders/lora.wgsl`: `lora_forward` (h on the matmul kernel, then the fused
-//! base + low-rank pass) and `lora_backward` (g, d_lora_b, d_lora_a on the matmul kernel,
-//! then the fused dx pass), each one submission.
+//! Host side of `shaders/lora.wgsl`: `lora_forward` (h on the matmul kernels, for a shared
+//! x as one product over the K particles' stacked A, then the fused base + low-rank pass)
+//! and `lora_backward` (g, d_lora_b, d_lora_a on the matmul kernels, then the fused dx
+//! pass), each one submission. The fused passes run on 64×64 tiles, or on the 128×128
+//! `_128` variants where the GEMMs would take `gemm_tiled_128`.
 
 use super::kernels::{Kernel, Params, Step};
-use super::matmul::{self, Gemm, Operand};
-use super::{bind, storage, storage_mut, tensor, WgpuBackend};
+use super::matmul::{self, Gemm, Groups, Operand};
+use super::{bind, bind4, storage, storage_mut, tensor, WgpuBackend};
 use crate::backend::{LoraBackwardArgs, LoraForwardArgs};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-const TILE: usize = 64;
+/// The fused kernel and its square tile for a `rows × cols` output: the 128×128 variants
+/// (8×8 per invocation) where [`matmul::prefers_128`] says so, else 64×64.
+fn fused(
+    be: &WgpuBackend,
+    rows: usize,
+    cols: usize,
+    small: Kernel,
+    big: Kernel,
+) -> (Kernel, usize) {
+    if matmul::prefers_128(rows, cols, 1, be.min_big_tiles()) {
+        (big, 128)
+    } else {
+        (small, 64)
+    }
+}
 
 pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
     let op = "lora_forward";
@@ -23,34 +39,64 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
     let h = be.alloc(d.k * d.m * d.r)?;
     let y = be.alloc(d.k * d.m * d.o)?;
 
-    // h_k = x_k A_kᵀ: [M, I] · [r, I]ᵀ.
-    let h_step = matmul::step(
-        &Gemm {
-            batch: d.k,
-            m: d.m,
-            n: d.r,
-            inner: d.i,
-            trans_a: false,
-            trans_b: true,
-            alpha: 1.0,
-        },
-        Operand {
-            binding: bind(x),
-            offset: 0,
-            stride: if d.x_shared { 0 } else { d.m * d.i },
-        },
-        Operand {
-            binding: bind(a),
-            offset: args.a.offset,
-            stride: args.a.stride,
-        },
-        Operand {
-            binding: bind(&h),
-            offset: 0,
-            stride: d.m * d.r,
-        },
-    );
-    let (tiles_rows, tiles_cols) = (rows.div_ceil(TILE), d.o.div_ceil(TILE));
+    // h_k = x_k A_kᵀ: [M, I] · [r, I]ᵀ. For a shared x, one product x [A_0; …; A_K-1]ᵀ
+    // ([M, I] · [I, K·r], the A rows read through the arena stride, h written as [K, M, r]);
+    // for a per-particle x, a batch of K.
+    let x_op = Operand {
+        binding: bind4(x),
+        offset: 0,
+        stride: if d.x_shared { 0 } else { d.m * d.i },
+    };
+    let a_op = Operand {
+        binding: bind4(a),
+        offset: args.a.offset,
+        stride: args.a.stride,
+    };
+    let h_op = Operand {
+        binding: bind(&h),
+        offset: 0,
+        stride: d.m * d.r,
+    };
+    let h_step = if d.x_shared {
+        matmul::step_with(
+            be,
+            &Gemm {
+                batch: 1,
+                m: d.m,
+                n: d.k * d.r,
+                inner: d.i,
+                trans_a: false,
+                trans_b: true,
+                alpha: 1.0,
+            },
+            x_op,
+            a_op,
+            h_op,
+            Some(Groups {
+                cols: d.r,
+                b_stride: args.a.stride,
+                c_stride: d.m * d.r,
+            }),
+        )
+    } else {
+        matmul::step(
+            be,
+            &Gemm {
+                batch: d.k,
+                m: d.m,
+                n: d.r,
+                inner: d.i,
+                trans_a: false,
+                trans_b: true,
+                alpha: 1.0,
+            },
+            x_op,
+            a_op,
+            h_op,
+        )
+    };
+    let (kernel, tile) = fused(be, rows, d.o, Kernel::LoraForward, Kernel::LoraForward128);
+    let (tiles_rows, tiles_cols) = (rows.div_ceil(tile), d.o.div_ceil(tile));
     let params = Params::default()
         .u(d.k)
         .u(d.m)
@@ -66,15 +112,15 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
         .u(tiles_cols)
         .f(args.scale);
     let y_step = Step {
-        kernel: Kernel::LoraForward,
+        kernel,
         params,
         // Without a bias, the weight stands in for the unused bias binding.
         bindings: vec![
-            bind(x),
-            bind(w),
+            bind4(x),
+            bind4(w),
+            bind4(b),
+            bind4(&h),
             bind(bias.unwrap_or(w)),
-            bind(b),
-            bind(&h),
             bind(&y),
         ],
         groups: (tiles_rows * tiles_cols) as u64,
@@ -105,18 +151,23 @@ pub fn backward(
         None
     };
     let dy_blocks = Operand {
-        binding: bind(dy),
+        binding: bind4(dy),
         offset: 0,
         stride: d.m * d.o,
     };
-    let g_blocks = Operand {
+    let g_out = Operand {
         binding: bind(&g),
         offset: 0,
         stride: d.m * d.r,
     };
+    let g_blocks = Operand {
+        binding: bind4(&g),
+        ..g_out
+    };
     let mut steps = vec![
         // g_k = dy_k B_k: [M, O] · [O, r].
         matmul::step(
+            be,
             &Gemm {
                 batch: d.k,
                 m: d.m,
@@ -128,14 +179,15 @@ pub fn backward(
             },
             dy_blocks,
             Operand {
-                binding: bind(b),
+                binding: bind4(b),
                 offset: args.b.offset,
                 stride: args.b.stride,
             },
-            g_blocks,
+            g_out,
         ),
         // d_lora_b_k = s · dy_kᵀ h_k: [O, M] · [M, r].
         matmul::step(
+            be,
             &Gemm {
                 batch: d.k,
                 m: d.o,
@@ -147,7 +199,7 @@ pub fn backward(
             },
             dy_blocks,
             Operand {
-                binding: bind(h),
+                binding: bind4(h),
                 offset: 0,
                 stride: d.m * d.r,
             },
@@ -159,6 +211,7 @@ pub fn backward(
         ),
         // d_lora_a_k = s · g_kᵀ x_k: [r, M] · [M, I].
         matmul::step(
+            be,
             &Gemm {
                 batch: d.k,
                 m: d.r,
@@ -170,7 +223,7 @@ pub fn backward(
             },
             g_blocks,
             Operand {
-                binding: bind(x),
+                binding: bind4(x),
                 offset: 0,
                 stride: if d.x_shared { 0 } else { d.m * d.i },
             },
@@ -182,7 +235,8 @@ pub fn backward(
         ),
     ];
     if let Some(dx) = &dx {
-        let (tiles_rows, tiles_cols) = (rows.div_ceil(TILE), d.i.div_ceil(TILE));
+        let (kernel, tile) = fused(be, rows, d.i, Kernel::LoraDx, Kernel::LoraDx128);
+        let (tiles_rows, tiles_cols) = (rows.div_ceil(tile), d.i.div_ceil(tile));
         let params = Params::default()
             .u(d.k)
             .u(d.m)
@@ -190,6 +244,7 @@ pub fn backward(
             .u(d.o)
             .u(d.r)
             .u(d.x_shared as usize)
+            .u(0)
             .u(rows)
             .u(args.a.offset)
             .u(args.a.stride)
@@ -197,9 +252,9 @@ pub fn backward(
             .u(tiles_cols)
             .f(args.scale);
         steps.push(Step {
-            kernel: Kernel::LoraDx,
+            kernel,
             params,
-            bindings: vec![bind(dy), bind(w), bind(a), bind(&g), bind(dx)],
+            bindings: vec![bind4(dy), bind4(w), bind4(a), bind4(&g), bind(dx)],
             groups: (tiles_rows * tiles_cols) as u64,
         });
     }

@@ -1,16 +1,20 @@
 //! Host side of `shaders/matmul.wgsl`: the general batched GEMM, also used for the small
 //! products of `lora_forward` / `lora_backward`.
+//!
+//! One dispatch per product, on one of three kernels (see the shader's header):
+//! `gemm_narrow_splitk` for products at most 16 columns wide (or, computed as `cᵀ = op(b)ᵀ
+//! op(a)ᵀ`, at most 16 rows tall), `gemm_tiled_128` for big ones, `gemm_tiled` otherwise.
 
 use super::kernels::{Binding, Kernel, Params, Step};
-use super::{bind, storage, storage_mut, WgpuBackend};
+use super::{bind4, storage, storage_mut, WgpuBackend};
 use crate::backend::MatmulArgs;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// Output tiles (rows × columns) of `matmul` and of `matmul_skinny`, which takes products
-/// at most 16 columns wide (the r-wide LoRA products) so that fewer lanes idle.
+/// Output tiles (rows × columns) of each kernel.
 const TILE: (usize, usize) = (64, 64);
-const SKINNY_TILE: (usize, usize) = (128, 16);
+const TILE_128: (usize, usize) = (128, 128);
+const NARROW_TILE: (usize, usize) = (64, 16);
 
 /// A buffer with per-batch blocks at `offset + b · stride` (stride 0: shared).
 #[derive(Clone, Copy)]
@@ -31,36 +35,130 @@ pub struct Gemm {
     pub alpha: f32,
 }
 
-/// One dispatch of the matmul kernel; `c` is written, never accumulated into.
-pub fn step<'a>(g: &Gemm, a: Operand<'a>, b: Operand<'a>, c: Operand<'a>) -> Step<'a> {
-    let (kernel, (tm, tn)) = if g.n <= SKINNY_TILE.1 {
-        (Kernel::MatmulSkinny, SKINNY_TILE)
+/// Columns of `op(b)` and of `c` taken `cols` at a time from separate places: column `j`
+/// of `op(b)` is row `j % cols` of the `[cols, inner]` block at `b.offset + (j / cols) ·
+/// b_stride` (`trans_b` layout), and `c[i, j]` is at `c.offset + (j / cols) · c_stride + i ·
+/// cols + j % cols`. This is how the stacked `h = x [A_0; …; A_K-1]ᵀ` of a shared `x` reads
+/// the particles' A through the arena and writes `h` as `[K, M, r]`.
+#[derive(Clone, Copy)]
+pub struct Groups {
+    pub cols: usize,
+    pub b_stride: usize,
+    pub c_stride: usize,
+}
+
+/// Every operand as strides, as the kernel reads them (see the shader's header).
+struct Layout {
+    m: usize,
+    n: usize,
+    a: [usize; 4], // off, batch stride, row stride, k stride
+    b: [usize; 6], // off, batch stride, k stride, column stride, group, group stride
+    c: [usize; 6], // off, batch stride, row stride, column stride, group, group stride
+}
+
+impl Layout {
+    fn new(g: &Gemm, a: &Operand, b: &Operand, c: &Operand, groups: Option<Groups>) -> Layout {
+        let (a_rs, a_ks) = if g.trans_a { (1, g.m) } else { (g.inner, 1) };
+        let (b_ks, b_cs) = if g.trans_b { (1, g.inner) } else { (g.n, 1) };
+        let (b_grp, b_gs, c_rs, c_grp, c_gs) = match groups {
+            Some(gr) => (gr.cols, gr.b_stride, gr.cols, gr.cols, gr.c_stride),
+            None => (g.n, 0, g.n, g.n, 0),
+        };
+        Layout {
+            m: g.m,
+            n: g.n,
+            a: [a.offset, a.stride, a_rs, a_ks],
+            b: [b.offset, b.stride, b_ks, b_cs, b_grp.max(1), b_gs],
+            c: [c.offset, c.stride, c_rs, 1, c_grp.max(1), c_gs],
+        }
+    }
+
+    /// The same product as `cᵀ = op(b)ᵀ op(a)ᵀ`: rows and columns swap roles (only for
+    /// ungrouped layouts). The operand buffers swap bindings too, see [`step_with`].
+    fn transposed(&self) -> Layout {
+        let [ao, abs, ars, aks] = self.a;
+        let [bo, bbs, bks, bcs, ..] = self.b;
+        let [co, cbs, crs, ccs, ..] = self.c;
+        Layout {
+            m: self.n,
+            n: self.m,
+            a: [bo, bbs, bcs, bks],
+            b: [ao, abs, aks, ars, self.m.max(1), 0],
+            c: [co, cbs, ccs, crs, self.m.max(1), 0],
+        }
+    }
+}
+
+/// One dispatch of a matmul kernel; `c` is written, never accumulated into.
+pub fn step<'a>(
+    be: &WgpuBackend,
+    g: &Gemm,
+    a: Operand<'a>,
+    b: Operand<'a>,
+    c: Operand<'a>,
+) -> Step<'a> {
+    step_with(be, g, a, b, c, None)
+}
+
+/// [`step`] with the columns of `op(b)` and `c` in groups (see [`Groups`]).
+pub fn step_with<'a>(
+    be: &WgpuBackend,
+    g: &Gemm,
+    a: Operand<'a>,
+    b: Operand<'a>,
+    c: Operand<'a>,
+    groups: Option<Groups>,
+) -> Step<'a> {
+    // The kernels read grouped columns of op(b) along k only (see the shader's b_block).
+    debug_assert!(
+        groups.is_none() || g.trans_b,
+        "grouped columns need trans_b"
+    );
+    let mut layout = Layout::new(g, &a, &b, &c, groups);
+    let (mut ab, mut bb) = (a.binding, b.binding);
+    // A short, wide product (at most 16 rows) runs on the narrow kernel as its transpose.
+    if groups.is_none() && g.m <= NARROW_TILE.1 && g.n > NARROW_TILE.1 {
+        layout = layout.transposed();
+        std::mem::swap(&mut ab, &mut bb);
+    }
+    let (m, n) = (layout.m, layout.n);
+    let (kernel, (tm, tn)) = if n <= NARROW_TILE.1 {
+        (Kernel::GemmNarrowSplitK, NARROW_TILE)
+    } else if prefers_128(m, n, g.batch, be.min_big_tiles()) {
+        (Kernel::GemmTiled128, TILE_128)
     } else {
-        (Kernel::Matmul, TILE)
+        (Kernel::GemmTiled, TILE)
     };
-    let (tiles_m, tiles_n) = (g.m.div_ceil(tm), g.n.div_ceil(tn));
-    let params = Params::default()
-        .u(g.m)
-        .u(g.n)
-        .u(g.inner)
-        .u(g.batch)
-        .u(a.offset)
-        .u(a.stride)
-        .u(b.offset)
-        .u(b.stride)
-        .u(c.offset)
-        .u(c.stride)
-        .u(g.trans_a as usize)
-        .u(g.trans_b as usize)
-        .f(g.alpha)
-        .u(tiles_m)
-        .u(tiles_n);
+    let (tiles_m, tiles_n) = (m.div_ceil(tm), n.div_ceil(tn));
+    let mut params = Params::default().u(m).u(n).u(g.inner).u(g.batch);
+    for v in layout.a.iter().chain(&layout.b[..4]) {
+        params = params.u(*v);
+    }
+    // b group, b group stride, c group, c group stride, then c's offset and strides.
+    params = params
+        .u(layout.b[4])
+        .u(layout.b[5])
+        .u(layout.c[4])
+        .u(layout.c[5]);
+    for v in &layout.c[..4] {
+        params = params.u(*v);
+    }
+    let params = params.f(g.alpha).u(tiles_m).u(tiles_n);
     Step {
         kernel,
         params,
-        bindings: vec![a.binding, b.binding, c.binding],
+        bindings: vec![ab, bb, c.binding],
         groups: (tiles_m * tiles_n * g.batch) as u64,
     }
+}
+
+/// 128×128 tiles (8×8 per invocation) rather than 64×64 ones when they waste at most 1/8
+/// more work in padding and there are at least `min_tiles` of them (`batch` products of
+/// `m × n`). Also used for `lora_forward` / `lora_dx`.
+pub fn prefers_128(m: usize, n: usize, batch: usize, min_tiles: usize) -> bool {
+    let padded = |t: usize| m.div_ceil(t) * t * n.div_ceil(t) * t;
+    let tiles = m.div_ceil(128) * n.div_ceil(128) * batch;
+    m >= 128 && n >= 128 && tiles >= min_tiles && 8 * padded(128) <= 9 * padded(64)
 }
 
 pub fn matmul(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
@@ -78,19 +176,20 @@ pub fn matmul(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<(
         alpha: args.alpha,
     };
     let s = step(
+        be,
         &gemm,
         Operand {
-            binding: bind(a),
+            binding: bind4(a),
             offset: args.a.offset,
             stride: args.a.stride,
         },
         Operand {
-            binding: bind(b),
+            binding: bind4(b),
             offset: args.b.offset,
             stride: args.b.stride,
         },
         Operand {
-            binding: bind(c),
+            binding: super::bind(c),
             offset: args.out.offset,
             stride: args.out.stride,
         },

@@ -128,6 +128,18 @@ impl WgpuBackend {
         self.ctx.gpu.limits.clone()
     }
 
+    /// How many 128×128 tiles a product needs before the GEMM-family kernels take their
+    /// 128-tile variants: on a GPU enough to fill it with 64 workgroups; on a CPU adapter
+    /// (lavapipe) any number, since there the bigger register block is faster whenever its
+    /// padding costs little (measured: `benches/RESULTS.md`, "WGSL GEMM family").
+    fn min_big_tiles(&self) -> usize {
+        if self.ctx.gpu.info.device_type == wgpu::DeviceType::Cpu {
+            1
+        } else {
+            64
+        }
+    }
+
     fn alloc(&self, len: usize) -> Result<WgpuStorage> {
         WgpuStorage::new(&self.ctx, len)
     }
@@ -198,6 +210,17 @@ fn bind(s: &WgpuStorage) -> Binding<'_> {
     Binding {
         buffer: s.buffer(),
         bytes: s.binding_bytes(),
+    }
+}
+
+/// A binding for a kernel that reads the storage as `array<vec4<f32>>` (the GEMM family):
+/// its size rounded up to 16 bytes, so that the last partial vec4 is addressable. Pooled
+/// buffers are at least 256 bytes and a power of two (or a multiple of 256) long, so the
+/// rounded binding stays inside the buffer; the kernels never use the padding values.
+fn bind4(s: &WgpuStorage) -> Binding<'_> {
+    Binding {
+        buffer: s.buffer(),
+        bytes: s.binding_bytes().div_ceil(16) * 16,
     }
 }
 

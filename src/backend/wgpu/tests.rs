@@ -124,6 +124,55 @@ fn lora_through_unaligned_arena_views() {
     }
 }
 
+/// A batched product of more workgroups than one dispatch dimension holds (one 64×16 tile
+/// per block: 65 600 workgroups), at an odd output offset; a short wide block (1×17), so the
+/// narrow kernel computes cᵀ. About 15 s on lavapipe.
+#[test]
+fn gemm_past_the_dispatch_limit() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let mut rng = Rng::new(Rng::fresh_seed());
+    for (batch, m, n, inner) in [(65_600, 1, 17, 2)] {
+        let a = rng.normal_vec(batch * m * inner);
+        let b = rng.normal_vec(inner * n);
+        let mut results = Vec::new();
+        for be in [&CpuBackend::new() as &dyn Backend, &gpu] {
+            let at = be.upload(&[batch, inner, m], &a).unwrap();
+            let bt = be.upload(&[inner, n], &b).unwrap();
+            let mut out = be.zeros(&[batch * m * n + 3]).unwrap();
+            let args = MatmulArgs {
+                batch,
+                m,
+                n,
+                inner,
+                a: Strided {
+                    tensor: &at,
+                    offset: 0,
+                    stride: m * inner,
+                },
+                b: Strided {
+                    tensor: &bt,
+                    offset: 0,
+                    stride: 0,
+                },
+                trans_a: true,
+                trans_b: false,
+                alpha: 0.75,
+                out: OutSlot {
+                    offset: 3,
+                    stride: m * n,
+                },
+            };
+            be.matmul(&args, &mut out).unwrap();
+            results.push(be.download(&out).unwrap());
+        }
+        assert_close(
+            &format!("matmul batch {batch} m {m} n {n}"),
+            &results[1],
+            &results[0],
+        );
+    }
+}
+
 /// A batched product written into a slot of a larger tensor leaves the rest untouched.
 #[test]
 fn matmul_writes_only_its_slot() {
