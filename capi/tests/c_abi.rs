@@ -11,17 +11,17 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Where cargo put `libbella_capi.so` for this test run: the profile directory above the
-/// test binary's `deps/`.
+/// Where cargo put `libbella_capi.so` for this test run: `cargo test` leaves it in `deps/`
+/// beside the test binary; `cargo build` copies it up into the profile directory.
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    assert!(
-        dir.join("libbella_capi.so").exists(),
-        "no libbella_capi.so in {}",
-        dir.display()
-    );
-    dir
+    let deps = exe.parent().unwrap().to_path_buf();
+    let up = deps.parent().unwrap().to_path_buf();
+    let found = [&deps, &up]
+        .into_iter()
+        .find(|d| d.join("libbella_capi.so").exists())
+        .cloned();
+    found.unwrap_or_else(|| panic!("no libbella_capi.so in {} or above", deps.display()))
 }
 
 fn run(cmd: &mut Command) -> String {
