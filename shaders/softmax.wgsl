@@ -18,14 +18,14 @@ struct StatsParams {
 
 const THREADS: u32 = 256u;
 
-// xent_rows: per-row loss and dlogits.
+// softmax_xent_rows: per-row loss and dlogits.
 @group(0) @binding(0) var<uniform> xp: XentParams;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(4) var<storage, read_write> row_loss: array<f32>;
 
-// xent_mean: loss[k] = mean over M of the row losses.
+// row_mean: loss[k] = mean over M of the row losses.
 @group(0) @binding(1) var<storage, read> row_loss_in: array<f32>;
 @group(0) @binding(2) var<storage, read_write> loss: array<f32>;
 
@@ -73,7 +73,7 @@ fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 // Row (k, m): loss = log Σ exp(z − max) + max − z[label]; dlogits = (softmax − onehot) / M.
 @compute @workgroup_size(256)
-fn xent_rows(
+fn softmax_xent_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
@@ -105,7 +105,7 @@ fn xent_rows(
 
 // One workgroup per particle: loss[k] = (1/M) Σ_m row_loss[k, m].
 @compute @workgroup_size(256)
-fn xent_mean(
+fn row_mean(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,

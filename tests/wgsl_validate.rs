@@ -117,3 +117,64 @@ fn validators_reject_a_broken_shader() {
     }
     let _ = std::fs::remove_file(&bad);
 }
+
+/// Names after `marker` (`@compute` … `fn NAME(` in WGSL, `.entry NAME(` in PTX) in `text`.
+fn entries(text: &str, wgsl: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after_compute = false;
+    for line in text.lines() {
+        let l = line.trim_start();
+        if wgsl {
+            if l.starts_with("@compute") {
+                after_compute = true;
+            }
+            if after_compute {
+                if let Some(rest) = l.split("fn ").nth(1).filter(|_| l.contains("fn ")) {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    out.push(name);
+                    after_compute = false;
+                }
+            }
+        } else if let Some(rest) = l.strip_prefix(".visible .entry ") {
+            out.push(
+                rest.chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// One name per thing: each WGSL entry of a family is named as the PTX entry of the same
+/// family file, except the entries that have no PTX counterpart, listed here with why.
+#[test]
+fn wgsl_entries_carry_the_ptx_names() {
+    // WGSL-only: the PTX `lora_forward` is one entry with modes and its `dx` runs on
+    // `gemm_tiled`; the WGSL splits them (and a 128-tile variant of each); the narrow split-k
+    // GEMM has no PTX twin.
+    const WGSL_ONLY: [&str; 4] = [
+        "lora_dx",
+        "lora_forward_128",
+        "lora_dx_128",
+        "gemm_narrow_splitk",
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in FAMILIES {
+        let read = |p: PathBuf| {
+            std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        };
+        let wgsl = entries(&read(root.join(format!("shaders/{f}.wgsl"))), true);
+        let ptx = entries(&read(root.join(format!("kernels/{f}.ptx"))), false);
+        assert!(!wgsl.is_empty() && !ptx.is_empty(), "{f}: no entries found");
+        for e in &wgsl {
+            assert!(
+                ptx.contains(e) || WGSL_ONLY.contains(&e.as_str()),
+                "shaders/{f}.wgsl entry `{e}` is not an entry of kernels/{f}.ptx ({ptx:?})"
+            );
+        }
+    }
+}

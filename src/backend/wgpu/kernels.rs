@@ -60,8 +60,8 @@ pub enum Kernel {
     GeluForward,
     GeluBackward,
     Axpby,
-    XentRows,
-    XentMean,
+    SoftmaxXentRows,
+    RowMean,
     EnsembleStats,
 }
 
@@ -106,8 +106,8 @@ impl Kernel {
             Kernel::GeluForward => (Activation, "gelu_forward", 1, 1),
             Kernel::GeluBackward => (Activation, "gelu_backward", 2, 1),
             Kernel::Axpby => (Activation, "axpby", 2, 1),
-            Kernel::XentRows => (Softmax, "xent_rows", 2, 2),
-            Kernel::XentMean => (Softmax, "xent_mean", 1, 1),
+            Kernel::SoftmaxXentRows => (Softmax, "softmax_xent_rows", 2, 2),
+            Kernel::RowMean => (Softmax, "row_mean", 1, 1),
             Kernel::EnsembleStats => (Softmax, "ensemble_stats", 1, 4),
         };
         let params = match self {

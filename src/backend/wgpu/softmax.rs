@@ -25,13 +25,13 @@ pub fn xent(
     let params = || Params::default().u(k).u(m).u(c).f(1.0 / m as f32);
     let steps = [
         Step {
-            kernel: Kernel::XentRows,
+            kernel: Kernel::SoftmaxXentRows,
             params: params(),
             bindings: vec![bind(z), bind(lab), bind(&dlogits), bind(&row_loss)],
             groups: (k * m) as u64,
         },
         Step {
-            kernel: Kernel::XentMean,
+            kernel: Kernel::RowMean,
             params: params(),
             bindings: vec![bind(&row_loss), bind(&loss)],
             groups: k as u64,
