@@ -1,15 +1,14 @@
-//! Elementwise kernels: activations and `axpby` (kernels/activation.ptx), AdamW
-//! (kernels/optim.ptx). Each thread owns groups of 4 elements.
+//! Elementwise kernels: activations, `axpby` and `sum_blocks` (kernels/activation.ptx).
+//! Each thread owns groups of 4 elements.
 
 use super::driver::{Driver, Param};
-use super::modules::{grid_1d, u32_of, ACTIVATION, BLOCK, OPTIM};
+use super::modules::{grid_1d, u32_of, ACTIVATION, BLOCK};
 use super::{ptr, PtxBackend};
-use crate::backend::AdamW;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// Grid for `n` elements in groups of 4 per thread.
-fn grid<D: Driver>(be: &PtxBackend<D>, n: usize) -> super::driver::LaunchConfig {
+/// Grid for `n` elements in groups of 4 per thread (also AdamW's, `optim.rs`).
+pub(super) fn grid<D: Driver>(be: &PtxBackend<D>, n: usize) -> super::driver::LaunchConfig {
     grid_1d(be.props(), n.div_ceil(4).div_ceil(BLOCK as usize), 16)
 }
 
@@ -105,48 +104,4 @@ pub fn axpby<D: Driver>(
         )?;
     }
     be.tensor(x.shape(), out)
-}
-
-pub fn adamw<D: Driver>(
-    be: &PtxBackend<D>,
-    param: &mut Tensor,
-    grad: &Tensor,
-    m: &mut Tensor,
-    v: &mut Tensor,
-    hp: &AdamW,
-) -> Result<()> {
-    let n = param.numel();
-    if n == 0 {
-        return Ok(());
-    }
-    let g = be.buf(grad)?;
-    let p = be.buf_mut(param)?;
-    let mb = be.buf_mut(m)?;
-    let vb = be.buf_mut(v)?;
-    let mut params = vec![
-        ptr(p),
-        ptr(g),
-        ptr(mb),
-        ptr(vb),
-        Param::U32(u32_of("adamw_step", "n", n)?),
-    ];
-    params.extend(adamw_params(hp));
-    be.launch(OPTIM, "adamw_step", grid(be, n), &params)
-}
-
-/// AdamW's scalar parameters as `adamw_step` and the fused SVGD step take them, in order:
-/// `lr, beta1, beta2, eps, decay = 1 − lr·wd, bc1 = 1 − β1ᵗ, bc2 = 1 − β2ᵗ` (the
-/// corrections in f64, as the CPU reference).
-pub fn adamw_params<'a, B>(hp: &AdamW) -> [Param<'a, B>; 7] {
-    let (bc1, bc2) = hp.bias_corrections();
-    let decay = 1.0 - hp.lr * hp.weight_decay;
-    [
-        Param::F32(hp.lr),
-        Param::F32(hp.beta1),
-        Param::F32(hp.beta2),
-        Param::F32(hp.eps),
-        Param::F32(decay),
-        Param::F32(bc1),
-        Param::F32(bc2),
-    ]
 }

@@ -11,6 +11,7 @@ mod gemm;
 pub mod gemm_mma;
 mod lora;
 mod modules;
+mod optim;
 mod softmax;
 mod storage;
 mod svgd;
@@ -229,7 +230,7 @@ impl<D: Driver> Backend for PtxBackend<D> {
         v: &mut Tensor,
         hp: &AdamW,
     ) -> Result<()> {
-        activation::adamw(self, param, grad, m, v, hp)
+        optim::adamw(self, param, grad, m, v, hp)
     }
 
     unsafe fn svgd_step_unchecked(
@@ -248,7 +249,7 @@ impl<D: Driver> Backend for PtxBackend<D> {
             // No fused kernel past the tiled direction's K: the two ops.
             let phi = svgd::direction(self, theta, score, kernel, k, d, bandwidth)?;
             let g = activation::axpby(self, grad_scale, &phi, 0.0, &phi)?;
-            return activation::adamw(self, theta, &g, m, v, hp);
+            return optim::adamw(self, theta, &g, m, v, hp);
         }
         let step = svgd::FusedStep {
             grad_scale,

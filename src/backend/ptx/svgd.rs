@@ -6,9 +6,9 @@
 //! `svgd_direction`) read theta (and score) once; above it the per-pair / per-output kernels
 //! (`sqdist_partial_pairs`, `svgd_direction_per_output`), which re-read rows, take over.
 
-use super::activation::adamw_params;
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, BLOCK, SVGD};
+use super::optim::adamw_params;
 use super::{ptr, PtxBackend};
 use crate::backend::AdamW;
 use crate::error::Result;

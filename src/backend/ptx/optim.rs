@@ -1,0 +1,55 @@
+//! `adamw_step` (kernels/optim.ptx): one AdamW step in place over the whole arena; each
+//! thread owns groups of 4 elements (the grid of `activation.rs`).
+
+use super::activation::grid;
+use super::driver::{Driver, Param};
+use super::modules::{u32_of, OPTIM};
+use super::{ptr, PtxBackend};
+use crate::backend::AdamW;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// `adamw_step` on checked tensors: `param`, `m`, `v` updated in place with gradient `grad`.
+pub fn adamw<D: Driver>(
+    be: &PtxBackend<D>,
+    param: &mut Tensor,
+    grad: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    hp: &AdamW,
+) -> Result<()> {
+    let n = param.numel();
+    if n == 0 {
+        return Ok(());
+    }
+    let g = be.buf(grad)?;
+    let p = be.buf_mut(param)?;
+    let mb = be.buf_mut(m)?;
+    let vb = be.buf_mut(v)?;
+    let mut params = vec![
+        ptr(p),
+        ptr(g),
+        ptr(mb),
+        ptr(vb),
+        Param::U32(u32_of("adamw_step", "n", n)?),
+    ];
+    params.extend(adamw_params(hp));
+    be.launch(OPTIM, "adamw_step", grid(be, n), &params)
+}
+
+/// AdamW's scalar parameters as `adamw_step` and the fused SVGD step take them, in order:
+/// `lr, beta1, beta2, eps, decay = 1 − lr·wd, bc1 = 1 − β1ᵗ, bc2 = 1 − β2ᵗ` (the
+/// corrections in f64, as the CPU reference).
+pub fn adamw_params<'a, B>(hp: &AdamW) -> [Param<'a, B>; 7] {
+    let (bc1, bc2) = hp.bias_corrections();
+    let decay = 1.0 - hp.lr * hp.weight_decay;
+    [
+        Param::F32(hp.lr),
+        Param::F32(hp.beta1),
+        Param::F32(hp.beta2),
+        Param::F32(hp.eps),
+        Param::F32(decay),
+        Param::F32(bc1),
+        Param::F32(bc2),
+    ]
+}
