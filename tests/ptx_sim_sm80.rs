@@ -530,34 +530,9 @@ fn cp_async_checks_alignment_bounds_and_its_operands() {
 
 // ---- the syntax accepted is the real one
 
-fn find_ptxas() -> Option<std::path::PathBuf> {
-    use std::process::Command;
-    let runs = |p: &std::path::Path| {
-        Command::new(p)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if let Some(p) = std::env::var_os("PTXAS") {
-        return Some(p.into()).filter(|p: &std::path::PathBuf| runs(p));
-    }
-    let wheel = Command::new("python3")
-        .args([
-            "-c",
-            "import nvidia.cuda_nvcc as m, os; print(os.path.join(list(m.__path__)[0], 'bin', 'ptxas'))",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    wheel
-        .filter(|p| runs(p))
-        .or_else(|| Some("ptxas".into()).filter(|p: &std::path::PathBuf| runs(p)))
-}
-
 #[test]
 fn the_kernels_here_assemble_for_sm80_and_sm90() {
-    let Some(ptxas) = find_ptxas() else {
+    let Some(ptxas) = bella::profile::ptxas::find() else {
         println!("notice: ptxas not found; skipping");
         return;
     };

@@ -533,11 +533,20 @@ pub trait Backend: Send + Sync {
         v: &mut Tensor,
         hp: &AdamW,
     ) -> Result<()> {
-        // SAFETY: the caller's checks cover the three ops (same shapes, φ and g budgeted).
+        // SAFETY: the caller's contract is this function's.
         unsafe {
-            let phi = self.svgd_direction_unchecked(theta, score, kernel, k, d, bandwidth)?;
-            let g = self.axpby_unchecked(grad_scale, &phi, 0.0, &phi)?;
-            self.adamw_step_unchecked(theta, &g, m, v, hp)
+            svgd_step_two_ops(
+                self,
+                theta,
+                score,
+                kernel,
+                (k, d),
+                bandwidth,
+                grad_scale,
+                m,
+                v,
+                hp,
+            )
         }
     }
     /// # Safety
@@ -580,6 +589,34 @@ pub trait Backend: Send + Sync {
         beta: f32,
         y: &Tensor,
     ) -> Result<Tensor>;
+}
+
+/// `svgd_step` as the two ops (direction, φ scaled by `grad_scale`, AdamW): the default of
+/// [`Backend::svgd_step_unchecked`], and the fallback of a backend whose fused kernel does
+/// not cover the case.
+///
+/// # Safety
+/// As [`Backend::svgd_step_unchecked`] (the checks of [`Backend::svgd_step`] cover the three
+/// ops: same shapes, φ and g budgeted).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn svgd_step_two_ops<B: Backend + ?Sized>(
+    be: &B,
+    theta: &mut Tensor,
+    score: &Tensor,
+    kernel: &Tensor,
+    (k, d): (usize, usize),
+    bandwidth: f32,
+    grad_scale: f32,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    hp: &AdamW,
+) -> Result<()> {
+    // SAFETY: as stated above.
+    unsafe {
+        let phi = be.svgd_direction_unchecked(theta, score, kernel, k, d, bandwidth)?;
+        let g = be.axpby_unchecked(grad_scale, &phi, 0.0, &phi)?;
+        be.adamw_step_unchecked(theta, &g, m, v, hp)
+    }
 }
 
 /// Open one backend, or say why it is not available (not compiled in, no device, no driver).

@@ -164,16 +164,21 @@ pub fn adamw_update(
     lr: f32,
     weight_decay: f32,
 ) -> Result<()> {
+    let hp = next_step(state, lr, weight_decay);
+    ops::adamw_step(be, &mut state.arena, grad, &mut state.m, &mut state.v, &hp)
+}
+
+/// Counts the step and returns its AdamW hyper-parameters (β = 0.9, 0.999, ε = 1e-8).
+fn next_step(state: &mut RunState, lr: f32, weight_decay: f32) -> AdamW {
     state.step += 1;
-    let hp = AdamW {
+    AdamW {
         lr,
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
         weight_decay,
         step: state.step,
-    };
-    ops::adamw_step(be, &mut state.arena, grad, &mut state.m, &mut state.v, &hp)
+    }
 }
 
 /// The posterior an SVGD step targets: `N` data points whose mean negative log-likelihood
@@ -217,15 +222,7 @@ pub fn svgd_update(
     let score = ops::axpby(be, -nf, grad, -prior_precision, theta)?;
     let (kernel, h) = ops::rbf_kernel(be, theta, svgd.bandwidth)?;
     let Some(direction) = direction else {
-        state.step += 1;
-        let hp = AdamW {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            step: state.step,
-        };
+        let hp = next_step(state, lr, 0.0);
         let (arena, m, v) = (&mut state.arena, &mut state.m, &mut state.v);
         return ops::svgd_step(be, arena, &score, &kernel, h, -1.0 / nf, m, v, &hp);
     };

@@ -49,17 +49,6 @@ fn x_of<'a>(x: &'a [f32], d: &LoraDims, k: usize) -> &'a [f32] {
     }
 }
 
-/// `[rows, cols]` transposed to `[cols, rows]` (nested loops: no divisions per element).
-fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; rows * cols];
-    for (i, row) in src[..rows * cols].chunks_exact(cols).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            out[j * rows + i] = v;
-        }
-    }
-    out
-}
-
 /// `[rows, k·r]` (particle p in columns `p·r..`) to `[k, rows, r]`.
 fn unstack_cols(src: &[f32], rows: usize, k: usize, r: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; k * rows * r];
@@ -193,7 +182,7 @@ pub fn forward(args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
 
     // B_kᵀ ([r, O]) per particle: each rank's column of B_k as a contiguous row.
     let bt: Vec<Vec<f32>> = (0..kk)
-        .map(|p| transpose(block(b_all, &args.b, p, or), o, r))
+        .map(|p| super::transpose::transpose(block(b_all, &args.b, p, or), o, r))
         .collect();
     let mut y = Out::new(kk * mo);
     let h = if d.x_shared {

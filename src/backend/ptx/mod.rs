@@ -247,9 +247,21 @@ impl<D: Driver> Backend for PtxBackend<D> {
     ) -> Result<()> {
         if k > svgd::TILED_MAX_K {
             // No fused kernel past the tiled direction's K: the two ops.
-            let phi = svgd::direction(self, theta, score, kernel, k, d, bandwidth)?;
-            let g = activation::axpby(self, grad_scale, &phi, 0.0, &phi)?;
-            return optim::adamw(self, theta, &g, m, v, hp);
+            // SAFETY: this function's contract.
+            return unsafe {
+                crate::backend::svgd_step_two_ops(
+                    self,
+                    theta,
+                    score,
+                    kernel,
+                    (k, d),
+                    bandwidth,
+                    grad_scale,
+                    m,
+                    v,
+                    hp,
+                )
+            };
         }
         let step = svgd::FusedStep {
             grad_scale,
