@@ -41,7 +41,10 @@ pub mod autograd;
 pub mod backend;
 #[doc(hidden)]
 pub mod bench;
+pub mod cards;
+pub mod device;
 pub mod error;
+pub mod host;
 pub mod io;
 pub mod nn;
 pub mod ops;

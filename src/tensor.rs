@@ -2,7 +2,7 @@
 //! backend knows how to read. f32 is the one compute dtype (DESIGN.md); other dtypes are
 //! converted on the way in (see `io`).
 
-use crate::backend::BackendKind;
+use crate::device::BackendKind;
 use crate::error::{BellaError, Result};
 use std::any::Any;
 use std::fmt;

@@ -8,7 +8,7 @@
 //!
 //! Run one backend: `cargo test --features ptx-sim --test backend_safety wgpu`.
 
-use bella::backend::{AdamW, LoraBackwardArgs, LoraDims, LoraForwardArgs, MatmulArgs};
+use bella::backend::{AdamW, GradTargets, LoraBackwardArgs, LoraDims, LoraForwardArgs, MatmulArgs};
 use bella::ops::named::{run_named, HostData, HostTensor, Named};
 use bella::rng::Rng;
 use bella::tensor::{OutSlot, Strided};
@@ -109,7 +109,7 @@ fn mismatched_tensors_are_errors(kind: BackendKind) {
                     stride: r * i + o * r,
                 },
             },
-            grad,
+            GradTargets::Arena(grad),
         )
     };
     assert!(bwd(&mut grad, &h).is_ok(), "the well-formed call must pass");
@@ -122,6 +122,49 @@ fn mismatched_tensors_are_errors(kind: BackendKind) {
         "lora_backward short h",
         bwd(&mut grad, &t(&[k, m, r - 1])),
         &["`h`"],
+    );
+    // Two gradient tensors (what `ops::lora_backward` passes): each slot checked against
+    // its own tensor, and the two must not share storage.
+    let bwd_split = |da: &mut Tensor, db: &mut Tensor| {
+        be.lora_backward(
+            &LoraBackwardArgs {
+                dims,
+                dy: &dy,
+                x: &x,
+                weight: &w,
+                a: Strided::contiguous(&a, r * i, false),
+                b: Strided::contiguous(&b, o * r, false),
+                h: &h,
+                scale: 1.0,
+                need_dx: false,
+                da: OutSlot {
+                    offset: 0,
+                    stride: r * i,
+                },
+                db: OutSlot {
+                    offset: 0,
+                    stride: o * r,
+                },
+            },
+            GradTargets::Split(da, db),
+        )
+    };
+    let (mut da, mut db) = (t(&[k, r, i]), t(&[k, o, r]));
+    assert!(
+        bwd_split(&mut da, &mut db).is_ok(),
+        "the well-formed split call must pass"
+    );
+    expect_err(
+        "lora_backward d_lora_b too small",
+        bwd_split(&mut da, &mut t(&[k * o * r - 1])),
+        &["lora_backward", "d_lora_b", "do not fit"],
+    );
+    let mut both = t(&[k * (r * i + o * r)]);
+    let mut alias = both.clone();
+    expect_err(
+        "lora_backward d_lora_a and d_lora_b share storage",
+        bwd_split(&mut both, &mut alias),
+        &["lora_backward", "d_lora_b", "d_lora_a"],
     );
 
     let (ma, mb) = (t(&[3, 4]), t(&[4, 5]));

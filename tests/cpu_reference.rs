@@ -432,7 +432,7 @@ fn hand_computed_small_cases() {
     // lora_backward with dy=[1,1]: g = dy·B = 2; d_lora_b = 0.5·dyᵀh = [1.5, 1.5];
     // d_lora_a = 0.5·g·x = [1, 2]; dx = dy·W + 0.5·g·A = [1,1] + [1,1] = [2, 2].
     let dy = up(&be, &[1, 1, 2], &[1., 1.]);
-    let g = ops::lora_backward(&be, &dy, &x, &w, &a, &b, &out.h, 0.5).unwrap();
+    let g = ops::lora_backward(&be, &dy, &x, &w, &ad, &out.h, 0.5).unwrap();
     assert_eq!(be.download(&g.d_lora_b).unwrap(), vec![1.5, 1.5]);
     assert_eq!(be.download(&g.d_lora_a).unwrap(), vec![1., 2.]);
     assert_eq!(be.download(&g.dx).unwrap(), vec![2., 2.]);
@@ -559,7 +559,7 @@ fn lora_backward_matches_finite_differences() {
         let x = up(&be, &x_shape, &xv);
         let w = up(&be, &[o, i], &wv);
         let h = ops::lora_forward(&be, &x, &w, None, &ad, s).unwrap().h;
-        let g = ops::lora_backward(&be, &up(&be, &[k, m, o], &cv), &x, &w, &a, &b, &h, s).unwrap();
+        let g = ops::lora_backward(&be, &up(&be, &[k, m, o], &cv), &x, &w, &ad, &h, s).unwrap();
         let checks = [
             (
                 "dx",

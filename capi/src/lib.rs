@@ -371,13 +371,17 @@ pub unsafe extern "C" fn bella_lora_backward(
             (d_lora_a_out, "d_lora_a_out"),
             (d_lora_b_out, "d_lora_b_out"),
         ])?;
+        let adapter = ops::Adapter::from_tensors(
+            "lora_backward",
+            tensor(lora_a, "lora_a")?,
+            tensor(lora_b, "lora_b")?,
+        )?;
         let g = ops::lora_backward(
             backend(be)?,
             tensor(dy, "dy")?,
             tensor(x, "x")?,
             tensor(weight, "weight")?,
-            tensor(lora_a, "lora_a")?,
-            tensor(lora_b, "lora_b")?,
+            &adapter,
             tensor(h, "h")?,
             scale,
         )?;

@@ -7,7 +7,7 @@
 //! and the memory budget. The op layer (`crate::ops`) checks the full contract on top, with
 //! messages in the op's own terms.
 
-use super::{BackendKind, LoraBackwardArgs, LoraForwardArgs, MatmulArgs};
+use super::{BackendKind, GradTargets, LoraBackwardArgs, LoraForwardArgs, MatmulArgs};
 use crate::error::{BellaError, Result};
 use crate::tensor::{OutSlot, Strided, Tensor};
 
@@ -311,7 +311,7 @@ pub(super) fn lora_backward(
     kind: BackendKind,
     budget: &MemoryBudget,
     a: &LoraBackwardArgs,
-    grad: &Tensor,
+    grads: &GradTargets,
 ) -> Result<()> {
     const OP: &str = "lora_backward";
     let d = a.dims;
@@ -329,7 +329,8 @@ pub(super) fn lora_backward(
         ("h", a.h),
     ];
     on_device(kind, OP, &inputs)?;
-    on_device(kind, OP, &[("grad", grad)])?;
+    let (ga, gb) = grads.tensors();
+    on_device(kind, OP, &[("d_lora_a", ga), ("d_lora_b", gb)])?;
     let xk = if d.x_shared { 1 } else { d.k };
     holds(kind, OP, "dy", a.dy, &[d.k, d.m, d.o])?;
     holds(kind, OP, "x", a.x, &[xk, d.m, d.i])?;
@@ -339,9 +340,17 @@ pub(super) fn lora_backward(
     let b_block = product(kind, OP, "lora_b block", &[d.o, d.r])?;
     view_fits(kind, OP, "lora_a", &a.a, d.k, a_block)?;
     view_fits(kind, OP, "lora_b", &a.b, d.k, b_block)?;
-    slot_fits(kind, OP, "d_lora_a", a.da, grad, d.k, a_block)?;
-    slot_fits(kind, OP, "d_lora_b", a.db, grad, d.k, b_block)?;
-    distinct(kind, OP, ("grad", grad), &inputs)?;
+    slot_fits(kind, OP, "d_lora_a", a.da, ga, d.k, a_block)?;
+    slot_fits(kind, OP, "d_lora_b", a.db, gb, d.k, b_block)?;
+    distinct(kind, OP, ("d_lora_a", ga), &inputs)?;
+    distinct(kind, OP, ("d_lora_b", gb), &inputs)?;
+    if matches!(grads, GradTargets::Split(..)) && ga.same_storage(gb) {
+        return Err(mismatch(
+            kind,
+            OP,
+            "outputs `d_lora_a` and `d_lora_b` share storage (pass one arena instead)".into(),
+        ));
+    }
     let dx: &[usize] = if !a.need_dx {
         &[0]
     } else if d.x_shared {

@@ -7,6 +7,7 @@
 //! on this backend, outputs do not alias inputs, outputs fit the memory budget. Backends
 //! implement the `unsafe` `*_unchecked` kernels, which may assume all of that.
 
+mod bandwidth;
 pub mod checks;
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -18,64 +19,12 @@ pub mod ptx_sim;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
+pub use crate::device::BackendKind;
+pub use bandwidth::median_bandwidth;
 pub use checks::MemoryBudget;
 
 use crate::error::{BellaError, Result};
 use crate::tensor::{OutSlot, Strided, Tensor};
-use std::fmt;
-use std::str::FromStr;
-
-/// The four backends of DESIGN.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BackendKind {
-    /// The CPU reference and fallback (always built).
-    Cpu,
-    /// WGSL kernels through wgpu (feature `wgpu`): Vulkan, Metal, DX12, or lavapipe.
-    Wgpu,
-    /// PTX kernels on an NVIDIA GPU through the driver API (feature `cuda`).
-    Cuda,
-    /// The same PTX and launch code as `Cuda`, run by the CPU simulator (feature `ptx-sim`).
-    PtxSim,
-}
-
-impl BackendKind {
-    /// Every kind, whether built in or not.
-    pub const ALL: [BackendKind; 4] = [
-        BackendKind::Cpu,
-        BackendKind::Wgpu,
-        BackendKind::Cuda,
-        BackendKind::PtxSim,
-    ];
-    /// The name used on the command line and in reports: `cpu`, `wgpu`, `cuda`, `ptx-sim`
-    /// (what [`FromStr`] parses and [`Display`](fmt::Display) prints).
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Cpu => "cpu",
-            BackendKind::Wgpu => "wgpu",
-            BackendKind::Cuda => "cuda",
-            BackendKind::PtxSim => "ptx-sim",
-        }
-    }
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for BackendKind {
-    type Err = BellaError;
-    fn from_str(s: &str) -> Result<Self> {
-        BackendKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| BellaError::Unknown {
-                what: "backend",
-                name: s.to_string(),
-            })
-    }
-}
 
 /// Sizes of one LoRA layer call. `x_shared`: `x` is `[M, I]` for all particles, else `[K, M, I]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +63,8 @@ pub struct LoraForwardArgs<'a> {
 }
 
 /// `lora_backward`. `d_lora_a` blocks (`[r, I]`) are written at `da`, `d_lora_b` blocks
-/// (`[O, r]`) at `db`, both into the one gradient tensor (the `[K, D]` arena in training).
+/// (`[O, r]`) at `db`, into the tensors [`GradTargets`] names: one gradient tensor (the
+/// `[K, D]` arena in training) or one tensor each.
 pub struct LoraBackwardArgs<'a> {
     /// The layer's sizes; every tensor below agrees with them.
     pub dims: LoraDims,
@@ -138,6 +88,27 @@ pub struct LoraBackwardArgs<'a> {
     pub da: OutSlot,
     /// Where particle k's `d_lora_b` block goes in the gradient tensor.
     pub db: OutSlot,
+}
+
+/// Where [`Backend::lora_backward`] writes the adapter gradients, on the device: the slots
+/// are [`LoraBackwardArgs::da`] and [`LoraBackwardArgs::db`].
+pub enum GradTargets<'a> {
+    /// Both into one tensor (training's `[K, D]` gradient arena: particle k's row holds its
+    /// `d_lora_a` block, then its `d_lora_b` block); the rest of it is left as it was.
+    Arena(&'a mut Tensor),
+    /// `d_lora_a` into the first tensor, `d_lora_b` into the second (two distinct storages:
+    /// for example `[K, r, I]` and `[K, O, r]` with slots `{0, r·I}` and `{0, O·r}`).
+    Split(&'a mut Tensor, &'a mut Tensor),
+}
+
+impl GradTargets<'_> {
+    /// The tensors written: `(d_lora_a's, d_lora_b's)`, the same one twice for an arena.
+    pub fn tensors(&self) -> (&Tensor, &Tensor) {
+        match self {
+            GradTargets::Arena(g) => (g, g),
+            GradTargets::Split(a, b) => (a, b),
+        }
+    }
 }
 
 /// `matmul`: for each of `batch` blocks, `c = alpha · op(a) op(b)` with `op(a)` `[m, n_inner]`,
@@ -243,13 +214,17 @@ pub trait Backend: Send + Sync {
         // SAFETY: the sizes the kernel relies on were checked just above.
         unsafe { self.lora_forward_unchecked(args) }
     }
-    /// [`lora_backward`](crate::ops::lora_backward_into): writes `d_lora_a`, `d_lora_b` into
-    /// `grad` at `args.da` / `args.db`; returns `dx` when `args.need_dx`
+    /// [`lora_backward`](crate::ops::lora_backward): writes `d_lora_a`, `d_lora_b` into
+    /// `grads` at `args.da` / `args.db`; returns `dx` when `args.need_dx`
     /// (`[M, I]` summed over particles for a shared `x`, else `[K, M, I]`).
-    fn lora_backward(&self, args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>> {
-        checks::lora_backward(self.kind(), &self.memory_budget(), args, grad)?;
+    fn lora_backward(
+        &self,
+        args: &LoraBackwardArgs,
+        grads: GradTargets<'_>,
+    ) -> Result<Option<Tensor>> {
+        checks::lora_backward(self.kind(), &self.memory_budget(), args, &grads)?;
         // SAFETY: checked above.
-        unsafe { self.lora_backward_unchecked(args, grad) }
+        unsafe { self.lora_backward_unchecked(args, grads) }
     }
     /// [`matmul`](crate::ops::matmul_into): writes each block of `c` into `out` at `args.out`.
     fn matmul(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
@@ -471,7 +446,7 @@ pub trait Backend: Send + Sync {
     unsafe fn lora_backward_unchecked(
         &self,
         args: &LoraBackwardArgs,
-        grad: &mut Tensor,
+        grads: GradTargets<'_>,
     ) -> Result<Option<Tensor>>;
     /// # Safety
     /// As [`Backend::lora_forward_unchecked`].

@@ -7,7 +7,7 @@ pub mod safetensors;
 /// zip archive (`PK\x03\x04`, or `PK\x05\x06` for an empty one) is read as `.npz`, anything
 /// else as safetensors, except that a file named `.npz` must be a zip archive (a lone `.npy` array is refused: it has no tensor names). Errors
 /// name the path.
-pub fn read_named(path: &std::path::Path) -> crate::error::Result<crate::ops::named::Named> {
+pub fn read_named(path: &std::path::Path) -> crate::error::Result<crate::host::Named> {
     use std::io::Read;
     let mut magic = Vec::with_capacity(4);
     std::fs::File::open(path)

@@ -9,7 +9,7 @@
 //! as is a header that does not parse or data that does not match its shape.
 
 use crate::error::{BellaError, Result};
-use crate::ops::named::{HostData, HostTensor, Named};
+use crate::host::{HostData, HostTensor, Named};
 use std::io::Read;
 use std::path::Path;
 

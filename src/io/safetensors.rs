@@ -6,7 +6,7 @@
 //! (temporary file, then rename), so an interrupted write never leaves a half file.
 
 use crate::error::{BellaError, Result};
-use crate::ops::named::{HostData, HostTensor, Named};
+use crate::host::{HostData, HostTensor, Named};
 use ::safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::path::Path;
 

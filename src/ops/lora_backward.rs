@@ -2,7 +2,7 @@
 
 use super::lora_forward::{layer_dims, Adapter};
 use super::{expect_device, expect_finite, expect_shape};
-use crate::backend::{Backend, LoraBackwardArgs};
+use crate::backend::{Backend, GradTargets, LoraBackwardArgs};
 use crate::error::{BellaError, Result};
 use crate::tensor::{OutSlot, Tensor};
 
@@ -11,7 +11,7 @@ const OP: &str = "lora_backward";
 /// [`lora_backward`] writing into an existing gradient tensor (the `[K, D]` gradient arena
 /// of training) instead of returning new tensors.
 ///
-/// Same inputs and math as [`lora_backward`], with the adapter given as strided blocks.
+/// Same inputs and math as [`lora_backward`].
 /// Particle k's `d_lora_a` block (`[r, I]`) is written at `da.offset + k * da.stride` of
 /// `grad`, its `d_lora_b` block (`[O, r]`) at `db.offset + k * db.stride`; the rest of `grad`
 /// is left as it was. Returns `dx` (`[M, I]` summed over particles for a shared `x`, else
@@ -34,10 +34,39 @@ pub fn lora_backward_into(
     da: OutSlot,
     db: OutSlot,
 ) -> Result<Option<Tensor>> {
+    backward(
+        be,
+        dy,
+        x,
+        weight,
+        adapter,
+        h,
+        scale,
+        need_dx,
+        GradTargets::Arena(grad),
+        (da, db),
+    )
+}
+
+/// The checks both entry points share, then the backend's `lora_backward`.
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    be: &dyn Backend,
+    dy: &Tensor,
+    x: &Tensor,
+    weight: &Tensor,
+    adapter: &Adapter,
+    h: &Tensor,
+    scale: f32,
+    need_dx: bool,
+    grads: GradTargets<'_>,
+    (da, db): (OutSlot, OutSlot),
+) -> Result<Option<Tensor>> {
     let dims = layer_dims(OP, x, weight, adapter)?;
     expect_shape(OP, "dy", dy, &[dims.k, dims.m, dims.o])?;
     expect_shape(OP, "h", h, &[dims.k, dims.m, dims.r])?;
     expect_finite(OP, "scale", scale)?;
+    let (ga, gb) = grads.tensors();
     expect_device(
         OP,
         be,
@@ -48,21 +77,24 @@ pub fn lora_backward_into(
             ("h", h),
             ("lora_a", adapter.a.tensor),
             ("lora_b", adapter.b.tensor),
-            ("grad", grad),
+            ("d_lora_a", ga),
+            ("d_lora_b", gb),
         ],
     )?;
     let (ri, or) = (dims.r * dims.i, dims.o * dims.r);
-    let fits = |s: OutSlot, len: usize| s.offset + (dims.k - 1) * s.stride + len <= grad.numel();
-    if !fits(da, ri) || !fits(db, or) {
+    let fits =
+        |s: OutSlot, t: &Tensor, len: usize| s.offset + (dims.k - 1) * s.stride + len <= t.numel();
+    if !fits(da, ga, ri) || !fits(db, gb, or) {
         return Err(BellaError::invalid(format!(
-            "{OP}: gradient slots do not fit in a gradient tensor of shape {:?}",
-            grad.shape()
+            "{OP}: gradient slots do not fit in gradient tensors of shapes {:?} and {:?}",
+            ga.shape(),
+            gb.shape()
         )));
     }
     for (name, t) in [("dy", dy), ("x", x), ("weight", weight), ("h", h)] {
-        if grad.same_storage(t) {
+        if ga.same_storage(t) || gb.same_storage(t) {
             return Err(BellaError::invalid(format!(
-                "{OP}: the gradient output aliases input `{name}`"
+                "{OP}: a gradient output aliases input `{name}`"
             )));
         }
     }
@@ -80,7 +112,7 @@ pub fn lora_backward_into(
             da,
             db,
         },
-        grad,
+        grads,
     )
 }
 
@@ -97,8 +129,10 @@ pub struct LoraGrads {
 /// `lora_backward` (DESIGN.md op 2): the gradients of [`lora_forward`](super::lora_forward)
 /// for all K particles.
 ///
-/// In `dy [K, M, O]`, `x` (`[M, I]` shared or `[K, M, I]`), `weight [O, I]`,
-/// `lora_a [K, r, I]`, `lora_b [K, O, r]`, `h [K, M, r]` (from the forward), `scale` `s`.
+/// In `dy [K, M, O]`, `x` (`[M, I]` shared or `[K, M, I]`), `weight [O, I]`, the
+/// [`Adapter`] of the forward (`lora_a [K, r, I]`, `lora_b [K, O, r]` blocks), `h [K, M, r]`
+/// (from the forward), `scale` `s`. The gradients are written on the device, straight into
+/// the returned tensors.
 /// With `g_k = dy_k B_k` (`[M, r]`):
 /// `d_lora_b_k = s · dy_kᵀ h_k`, `d_lora_a_k = s · g_kᵀ x_k`, `dx_k = dy_k W + s · g_k A_k`;
 /// for a shared `x`, `dx = Σ_k dx_k` (`[M, I]`).
@@ -131,7 +165,7 @@ pub struct LoraGrads {
 /// let fwd = lora_forward(&be, &x, &w, None, &adapter, 0.5)?;
 ///
 /// let dy = be.upload(&[1, 1, 1], &[1.0])?;
-/// let g = lora_backward(&be, &dy, &x, &w, &a, &b, &fwd.h, 0.5)?;
+/// let g = lora_backward(&be, &dy, &x, &w, &adapter, &fwd.h, 0.5)?;
 /// assert_eq!(be.download(&g.d_lora_b)?, vec![1.5]);
 /// assert_eq!(be.download(&g.d_lora_a)?, vec![1.0, 2.0]);
 /// assert_eq!(g.dx.shape(), &[1, 2]); // shared x: [M, I]
@@ -139,53 +173,45 @@ pub struct LoraGrads {
 /// # Ok(())
 /// # }
 /// ```
-#[allow(clippy::too_many_arguments)]
 pub fn lora_backward(
     be: &dyn Backend,
     dy: &Tensor,
     x: &Tensor,
     weight: &Tensor,
-    lora_a: &Tensor,
-    lora_b: &Tensor,
+    adapter: &Adapter,
     h: &Tensor,
     scale: f32,
 ) -> Result<LoraGrads> {
-    let adapter = Adapter::from_tensors(OP, lora_a, lora_b)?;
-    let dims = layer_dims(OP, x, weight, &adapter)?;
+    let dims = layer_dims(OP, x, weight, adapter)?;
     let (ri, or) = (dims.r * dims.i, dims.o * dims.r);
-    // One [K, rI + Or] gradient row per particle, as in the training arena.
-    let row = ri + or;
-    let mut grad = be.zeros(&[dims.k, row])?;
-    let dx = lora_backward_into(
+    let mut d_lora_a = be.zeros(&[dims.k, dims.r, dims.i])?;
+    let mut d_lora_b = be.zeros(&[dims.k, dims.o, dims.r])?;
+    let slots = (
+        OutSlot {
+            offset: 0,
+            stride: ri,
+        },
+        OutSlot {
+            offset: 0,
+            stride: or,
+        },
+    );
+    let dx = backward(
         be,
         dy,
         x,
         weight,
-        &adapter,
+        adapter,
         h,
         scale,
         true,
-        &mut grad,
-        OutSlot {
-            offset: 0,
-            stride: row,
-        },
-        OutSlot {
-            offset: ri,
-            stride: row,
-        },
+        GradTargets::Split(&mut d_lora_a, &mut d_lora_b),
+        slots,
     )?
     .ok_or_else(|| BellaError::invalid(format!("{OP}: backend returned no dx")))?;
-    let g = be.download(&grad)?;
-    let mut da = Vec::with_capacity(dims.k * ri);
-    let mut db = Vec::with_capacity(dims.k * or);
-    for k in 0..dims.k {
-        da.extend_from_slice(&g[k * row..k * row + ri]);
-        db.extend_from_slice(&g[k * row + ri..(k + 1) * row]);
-    }
     Ok(LoraGrads {
         dx,
-        d_lora_a: be.upload(&[dims.k, dims.r, dims.i], &da)?,
-        d_lora_b: be.upload(&[dims.k, dims.o, dims.r], &db)?,
+        d_lora_a,
+        d_lora_b,
     })
 }

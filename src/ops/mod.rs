@@ -22,6 +22,7 @@ mod softmax_xent;
 mod svgd_direction;
 mod svgd_step;
 
+pub use crate::backend::median_bandwidth;
 pub use activation::{gelu_backward, gelu_forward, relu_backward, relu_forward};
 pub use adamw_step::adamw_step;
 pub use axpby::axpby;
@@ -30,7 +31,7 @@ pub use lora_backward::{lora_backward, lora_backward_into, LoraGrads};
 pub use lora_forward::{lora_forward, Adapter, LoraForwardOut};
 pub use matmul::{matmul, matmul_into, MatmulOperand};
 pub use pairwise_sqdist::pairwise_sqdist;
-pub use rbf_kernel::{median_bandwidth, rbf_kernel};
+pub use rbf_kernel::rbf_kernel;
 pub use softmax_xent::softmax_xent;
 pub use svgd_direction::svgd_direction;
 pub use svgd_step::svgd_step;

@@ -14,7 +14,7 @@
 //! [`SAMPLE_BUDGET_INST`] simulated thread instructions; its counters are scaled to the grid
 //! and the output says which launches were sampled.
 
-pub mod cards;
+pub use crate::cards;
 pub mod model;
 pub mod ptxas;
 

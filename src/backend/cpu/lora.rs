@@ -11,9 +11,9 @@
 
 use super::gemm::{gemm, gemm_uninit, RowUpdate, SMALL_INNER};
 use super::{data, data_mut, output_buffer, tensor};
-use crate::backend::{LoraBackwardArgs, LoraDims, LoraForwardArgs};
+use crate::backend::{GradTargets, LoraBackwardArgs, LoraDims, LoraForwardArgs};
 use crate::error::Result;
-use crate::tensor::{Strided, Tensor};
+use crate::tensor::{OutSlot, Strided, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -250,7 +250,7 @@ pub fn forward(args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
     Ok((tensor(&y_shape, y)?, tensor(&h_shape, h)?))
 }
 
-pub fn backward(args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Tensor>> {
+pub fn backward(args: &LoraBackwardArgs, grads: GradTargets<'_>) -> Result<Option<Tensor>> {
     let d = args.dims;
     let s = args.scale;
     let (dy, x, w, h) = (
@@ -334,12 +334,22 @@ pub fn backward(args: &LoraBackwardArgs, grad: &mut Tensor) -> Result<Option<Ten
     if let Some(g_cat) = &g_cat {
         gemm(kk * r, i, m, s, g_cat, true, x, false, 0.0, &mut da);
     }
-    let out = data_mut(grad)?;
-    for p in 0..kk {
-        let a0 = args.da.offset + p * args.da.stride;
-        out[a0..a0 + ri].copy_from_slice(&da[p * ri..(p + 1) * ri]);
-        let b0 = args.db.offset + p * args.db.stride;
-        out[b0..b0 + or].copy_from_slice(&db[p * or..(p + 1) * or]);
+    let place = |out: &mut [f32], slot: OutSlot, blocks: &[f32], len: usize| {
+        for (p, block) in blocks.chunks(len).enumerate() {
+            let at = slot.offset + p * slot.stride;
+            out[at..at + len].copy_from_slice(block);
+        }
+    };
+    match grads {
+        GradTargets::Arena(grad) => {
+            let out = data_mut(grad)?;
+            place(out, args.da, &da, ri);
+            place(out, args.db, &db, or);
+        }
+        GradTargets::Split(ga, gb) => {
+            place(data_mut(ga)?, args.da, &da, ri);
+            place(data_mut(gb)?, args.db, &db, or);
+        }
     }
 
     if !args.need_dx {

@@ -17,8 +17,8 @@ mod transpose;
 pub use gemm::gemm;
 
 use crate::backend::{
-    checks, AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs,
-    MatmulArgs, MemoryBudget,
+    checks, AdamW, Backend, BackendKind, EnsembleStats, GradTargets, LoraBackwardArgs,
+    LoraForwardArgs, MatmulArgs, MemoryBudget,
 };
 use crate::error::{BellaError, Result};
 use crate::tensor::{Storage, Tensor};
@@ -173,9 +173,9 @@ impl Backend for CpuBackend {
     unsafe fn lora_backward_unchecked(
         &self,
         args: &LoraBackwardArgs,
-        grad: &mut Tensor,
+        grads: GradTargets<'_>,
     ) -> Result<Option<Tensor>> {
-        lora::backward(args, grad)
+        lora::backward(args, grads)
     }
     unsafe fn matmul_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
         matmul::matmul(args, out)

@@ -157,7 +157,7 @@ fn pair_rows<const J: usize, V: F32x16>(
 }
 
 pub fn rbf_from_sqdist(sqdist: &[f32], k: usize, bandwidth: Option<f32>) -> (Vec<f32>, f32) {
-    let h = bandwidth.unwrap_or_else(|| crate::ops::median_bandwidth(sqdist, k));
+    let h = bandwidth.unwrap_or_else(|| crate::backend::median_bandwidth(sqdist, k));
     let kern = sqdist.iter().map(|&d| (-d / h).exp()).collect();
     (kern, h)
 }

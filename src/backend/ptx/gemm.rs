@@ -9,8 +9,8 @@ use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, BLOCK, MATMUL};
 use super::{ptr_at, PtxBackend};
 use crate::backend::MatmulArgs;
+use crate::cards::{occupancy, SM_LIMITS};
 use crate::error::Result;
-use crate::profile::cards::{occupancy, SM_LIMITS};
 use crate::tensor::Tensor;
 
 /// A matrix operand: a buffer, the element offset of block 0, the block stride (0 =

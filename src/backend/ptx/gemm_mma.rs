@@ -15,8 +15,8 @@
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, BLOCK, MATMUL};
 use super::{ptr_at, PtxBackend};
+use crate::cards::{occupancy, SM_LIMITS};
 use crate::error::{BellaError, Result};
-use crate::profile::cards::{occupancy, SM_LIMITS};
 use half::{bf16, f16};
 
 /// The 16-bit float format of A and B.

@@ -5,7 +5,7 @@ use super::driver::{Driver, Param};
 use super::gemm::{Gemm, Operand};
 use super::modules::{grid_1d, u32_of, LORA};
 use super::{ptr, ptr_at, PtxBackend};
-use crate::backend::{LoraBackwardArgs, LoraForwardArgs};
+use crate::backend::{GradTargets, LoraBackwardArgs, LoraForwardArgs};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -145,7 +145,7 @@ pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<
 pub fn backward<D: Driver>(
     be: &PtxBackend<D>,
     args: &LoraBackwardArgs,
-    grad: &mut Tensor,
+    grads: GradTargets<'_>,
 ) -> Result<Option<Tensor>> {
     let d = args.dims;
     let s = args.scale;
@@ -278,7 +278,13 @@ pub fn backward<D: Driver>(
         None
     };
 
-    let out = be.buf_mut(grad)?;
+    let (out_a, out_b) = match grads {
+        GradTargets::Arena(grad) => {
+            let g = be.buf_mut(grad)?;
+            (g, g)
+        }
+        GradTargets::Split(da, db) => (be.buf_mut(da)?, be.buf_mut(db)?),
+    };
     // d_lora_b_k [O, r] = s dy_kᵀ h_k: op(A)(o, m) = dy_k[m, o], op(B) = h_k [M, r].
     Gemm {
         m: d.o,
@@ -300,7 +306,7 @@ pub fn backward<D: Driver>(
             s0: d.r,
             s1: 1,
         },
-        c: out,
+        c: out_b,
         c_offset: args.db.offset,
         c_block: args.db.stride,
         c_row: d.r,
@@ -330,7 +336,7 @@ pub fn backward<D: Driver>(
             s0: d.i,
             s1: 1,
         },
-        c: out,
+        c: out_a,
         c_offset: args.da.offset,
         c_block: args.da.stride,
         c_row: d.i,

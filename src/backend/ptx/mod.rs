@@ -21,8 +21,8 @@ mod tests;
 pub use storage::PtxStorage;
 
 use crate::backend::{
-    checks, AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs,
-    MatmulArgs, MemoryBudget,
+    checks, AdamW, Backend, BackendKind, EnsembleStats, GradTargets, LoraBackwardArgs,
+    LoraForwardArgs, MatmulArgs, MemoryBudget,
 };
 use crate::error::{BellaError, Result};
 use crate::tensor::{numel, Tensor};
@@ -182,9 +182,9 @@ impl<D: Driver> Backend for PtxBackend<D> {
     unsafe fn lora_backward_unchecked(
         &self,
         args: &LoraBackwardArgs,
-        grad: &mut Tensor,
+        grads: GradTargets<'_>,
     ) -> Result<Option<Tensor>> {
-        lora::backward(self, args, grad)
+        lora::backward(self, args, grads)
     }
 
     unsafe fn matmul_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {

@@ -119,7 +119,7 @@ pub fn rbf_kernel<D: Driver>(
     let sq = pairwise_sqdist(be, theta, k, d)?;
     let h = match bandwidth {
         Some(h) => h,
-        None => crate::ops::median_bandwidth(&be.download(&sq)?, k),
+        None => crate::backend::median_bandwidth(&be.download(&sq)?, k),
     };
     let kern = be.storage(k * k)?;
     be.launch(

@@ -8,7 +8,7 @@
 use super::PtxBackend;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::ptx_sim::SimDriver;
-use crate::backend::{Backend, LoraBackwardArgs, LoraDims, LoraForwardArgs};
+use crate::backend::{Backend, GradTargets, LoraBackwardArgs, LoraDims, LoraForwardArgs};
 use crate::rng::Rng;
 use crate::tensor::{OutSlot, Strided, Tensor};
 use crate::testing::{rel_err, TOLERANCE};
@@ -106,7 +106,7 @@ impl Layer {
             },
         };
         let dx = be
-            .lora_backward(&bwd, &mut grad)
+            .lora_backward(&bwd, GradTargets::Arena(&mut grad))
             .expect("lora_backward")
             .expect("dx");
         let down = |t: &Tensor| be.download(t).expect("download");

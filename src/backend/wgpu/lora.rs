@@ -7,7 +7,7 @@
 use super::kernels::{Kernel, Params, Step};
 use super::matmul::{self, Gemm, Groups, Operand};
 use super::{bind, bind4, storage, storage_mut, tensor, WgpuBackend};
-use crate::backend::{LoraBackwardArgs, LoraForwardArgs};
+use crate::backend::{GradTargets, LoraBackwardArgs, LoraForwardArgs};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -132,7 +132,7 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
 pub fn backward(
     be: &WgpuBackend,
     args: &LoraBackwardArgs,
-    grad: &mut Tensor,
+    grads: GradTargets<'_>,
 ) -> Result<Option<Tensor>> {
     let op = "lora_backward";
     let d = args.dims;
@@ -143,7 +143,13 @@ pub fn backward(
     let a = storage(op, args.a.tensor)?;
     let b = storage(op, args.b.tensor)?;
     let h = storage(op, args.h)?;
-    let gr = storage_mut(op, grad)?;
+    let (ga, gb) = match grads {
+        GradTargets::Arena(grad) => {
+            let g = storage_mut(op, grad)?;
+            (g, g)
+        }
+        GradTargets::Split(da, db) => (storage_mut(op, da)?, storage_mut(op, db)?),
+    };
     let g = be.alloc(d.k * d.m * d.r)?;
     let dx = if args.need_dx {
         Some(be.alloc(rows * d.i)?)
@@ -204,7 +210,7 @@ pub fn backward(
                 stride: d.m * d.r,
             },
             Operand {
-                binding: bind(gr),
+                binding: bind(gb),
                 offset: args.db.offset,
                 stride: args.db.stride,
             },
@@ -228,7 +234,7 @@ pub fn backward(
                 stride: if d.x_shared { 0 } else { d.m * d.i },
             },
             Operand {
-                binding: bind(gr),
+                binding: bind(ga),
                 offset: args.da.offset,
                 stride: args.da.stride,
             },

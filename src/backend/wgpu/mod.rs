@@ -45,8 +45,8 @@ mod svgd;
 mod tests;
 
 use crate::backend::{
-    checks, AdamW, Backend, BackendKind, EnsembleStats, LoraBackwardArgs, LoraForwardArgs,
-    MatmulArgs, MemoryBudget,
+    checks, AdamW, Backend, BackendKind, EnsembleStats, GradTargets, LoraBackwardArgs,
+    LoraForwardArgs, MatmulArgs, MemoryBudget,
 };
 use crate::error::{BellaError, Result};
 use crate::tensor::{numel, Storage, Tensor};
@@ -306,9 +306,9 @@ impl Backend for WgpuBackend {
     unsafe fn lora_backward_unchecked(
         &self,
         args: &LoraBackwardArgs,
-        grad: &mut Tensor,
+        grads: GradTargets<'_>,
     ) -> Result<Option<Tensor>> {
-        lora::backward(self, args, grad)
+        lora::backward(self, args, grads)
     }
 
     unsafe fn matmul_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {

@@ -142,7 +142,7 @@ pub fn rbf_kernel(
         None => {
             be.run(op, &steps)?;
             steps.clear();
-            crate::ops::median_bandwidth(&be.read(&sq)?, k)
+            crate::backend::median_bandwidth(&be.read(&sq)?, k)
         }
     };
     steps.push(Step {

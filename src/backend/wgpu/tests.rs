@@ -6,7 +6,7 @@
 use super::kernels::{Binding, Kernel, Params, Step};
 use super::*;
 use crate::backend::cpu::CpuBackend;
-use crate::backend::LoraDims;
+use crate::backend::{GradTargets, LoraDims};
 use crate::rng::Rng;
 use crate::tensor::{OutSlot, Strided};
 use crate::testing::{rel_err, required};
@@ -112,7 +112,10 @@ fn lora_through_unaligned_arena_views() {
                     stride: d,
                 },
             };
-            let dx = be.lora_backward(&args, &mut grad).unwrap().unwrap();
+            let dx = be
+                .lora_backward(&args, GradTargets::Arena(&mut grad))
+                .unwrap()
+                .unwrap();
             outs.push([y, h, grad, dx].map(|t| be.download(&t).unwrap()));
         }
         for (name, (want, got)) in ["y", "h", "grad arena", "dx"]

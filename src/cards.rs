@@ -1,6 +1,7 @@
-//! The public figures `bella profile` models with: per-SM limits per architecture (for
-//! occupancy) and per-card peaks (for the modelled time). Every number the model uses is in
-//! one of the two tables below, with its source.
+//! The public figures of the GPU cards: per-SM limits per architecture (for occupancy: the
+//! PTX host code sizes its grids from them) and per-card peaks (for `bella profile`'s
+//! modelled time; also `profile::cards`). Every number the model uses is in one of the two
+//! tables below, with its source. A leaf module, so the backends need not reach `profile`.
 
 /// Per-SM resource limits of one compute capability.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
