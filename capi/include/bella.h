@@ -72,6 +72,20 @@ size_t bella_tensor_numel(const BellaTensor *t);
 int32_t bella_tensor_dtype(const BellaTensor *t);
 void bella_tensor_free(BellaTensor *t);
 
+/* ---- cuda only: the caller's device memory and stream (zero-copy interop with PyTorch,
+ * JAX, CuPy; not run on a GPU yet). Other backends answer BELLA_ERR_INVALID. */
+/* A tensor over ptr (row-major f32, at least numel(shape) of them, on the primary context of
+ * device 0), used in place and never freed by bella; ptr must outlive the handle. */
+BellaStatus bella_tensor_from_device_ptr(const BellaBackend *be, uint64_t ptr,
+                                         const size_t *shape, size_t rank, BellaTensor **out);
+/* The device address of a tensor's data, valid while the handle lives. */
+BellaStatus bella_tensor_device_ptr(const BellaBackend *be, const BellaTensor *t,
+                                    uint64_t *out);
+/* use_stream != 0: queue all later work on stream (a CUstream; 0 = the legacy default
+ * stream), which must outlive the tensors made meanwhile; use_stream == 0: bella's own
+ * stream again. Earlier work is ordered before the switch. */
+BellaStatus bella_cuda_set_stream(const BellaBackend *be, uintptr_t stream, int32_t use_stream);
+
 /* ---- ops */
 /* x [M, I] (shared) or [K, M, I], weight [O, I], bias [O] or NULL, lora_a [K, r, I],
  * lora_b [K, O, r]: y [K, M, O], h [K, M, r]. */

@@ -11,8 +11,11 @@
 //!   `svgd_step`) update the tensors whose handles they are given.
 //! - Null handles and pointers are refused with `BELLA_ERR_INVALID`.
 //!
-//! Not here yet: ops on caller-owned device pointers (a CUDA `data_ptr()` on the caller's
-//! stream) and half-precision tensors; tensors are f32 and owned by the library.
+//! On the `cuda` backend, tensors may also wrap the caller's device memory (a PyTorch
+//! `data_ptr()`), never freed by bella, and work may be queued on the caller's stream
+//! ([`bella_tensor_from_device_ptr`], [`bella_tensor_device_ptr`],
+//! [`bella_cuda_set_stream`]; not run on a GPU yet: no session had one). Not here yet:
+//! half-precision tensors; tensors are f32.
 
 #![allow(clippy::missing_safety_doc)] // the safety contract is the header's, stated once above
 
@@ -23,8 +26,14 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-/// An open backend (opaque to C).
-pub struct BellaBackend(Arc<dyn Backend>);
+/// An open backend (opaque to C); for `cuda` also its concrete type, for device pointers
+/// and streams.
+pub struct BellaBackend(Arc<dyn Backend>, Option<CudaHandle>);
+
+#[cfg(feature = "cuda")]
+type CudaHandle = Arc<bella::backend::cuda::CudaBackend>;
+#[cfg(not(feature = "cuda"))]
+type CudaHandle = std::convert::Infallible;
 
 /// A tensor on a backend (opaque to C).
 pub struct BellaTensor(Tensor);
@@ -172,10 +181,48 @@ pub unsafe extern "C" fn bella_backend_open(
         let name = unsafe { CStr::from_ptr(name) }
             .to_str()
             .map_err(|_| BellaError::invalid("backend name is not UTF-8"))?;
-        let be = bella::backend::open_named(name)?;
-        unsafe { *out = Box::into_raw(Box::new(BellaBackend(be))) };
+        let handle = open(name)?;
+        unsafe { *out = Box::into_raw(Box::new(handle)) };
         Ok(())
     })
+}
+
+/// The backend of that name; `cuda` (or `auto` choosing it) keeps its concrete type.
+fn open(name: &str) -> bella::Result<BellaBackend> {
+    #[cfg(feature = "cuda")]
+    if name == "cuda" {
+        let cuda = bella::backend::cuda::open_cuda()?;
+        return Ok(BellaBackend(cuda.clone(), Some(cuda)));
+    }
+    let be = bella::backend::open_named(name)?;
+    #[cfg(feature = "cuda")]
+    if be.kind() == bella::BackendKind::Cuda {
+        // `auto` chose cuda: reopen it with its type (the same primary context).
+        drop(be);
+        let cuda = bella::backend::cuda::open_cuda()?;
+        return Ok(BellaBackend(cuda.clone(), Some(cuda)));
+    }
+    Ok(BellaBackend(be, None))
+}
+
+/// The backend's CUDA type, or an error saying the call needs `cuda`.
+#[cfg(feature = "cuda")]
+unsafe fn cuda<'a>(be: *const BellaBackend, call: &str) -> bella::Result<&'a CudaHandle> {
+    let be = unsafe { be.as_ref() }.ok_or_else(|| null("backend"))?;
+    be.1.as_ref().ok_or_else(|| {
+        BellaError::invalid(format!(
+            "{call} needs the cuda backend (this one is {})",
+            be.0.kind()
+        ))
+    })
+}
+#[cfg(not(feature = "cuda"))]
+unsafe fn cuda<'a>(be: *const BellaBackend, call: &str) -> bella::Result<&'a CudaHandle> {
+    let be = unsafe { be.as_ref() }.ok_or_else(|| null("backend"))?;
+    Err(BellaError::invalid(format!(
+        "{call} needs the cuda backend (this one is {}; this build has no cuda)",
+        be.0.kind()
+    )))
 }
 
 /// Closes a backend (null is ignored). Tensors made on it must be freed first.
@@ -302,6 +349,89 @@ pub unsafe extern "C" fn bella_tensor_numel(t: *const BellaTensor) -> usize {
 #[no_mangle]
 pub extern "C" fn bella_tensor_dtype(_t: *const BellaTensor) -> i32 {
     0
+}
+
+/// `cuda` only: a tensor of `shape[0..rank]` over the caller's device memory at `ptr`
+/// (row-major f32, e.g. a PyTorch tensor's `data_ptr()`), read and written in place by the
+/// ops and never freed by bella. `ptr` must stay valid until the handle is freed and not be
+/// written by other work while bella's queued work uses it (queue both on one stream:
+/// [`bella_cuda_set_stream`]).
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_from_device_ptr(
+    be: *const BellaBackend,
+    ptr: u64,
+    shape_ptr: *const usize,
+    rank: usize,
+    out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| {
+        outs(&[(out, "out")])?;
+        let cuda = unsafe { cuda(be, "bella_tensor_from_device_ptr") }?;
+        let shape = unsafe { shape(shape_ptr, rank) }?;
+        #[cfg(feature = "cuda")]
+        {
+            let t = unsafe { cuda.tensor_from_device_ptr(ptr, shape) }?;
+            unsafe { put(out, t) };
+            Ok(())
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (ptr, shape);
+            match *cuda {}
+        }
+    })
+}
+
+/// `cuda` only: the device address of a tensor's data (valid while the handle lives), to
+/// read an output in place.
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_device_ptr(
+    be: *const BellaBackend,
+    t: *const BellaTensor,
+    out: *mut u64,
+) -> BellaStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        let cuda = unsafe { cuda(be, "bella_tensor_device_ptr") }?;
+        let t = unsafe { tensor(t, "t") }?;
+        #[cfg(feature = "cuda")]
+        {
+            let p = cuda.device_ptr(t)?;
+            unsafe { *out = p };
+            Ok(())
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = t;
+            match *cuda {}
+        }
+    })
+}
+
+/// `cuda` only: queue all later work on the caller's stream (a `CUstream`; 0 is the legacy
+/// default stream) when `use_stream` is non-zero, else on bella's own stream again. Work
+/// queued before is ordered before the switch. The stream must outlive the tensors made
+/// while it is set.
+#[no_mangle]
+pub unsafe extern "C" fn bella_cuda_set_stream(
+    be: *const BellaBackend,
+    stream: usize,
+    use_stream: i32,
+) -> BellaStatus {
+    guard(|| {
+        let cuda = unsafe { cuda(be, "bella_cuda_set_stream") }?;
+        #[cfg(feature = "cuda")]
+        {
+            unsafe { cuda.set_stream((use_stream != 0).then_some(stream)) }
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (stream, use_stream);
+            match *cuda {}
+        }
+    })
 }
 
 /// Frees a tensor (null is ignored).

@@ -154,3 +154,48 @@ fn readme_ctypes_example_runs() {
         .env("BELLA_CAPI_LIB", lib_dir().join("libbella_capi.so")));
     assert!(text.contains("lora_forward matches numpy"), "{text}");
 }
+
+/// The CUDA interop calls on a backend that is not cuda: a clear error, no output written.
+/// (On cuda they wrap the caller's memory and stream; no session has had a GPU to run that.)
+#[test]
+fn device_pointer_calls_need_the_cuda_backend() {
+    use bella_capi::*;
+    use std::ffi::{CStr, CString};
+    let name = CString::new("cpu").unwrap();
+    let mut be = std::ptr::null_mut();
+    assert_eq!(
+        unsafe { bella_backend_open(name.as_ptr(), &mut be) },
+        BELLA_OK
+    );
+    let last = || {
+        unsafe { CStr::from_ptr(bella_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let shape = [2usize, 3];
+    let mut t = std::ptr::null_mut();
+    let st = unsafe { bella_tensor_from_device_ptr(be, 0x1000, shape.as_ptr(), 2, &mut t) };
+    assert_eq!(st, BELLA_ERR_INVALID);
+    assert!(t.is_null(), "no handle on failure");
+    assert!(last().contains("needs the cuda backend"), "{}", last());
+
+    let data = [1.0f32; 6];
+    let mut cpu_t = std::ptr::null_mut();
+    let st = unsafe { bella_tensor_upload(be, data.as_ptr(), shape.as_ptr(), 2, &mut cpu_t) };
+    assert_eq!(st, BELLA_OK);
+    let mut addr = 7u64;
+    let st = unsafe { bella_tensor_device_ptr(be, cpu_t, &mut addr) };
+    assert_eq!(st, BELLA_ERR_INVALID);
+    assert_eq!(addr, 7, "nothing written on failure");
+    assert!(last().contains("bella_tensor_device_ptr"), "{}", last());
+
+    assert_eq!(
+        unsafe { bella_cuda_set_stream(be, 0, 1) },
+        BELLA_ERR_INVALID
+    );
+    assert!(last().contains("bella_cuda_set_stream"), "{}", last());
+    unsafe {
+        bella_tensor_free(cpu_t);
+        bella_backend_free(be);
+    }
+}

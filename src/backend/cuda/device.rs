@@ -1,5 +1,8 @@
 //! [`Driver`] over the CUDA driver API (cudarc, loaded at run time): one context on device
-//! 0, one stream, modules JIT-compiled from PTX once and cached with their functions.
+//! 0 (the primary context, the one PyTorch and JAX use), one stream at a time (bella's own,
+//! or a caller's: [`CudaDriver::set_stream`]), modules JIT-compiled from PTX once and
+//! cached with their functions. Buffers are bella's allocations or the caller's device
+//! memory ([`CudaBuf`]), which bella never frees.
 
 use crate::backend::ptx::driver::{DeviceProps, Driver, LaunchConfig, Param};
 use crate::backend::BackendKind;
@@ -8,7 +11,9 @@ use cudarc::driver::sys::{self, CUdevice_attribute as Attr};
 use cudarc::driver::{result, CudaContext, CudaSlice, CudaStream, DevicePtr};
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
-use std::sync::{Arc, Mutex};
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, RwLock};
 
 // Kernel arguments are passed as 8-byte slots whose low bytes hold 4-byte values.
 const _: () = assert!(cfg!(target_endian = "little"));
@@ -25,11 +30,49 @@ unsafe impl Sync for RawModule {}
 unsafe impl Send for RawFunction {}
 unsafe impl Sync for RawFunction {}
 
-/// The CUDA [`Driver`](crate::backend::ptx::driver::Driver): one context and stream on
-/// device 0, through cudarc with the driver library loaded at run time.
+/// A device buffer of f32: bella's own allocation (freed, stream-ordered, when the last
+/// tensor holding it goes) or memory the caller owns ([`CudaDriver::borrow_device_ptr`]),
+/// which is never freed here.
+pub struct CudaBuf {
+    slice: ManuallyDrop<CudaSlice<f32>>,
+    borrowed: bool,
+}
+
+impl Deref for CudaBuf {
+    type Target = CudaSlice<f32>;
+    fn deref(&self) -> &CudaSlice<f32> {
+        &self.slice
+    }
+}
+
+impl Drop for CudaBuf {
+    fn drop(&mut self) {
+        // SAFETY: `slice` is taken exactly once, here.
+        let slice = unsafe { ManuallyDrop::take(&mut self.slice) };
+        if self.borrowed {
+            // The caller's memory: forget it without freeing.
+            slice.leak();
+        }
+    }
+}
+
+impl CudaBuf {
+    fn owned(slice: CudaSlice<f32>) -> Self {
+        CudaBuf {
+            slice: ManuallyDrop::new(slice),
+            borrowed: false,
+        }
+    }
+}
+
+/// The CUDA [`Driver`](crate::backend::ptx::driver::Driver): one context on device 0 and
+/// the stream work goes to, through cudarc with the driver library loaded at run time.
 pub struct CudaDriver {
     ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    /// bella's own stream, used unless a caller's is set
+    own_stream: Arc<CudaStream>,
+    /// where launches, copies and allocations go now
+    stream: RwLock<Arc<CudaStream>>,
     props: DeviceProps,
     modules: Mutex<HashMap<String, RawModule>>,
     functions: Mutex<HashMap<(String, String), RawFunction>>,
@@ -79,7 +122,8 @@ impl CudaDriver {
         };
         Ok(CudaDriver {
             ctx,
-            stream,
+            own_stream: stream.clone(),
+            stream: RwLock::new(stream),
             props,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
@@ -87,8 +131,66 @@ impl CudaDriver {
         })
     }
 
+    /// The stream work goes to now.
+    fn stream(&self) -> Arc<CudaStream> {
+        match self.stream.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     fn raw_ptr(&self, buf: &CudaSlice<f32>) -> sys::CUdeviceptr {
-        buf.device_ptr(&self.stream).0
+        buf.device_ptr(&self.stream()).0
+    }
+
+    /// Queue all later work (kernels, copies, allocations and frees of new buffers) on the
+    /// caller's stream `raw` (a `CUstream`, e.g. PyTorch's
+    /// `torch.cuda.current_stream().cuda_stream`; 0 is the legacy default stream), or, with
+    /// `None`, on bella's own stream again. Work already queued is first ordered before
+    /// the switch (the new stream waits for the old one), so nothing is reordered.
+    ///
+    /// # Safety
+    /// `raw` must be a valid stream of this device's primary context, and it must outlive
+    /// every tensor created while it is set (their memory is freed on it).
+    pub unsafe fn set_stream(&self, raw: Option<usize>) -> Result<()> {
+        let next = match raw {
+            Some(raw) => unsafe { self.ctx.wrap_borrowed_stream(raw as sys::CUstream) },
+            None => self.own_stream.clone(),
+        };
+        let prev = self.stream();
+        next.join(&prev)
+            .map_err(|e| err(format!("cannot order the new stream after the old: {e}")))?;
+        match self.stream.write() {
+            Ok(mut s) => *s = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        Ok(())
+    }
+
+    /// The caller's device memory as a buffer of `len` f32, read and written in place and
+    /// never freed by bella.
+    ///
+    /// # Safety
+    /// `ptr` must point to at least `len` f32 of device memory of this context, 4-byte
+    /// aligned (16-byte alignment lets the kernels use vector loads), valid for as long as
+    /// any tensor holding the buffer lives, and not written by other work while bella's
+    /// queued work uses it.
+    pub unsafe fn borrow_device_ptr(&self, ptr: u64, len: usize) -> Result<CudaBuf> {
+        if ptr == 0 || !ptr.is_multiple_of(4) {
+            return Err(err(format!(
+                "device pointer {ptr:#x} is null or not 4-byte aligned"
+            )));
+        }
+        let slice = unsafe { self.stream().upgrade_device_ptr::<f32>(ptr, len.max(1)) };
+        Ok(CudaBuf {
+            slice: ManuallyDrop::new(slice),
+            borrowed: true,
+        })
+    }
+
+    /// The device address of a buffer (for a caller that reads bella's outputs in place).
+    pub fn device_ptr(&self, buf: &CudaBuf) -> u64 {
+        self.raw_ptr(buf)
     }
 
     fn last_kernel(&self) -> String {
@@ -134,11 +236,12 @@ impl CudaDriver {
                 .map_err(|e| err(format!("cannot create a timing event: {e}")))
         };
         let (start, end) = (ev()?, ev()?);
+        let stream = self.stream();
         start
-            .record(&self.stream)
+            .record(&stream)
             .map_err(|e| err(format!("event record: {e}")))?;
         work()?;
-        end.record(&self.stream)
+        end.record(&stream)
             .map_err(|e| err(format!("event record: {e}")))?;
         start
             .elapsed_ms(&end)
@@ -162,7 +265,7 @@ impl Drop for CudaDriver {
 }
 
 impl Driver for CudaDriver {
-    type Buf = CudaSlice<f32>;
+    type Buf = CudaBuf;
 
     fn kind(&self) -> BackendKind {
         BackendKind::Cuda
@@ -189,26 +292,32 @@ impl Driver for CudaDriver {
 
     fn alloc_zeroed(&self, len: usize) -> Result<Self::Buf> {
         // Never a zero-byte allocation: an empty tensor still gets a valid pointer.
-        self.stream.alloc_zeros::<f32>(len.max(1)).map_err(|e| {
-            err(format!(
-                "cannot allocate {} floats ({:.1} MiB) on the device: {e}",
-                len,
-                len as f64 * 4.0 / (1 << 20) as f64
-            ))
-        })
+        self.stream()
+            .alloc_zeros::<f32>(len.max(1))
+            .map(CudaBuf::owned)
+            .map_err(|e| {
+                err(format!(
+                    "cannot allocate {} floats ({:.1} MiB) on the device: {e}",
+                    len,
+                    len as f64 * 4.0 / (1 << 20) as f64
+                ))
+            })
     }
 
     fn upload(&self, data: &[f32]) -> Result<Self::Buf> {
         if data.is_empty() {
             return self.alloc_zeroed(0);
         }
-        self.stream.clone_htod(data).map_err(|e| {
-            err(format!(
-                "cannot upload {} floats: {e}{}",
-                data.len(),
-                self.last_kernel()
-            ))
-        })
+        self.stream()
+            .clone_htod(data)
+            .map(CudaBuf::owned)
+            .map_err(|e| {
+                err(format!(
+                    "cannot upload {} floats: {e}{}",
+                    data.len(),
+                    self.last_kernel()
+                ))
+            })
     }
 
     fn download(&self, buf: &Self::Buf, len: usize) -> Result<Vec<f32>> {
@@ -221,7 +330,7 @@ impl Driver for CudaDriver {
                 buf.len()
             )));
         }
-        self.stream
+        self.stream()
             .clone_dtoh(&buf.slice(0..len))
             .map_err(|e| err(format!("download failed: {e}{}", self.last_kernel())))
     }
@@ -250,7 +359,7 @@ impl Driver for CudaDriver {
                 d + (dst_off * 4) as u64,
                 s + (src_off * 4) as u64,
                 len * 4,
-                self.stream.cu_stream(),
+                self.stream().cu_stream(),
             )
         }
         .map_err(|e| err(format!("device copy failed: {e}{}", self.last_kernel())))
@@ -359,7 +468,7 @@ impl Driver for CudaDriver {
                 (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
                 (cfg.block[0], cfg.block[1], cfg.block[2]),
                 cfg.shared_bytes,
-                self.stream.cu_stream(),
+                self.stream().cu_stream(),
                 &mut args,
             )
         }
@@ -378,7 +487,7 @@ impl Driver for CudaDriver {
     }
 
     fn synchronize(&self) -> Result<()> {
-        self.stream
+        self.stream()
             .synchronize()
             .map_err(|e| err(format!("a kernel failed: {e}{}", self.last_kernel())))
     }

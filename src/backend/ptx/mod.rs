@@ -92,6 +92,19 @@ impl<D: Driver> PtxBackend<D> {
         })
     }
 
+    /// A tensor of `shape` over a buffer the driver made (e.g. the caller's memory).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn tensor_over(&self, shape: &[usize], buf: D::Buf) -> Result<Tensor> {
+        let len = numel(shape);
+        modules::u32_of(self.name(), "tensor size", len)?;
+        let s = PtxStorage {
+            buf,
+            len,
+            driver: self.driver.clone(),
+        };
+        self.tensor(shape, s)
+    }
+
     pub(crate) fn tensor(&self, shape: &[usize], s: PtxStorage<D>) -> Result<Tensor> {
         Tensor::from_storage(shape, self.driver.kind(), Box::new(s))
     }
