@@ -221,3 +221,28 @@ fn particles_sets_the_svgd_cases_k() {
         .unwrap();
     assert_eq!(f(&p["totals"]["min_bytes"]), (3.0 * 3.0 * d + 9.0) * 4.0);
 }
+
+/// The tensor-core GEMM as a profile case: its FLOPs run on the tensor pipe (counted as
+/// tensor FLOPs, none of them FP32), and its roofline is the card's `mma.sync` peak, so the
+/// modelled share stays at or below 100 %.
+#[test]
+fn gemm_mma_profile_counts_tensor_flops_against_the_mma_peak() {
+    let v = profile("gemm_mma_bf16");
+    let p = &v["profiles"][0];
+    assert_eq!(p["op"], "gemm_mma_bf16");
+    let t = &p["totals"];
+    let tensor = f(&t["counters"]["tensor"]["flops"]);
+    assert_eq!(
+        tensor,
+        f(&t["useful_flops"]),
+        "every useful FLOP on the tensor pipe"
+    );
+    assert!(f(&t["flops_executed"]) >= tensor);
+    let l = &p["launches"][0];
+    assert_eq!(l["kernel"], "gemm_mma_bf16");
+    assert_modelled_launch(l);
+    for card in ["a100", "h100", "h200"] {
+        let pct = f(&t["modelled"][card]["roofline_pct"]);
+        assert!(pct > 0.0 && pct <= 100.0, "{card}: {pct}");
+    }
+}

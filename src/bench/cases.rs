@@ -13,7 +13,7 @@ const F32: f64 = 4.0;
 
 /// A body that runs the case once; it owns its inputs (already on the device).
 pub type RunOnce = Box<dyn FnMut() -> Result<()>>;
-type Build = Box<dyn Fn(&Arc<dyn Backend>, &mut Rng) -> Result<RunOnce>>;
+pub(crate) type Build = Box<dyn Fn(&Arc<dyn Backend>, &mut Rng) -> Result<RunOnce>>;
 
 /// How big the cases are: interpreters (the PTX simulator) and software rasterisers (wgpu
 /// on lavapipe) get small ones, CPUs medium ones, GPUs big ones.
@@ -60,6 +60,17 @@ pub struct OpCase {
 }
 
 impl OpCase {
+    /// A case of `op` on `shape` doing `work`, built by `build` (one submission).
+    pub(crate) fn new(op: &'static str, shape: String, work: Work, build: Build) -> Self {
+        OpCase {
+            op,
+            shape,
+            work,
+            single_submission: true,
+            build,
+        }
+    }
+
     /// Upload random inputs and return the body that runs the op on them.
     pub fn prepare(&self, be: &Arc<dyn Backend>, rng: &mut Rng) -> Result<RunOnce> {
         (self.build)(be, rng)

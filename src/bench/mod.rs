@@ -20,6 +20,8 @@ pub mod measure;
 pub mod plot;
 pub mod report;
 pub mod roofline;
+#[cfg(any(feature = "cuda", feature = "ptx-sim"))]
+pub mod tensor_core;
 pub mod timer;
 
 use crate::backend::{self, Backend, BackendKind};
@@ -195,6 +197,14 @@ fn run_backend(
             }
         }
     }
+    if opts.wants("matmul") && kind == BackendKind::Cuda {
+        match tensor_core_comparisons(&budget, scale) {
+            Ok(cs) => report.comparisons.extend(cs),
+            Err(e) => report
+                .notes
+                .push(format!("tensor-core GEMM not measured: {e}")),
+        }
+    }
     if opts.wants("svgd_step") {
         let (k, d) = cases::target_svgd_shape(scale);
         let c = baselines::svgd_step_vs_floor(
@@ -232,6 +242,27 @@ fn cublas_anchor(be: &Arc<dyn Backend>, budget: &Budget, scale: Scale) -> Result
 
 #[cfg(not(feature = "cuda"))]
 fn cublas_anchor(_: &Arc<dyn Backend>, _: &Budget, _: Scale) -> Result<Comparison> {
+    Err(BellaError::unavailable(
+        "cuda",
+        "built without the `cuda` feature",
+    ))
+}
+
+/// The tensor-core GEMMs (bf16, f16) against the f32 matmul of the same shape, on a CUDA
+/// backend of their own (they need its concrete type: they are not ops yet).
+#[cfg(feature = "cuda")]
+fn tensor_core_comparisons(budget: &Budget, scale: Scale) -> Result<Vec<Comparison>> {
+    use crate::backend::ptx::gemm_mma::HalfType;
+    let cuda = crate::backend::cuda::open_cuda()?;
+    let n = tensor_core::size(scale);
+    [HalfType::Bf16, HalfType::F16]
+        .into_iter()
+        .map(|dt| tensor_core::tensor_core_vs_f32_gemm(cuda.clone(), dt, n, budget))
+        .collect()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn tensor_core_comparisons(_: &Budget, _: Scale) -> Result<Vec<Comparison>> {
     Err(BellaError::unavailable(
         "cuda",
         "built without the `cuda` feature",

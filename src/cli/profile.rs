@@ -5,7 +5,8 @@ use bella::{BellaError, Result};
 
 #[derive(clap::Args)]
 pub struct ProfileArgs {
-    /// Only these ops (comma list, `bella bench`'s names). Default: every op.
+    /// Only these ops (comma list, `bella bench`'s names, plus the tensor-core GEMM kernels
+    /// `gemm_mma_bf16` and `gemm_mma_f16`). Default: every one.
     #[arg(long)]
     op: Option<String>,
     /// `bella bench`'s quick shapes.
@@ -46,7 +47,11 @@ pub fn run(a: ProfileArgs) -> Result<i32> {
     use bella::bench::cases::BENCH_OPS;
     let ops: Vec<String> = match &a.op {
         Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
-        None => BENCH_OPS.iter().map(|s| s.to_string()).collect(),
+        None => BENCH_OPS
+            .iter()
+            .chain(&bella::bench::tensor_core::TENSOR_CORE_OPS)
+            .map(|s| s.to_string())
+            .collect(),
     };
     let scale = bella::profile::parse_scale(&a.scale).ok_or_else(|| BellaError::Unknown {
         what: "profile scale (small, cpu, gpu)",

@@ -42,7 +42,8 @@ launch's whole footprint: each sector crosses DRAM once per launch, a lower boun
 sampled launch each buffer's sampled distinct sectors scaled to the grid and capped at the \
 buffer's size, an estimate, marked ~); op = sum \
 of its launches; no launch latency, occupancy not modelled; \
-roofline_pct = max(useful FLOPs / FP32 peak, minimum bytes / DRAM bandwidth) / modelled op time";
+roofline_pct = max(useful FLOPs / FP32 peak (the mma.sync tensor peak for the tensor-core \
+GEMMs gemm_mma_*), minimum bytes / DRAM bandwidth) / modelled op time";
 
 /// What the model needs of one launch's counters (scaled to the whole grid when sampled).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -135,12 +136,24 @@ pub fn model_launch(c: &Card, p: &LaunchInputs) -> LaunchModelled {
     }
 }
 
-/// An op of `launches` (modelled on `c`) with its contract's useful FLOPs and minimum bytes.
+/// Which peak an op's useful FLOPs are measured against in its roofline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlopPeak {
+    /// FP32 SIMT (every f32 op).
+    Fp32,
+    /// The tensor pipe as `mma.sync` reaches it ([`Card::mma_flops_per_s`]): the
+    /// tensor-core GEMMs.
+    MmaSync,
+}
+
+/// An op of `launches` (modelled on `c`) with its contract's useful FLOPs and minimum bytes;
+/// `peak` says which compute peak its roofline takes.
 pub fn model_op(
     c: &Card,
     launches: &[&LaunchModelled],
     useful_flops: f64,
     min_bytes: f64,
+    peak: FlopPeak,
 ) -> Modelled {
     let us: f64 = launches.iter().map(|l| l.us).sum();
     let limited_us: Vec<(&'static str, f64)> = PIPES
@@ -159,7 +172,11 @@ pub fn model_op(
         .copied()
         .fold(("none", 0.0f64), |a, b| if b.1 > a.1 { b } else { a })
         .0;
-    let roof = 1e6 * (useful_flops / c.fp32_flops_per_s()).max(min_bytes / (c.dram_gbs * 1e9));
+    let flops_per_s = match peak {
+        FlopPeak::Fp32 => c.fp32_flops_per_s(),
+        FlopPeak::MmaSync => c.mma_flops_per_s(),
+    };
+    let roof = 1e6 * (useful_flops / flops_per_s).max(min_bytes / (c.dram_gbs * 1e9));
     Modelled {
         us,
         limiter,
@@ -187,7 +204,7 @@ mod tests {
         let l = model_launch(&CARDS[2], &p);
         assert_eq!(l.limiter, "dram");
         assert_eq!(l.ctas_per_sm, 8);
-        let m = model_op(&CARDS[2], &[&l], n as f64, 8.0 * n as f64);
+        let m = model_op(&CARDS[2], &[&l], n as f64, 8.0 * n as f64, FlopPeak::Fp32);
         assert_eq!(m.limiter, "dram");
         assert!((m.roofline_pct - 100.0).abs() < 1e-9);
         assert!((m.us - 8.0 * n as f64 / 4.8e12 * 1e6).abs() < 1e-6);
@@ -216,7 +233,7 @@ mod tests {
         // fp32: 32 lanes × 1e6 / 64 lanes per clock at 1.41 GHz
         assert!((one.us - 1e6 * 32.0 / 64.0 / 1.41e9 * 1e6).abs() < 1e-6);
         // op = sum of launches
-        let m = model_op(a100, &[&one, &over], 0.0, 0.0);
+        let m = model_op(a100, &[&one, &over], 0.0, 0.0, FlopPeak::Fp32);
         assert!((m.us - 3.0 * one.us).abs() < 1e-9);
         assert_eq!(m.limiter, "fp32");
     }

@@ -1,12 +1,15 @@
 //! Running the cases on the counting simulator (whole or sampled), the table and the JSON.
 
 use super::cards::{occupancy, sm_limits, Occupancy, CARDS, SM_LIMITS};
-use super::model::{model_launch, model_op, LaunchInputs, LaunchModelled, Modelled, MODEL};
+use super::model::{
+    model_launch, model_op, FlopPeak, LaunchInputs, LaunchModelled, Modelled, MODEL,
+};
 use super::ptxas::{KernelInfo, Ptxas};
 use super::{SAMPLE_BUDGET_INST, SIM_MAX_BYTES, SIM_MAX_FLOPS};
 use crate::backend::ptx_sim::profile::{Class, Counters, LaunchProfile, Sample};
 use crate::backend::ptx_sim::{ProfileOptions, Profiler};
 use crate::bench::cases::{cases, matmul_case, OpCase, Scale, BENCH_OPS};
+use crate::bench::tensor_core::{self, gemm_mma_case, half_type};
 use crate::error::{BellaError, Result};
 use crate::rng::Rng;
 use serde::Serialize;
@@ -55,7 +58,8 @@ pub struct LaunchRow {
 pub struct Totals {
     /// The op's FLOPs by its formula (from the bench case).
     pub useful_flops: f64,
-    /// FP32 operations the kernels executed (an FMA counts 2).
+    /// FP32 operations the kernels executed (an FMA counts 2), plus the tensor-core FLOPs of
+    /// their `mma` instructions (2·M·N·K each; also in `counters.tensor`).
     pub flops_executed: u64,
     /// The op's minimum DRAM traffic: its inputs read and outputs written once, bytes.
     pub min_bytes: f64,
@@ -309,7 +313,15 @@ fn profile_case(
         .iter()
         .map(|c| {
             let ls: Vec<&LaunchModelled> = launches.iter().map(|l| &l.modelled[c.key]).collect();
-            (c.key, model_op(c, &ls, case.work.flops, case.work.bytes))
+            let peak = if half_type(case.op).is_some() {
+                FlopPeak::MmaSync
+            } else {
+                FlopPeak::Fp32
+            };
+            (
+                c.key,
+                model_op(c, &ls, case.work.flops, case.work.bytes, peak),
+            )
         })
         .collect();
     let sampled_launches = launches.iter().filter(|l| l.sample.is_some()).count();
@@ -324,7 +336,7 @@ fn profile_case(
         sim_seconds: start.elapsed().as_secs_f64(),
         totals: Totals {
             useful_flops: case.work.flops,
-            flops_executed: total.flops,
+            flops_executed: total.flops + total.tensor.flops,
             min_bytes: case.work.bytes,
             l2_bytes: total.global.l2_bytes(),
             dram_bytes: total.global.dram_bytes(),
@@ -363,7 +375,11 @@ pub fn profile_cases(op: &str, scale: Scale, quick: bool, particles: Option<usiz
 
 /// Profile the ops of `opts`; `progress` gets the table as it is made.
 pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
-    if let Some(o) = opts.ops.iter().find(|o| !BENCH_OPS.contains(&o.as_str())) {
+    if let Some(o) = opts
+        .ops
+        .iter()
+        .find(|o| !BENCH_OPS.contains(&o.as_str()) && half_type(o).is_none())
+    {
         return Err(BellaError::Unknown {
             what: "profile op",
             name: o.clone(),
@@ -417,7 +433,16 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         profiles: Vec::new(),
     };
     for op in &opts.ops {
-        for case in profile_cases(op, opts.scale, opts.quick, opts.particles) {
+        let cases = match half_type(op) {
+            Some(dtype) => vec![gemm_mma_case(
+                be.clone(),
+                dtype,
+                tensor_core::size(opts.scale),
+            )],
+            None => profile_cases(op, opts.scale, opts.quick, opts.particles),
+        };
+        let be: Arc<dyn crate::Backend> = be.clone();
+        for case in cases {
             let p = profile_case(&case, opts, &be, &prof, &mut rng, &mut ptxas)?;
             for line in table(&p) {
                 progress(&line);
@@ -655,10 +680,21 @@ pub fn table(p: &OpProfile) -> Vec<String> {
     cells.push(us.join("/"));
     cells.push(t.modelled["h100"].limiter.to_string());
     out.push(line(&cells));
+    let tensor = t.counters.tensor.flops;
+    let executed = if tensor > 0 {
+        format!(
+            "{} (fp32 {} + tensor {})",
+            big(t.flops_executed as f64),
+            big(t.counters.flops as f64),
+            big(tensor as f64)
+        )
+    } else {
+        big(t.flops_executed as f64)
+    };
     out.push(format!(
         "  flops executed / useful = {} / {} ({:.2}x); l2_bytes / minimum bytes = {} / {} \
          ({:.2}x); dram (distinct sectors) / minimum = {:.2}x",
-        big(t.flops_executed as f64),
+        executed,
         big(t.useful_flops),
         ratio(t.flops_executed as f64, t.useful_flops),
         bytes(t.l2_bytes as f64),

@@ -244,6 +244,7 @@ pub fn step<D: Driver>(
 #[cfg(all(test, feature = "ptx-sim"))]
 mod tests {
     use crate::backend::ptx_sim::{open_profiled_with, ProfileOptions};
+    use crate::backend::Backend;
 
     /// Sized for 132 SMs, `sqdist_finalize` sees hundreds of chunks (its 8 warps each step
     /// over many), which the 2-SM simulator of the doctor and cross-backend tests never gives.

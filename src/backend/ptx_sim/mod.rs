@@ -58,7 +58,7 @@ pub fn open_profiled() -> Result<(Arc<dyn Backend>, Profiler)> {
 
 /// [`open_profiled`] on a device set up by `opts`: the SM count it reports (grids sized as
 /// on that card) and the sampling limit per launch.
-pub fn open_profiled_with(opts: ProfileOptions) -> Result<(Arc<dyn Backend>, Profiler)> {
+pub fn open_profiled_with(opts: ProfileOptions) -> Result<(Arc<PtxBackend<SimDriver>>, Profiler)> {
     let driver = SimDriver::with_sm_count(opts.sm_count);
     let profiler = driver.profiler();
     profiler.set_max_ctas(opts.max_ctas_per_launch);
