@@ -304,12 +304,8 @@ fn gemm_tiled(c: &Case) {
 
 /// Element `i` of a half-packed buffer.
 fn half_at(t: HalfType, words: &[u32], i: usize) -> f64 {
-    let w = words[i / 2];
-    t.value(if i % 2 == 0 {
-        w as u16
-    } else {
-        (w >> 16) as u16
-    }) as f64
+    let shift = 16 * (i % 2);
+    t.value((words[i / 2] >> shift) as u16) as f64
 }
 
 fn gemm_mma(c: &Case, t: HalfType) {
