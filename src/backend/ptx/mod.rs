@@ -3,7 +3,7 @@
 //!
 //! One file per kernel family (the same names as `kernels/`): each computes its launch
 //! configuration from the shapes and the device properties and passes the kernel's
-//! parameters by name (`PtxBackend::launch_named`; `lora.rs`, `gemm.rs`, `gemm_mma.rs` still in the
+//! parameters by name (`PtxBackend::launch_named`; `lora.rs` and `gemm.rs` still in the
 //! order of its `.param` list). Every launch is checked against `kernels/abi.json`
 //! ([`abi`]).
 pub mod abi;
