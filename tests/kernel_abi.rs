@@ -2,8 +2,9 @@
 //! `kernels/*.ptx` with the same parameters (names, types, order), checked by a signature
 //! parser here; (b) its registers and shared bytes are ptxas's (when ptxas is installed);
 //! (c) every entry's example launch, built from the JSON alone, runs clean on the PTX
-//! simulator, writes finite values, gives the same bits at any grid, and for most kernels
-//! matches a reference computed here.
+//! simulator, writes finite values, gives the same bits at any grid, and matches a
+//! reference computed here, also (kernels whose vector accesses are checked at run time)
+//! with every pointer 4-byte but not 16-byte aligned.
 #![cfg(feature = "ptx-sim")]
 
 #[path = "kernel_abi/launch.rs"]
@@ -13,7 +14,7 @@ mod references;
 #[path = "kernel_abi/signature.rs"]
 mod signature;
 
-use bella::backend::ptx::abi::{abi, Access, Entry};
+use bella::backend::ptx::abi::{abi, Access, Entry, VectorLoads};
 use std::path::Path;
 
 fn kernel_sources() -> Vec<(String, String)> {
@@ -126,7 +127,8 @@ fn registers_and_shared_bytes_are_ptxas_figures() {
 /// Every example of the ABI, launched from the JSON alone on the simulator (which fails a
 /// launch on out-of-bounds accesses, races and uninitialised reads): every `nan`-filled
 /// buffer is overwritten with finite values, every written buffer is finite, grid 1 gives
-/// the bits of the example's grid, and where a reference exists the values match it.
+/// the bits of the example's grid, and where a reference exists the values match it; with
+/// misaligned pointers too, where the ABI says any 4-byte aligned pointer works.
 #[test]
 fn every_example_launch_runs_clean_and_matches_its_reference() {
     let mut checked = Vec::new();
@@ -141,11 +143,11 @@ fn every_example_launch_runs_clean_and_matches_its_reference() {
             "{}: the example names each parameter once",
             e.name
         );
-        let run = launch::run_example(e, e.example.grid)
+        let run = launch::run_example(e, e.example.grid, false)
             .unwrap_or_else(|err| panic!("{}: the example launch failed: {err}", e.name));
         check_written_finite(e, &run);
         if e.example.grid != 1 {
-            let one = launch::run_example(e, 1)
+            let one = launch::run_example(e, 1, false)
                 .unwrap_or_else(|err| panic!("{} at grid 1: {err}", e.name));
             for (name, out) in &run.outputs {
                 assert!(
@@ -158,6 +160,12 @@ fn every_example_launch_runs_clean_and_matches_its_reference() {
         }
         if references::check(e, &run) {
             checked.push(e.name.as_str());
+        }
+        if e.vector_loads == VectorLoads::RuntimeChecked {
+            let off = launch::run_example(e, e.example.grid, true)
+                .unwrap_or_else(|err| panic!("{} with misaligned pointers: {err}", e.name));
+            check_written_finite(e, &off);
+            references::check(e, &off);
         }
     }
     println!("compared with a reference: {checked:?}");

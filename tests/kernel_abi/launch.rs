@@ -1,6 +1,6 @@
 //! An ABI entry's example launched from the JSON alone, on the simulator's `Driver`: the
 //! `.ptx` file it names, buffers filled as the example says, arguments in the ABI's order,
-//! the ABI's block and a 1-D grid.
+//! the ABI's block and a 1-D grid; optionally every pointer 4 bytes past a 16-byte boundary.
 
 use bella::backend::ptx::abi::{BufferSpec, Entry, ParamType};
 use bella::backend::ptx::driver::{Driver, LaunchConfig, Param};
@@ -46,8 +46,13 @@ fn fill(spec: &BufferSpec, rng: &mut Rng) -> Vec<f32> {
     }
 }
 
-/// Runs `e`'s example at `grid` CTAs on a fresh simulator.
-pub fn run_example(e: &Entry, grid: u32) -> Result<Run> {
+/// The word before each buffer of a misaligned run: must be left alone.
+const GUARD: u32 = 0x7fc0_abcd;
+
+/// Runs `e`'s example at `grid` CTAs on a fresh simulator. `misaligned`: each buffer starts
+/// one word into its allocation (a 4-byte but not 16-byte aligned pointer), after a guard
+/// word that the launch must not touch.
+pub fn run_example(e: &Entry, grid: u32, misaligned: bool) -> Result<Run> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("kernels")
         .join(&e.file);
@@ -64,7 +69,9 @@ pub fn run_example(e: &Entry, grid: u32) -> Result<Run> {
                 panic!("{}: the example has no buffer for `{}`", e.name, p.name)
             });
         let data = fill(spec, &mut rng);
-        bufs.insert(p.name.clone(), driver.upload(&data)?);
+        let guard = misaligned.then_some(f32::from_bits(GUARD));
+        let words: Vec<f32> = guard.into_iter().chain(data.iter().copied()).collect();
+        bufs.insert(p.name.clone(), driver.upload(&words)?);
         inputs.insert(p.name.clone(), data);
     }
     let params: Vec<Param<'_, _>> = e
@@ -73,7 +80,7 @@ pub fn run_example(e: &Entry, grid: u32) -> Result<Run> {
         .map(|p| match p.ty {
             ParamType::U64 => Param::Ptr {
                 buf: &bufs[&p.name],
-                byte_offset: 0,
+                byte_offset: if misaligned { 4 } else { 0 },
             },
             ParamType::U32 => Param::U32(Run::scalar(e, &p.name) as u32),
             ParamType::F32 => Param::F32(Run::scalar(e, &p.name) as f32),
@@ -86,8 +93,18 @@ pub fn run_example(e: &Entry, grid: u32) -> Result<Run> {
     };
     driver.launch(&e.file, &e.name, cfg, &params)?;
     let mut outputs = BTreeMap::new();
+    let skip = usize::from(misaligned);
     for (name, buf) in &bufs {
-        outputs.insert(name.clone(), driver.download(buf, inputs[name].len())?);
+        let mut words = driver.download(buf, skip + inputs[name].len())?;
+        if misaligned {
+            assert_eq!(
+                words[0].to_bits(),
+                GUARD,
+                "{}: the word before `{name}` changed",
+                e.name
+            );
+        }
+        outputs.insert(name.clone(), words.split_off(skip));
     }
     Ok(Run { inputs, outputs })
 }

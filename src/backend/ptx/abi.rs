@@ -41,14 +41,29 @@ pub struct Entry {
     pub block: [u32; 3],
     /// How the grid is chosen.
     pub grid: GridRule,
-    /// `runtime-checked`, `none` or `required` (16-byte vector accesses; see the conventions).
-    pub vector_loads: String,
+    /// How the kernel uses 16-byte vector accesses.
+    pub vector_loads: VectorLoads,
+    /// An extra condition of the vector path, if any.
+    pub vector_note: Option<String>,
     /// Static shared memory per CTA, bytes (ptxas).
     pub shared_bytes: u32,
     /// Registers per thread (ptxas).
     pub registers: Registers,
     /// A small launch that runs on the simulator.
     pub example: Example,
+}
+
+/// How a kernel uses 16-byte global accesses (`ld/st.global.v4`, `cp.async` 16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VectorLoads {
+    /// Vector accesses where a thread's 4 elements are in range and 16-byte aligned, tested
+    /// per thread at run time; otherwise scalar ones: any 4-byte aligned pointer works.
+    RuntimeChecked,
+    /// Scalar accesses only.
+    None,
+    /// The pointers' `align` is a precondition the kernel does not check.
+    Required,
 }
 
 /// The PTX type of a parameter.
