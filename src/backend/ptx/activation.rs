@@ -26,13 +26,13 @@ pub(crate) fn sum_blocks<D: Driver>(
         return Ok(());
     }
     u32_of("sum_blocks", "K*len", k * len)?;
-    let params = [
-        ptr(out),
-        ptr(src),
-        Param::U32(u32_of("sum_blocks", "K", k)?),
-        Param::U32(u32_of("sum_blocks", "len", len)?),
+    let params = vec![
+        ("p_out", ptr(out)),
+        ("p_src", ptr(src)),
+        ("p_k", Param::U32(u32_of("sum_blocks", "K", k)?)),
+        ("p_len", Param::U32(u32_of("sum_blocks", "len", len)?)),
     ];
-    be.launch(ACTIVATION, "sum_blocks", grid(be, len), &params)
+    be.launch_named(ACTIVATION, "sum_blocks", grid(be, len), params)
 }
 
 /// `y = f(x)` for `relu_forward`, `gelu_forward`.
@@ -40,14 +40,14 @@ pub fn unary<D: Driver>(be: &PtxBackend<D>, kernel: &str, x: &Tensor) -> Result<
     let n = x.numel();
     let y = be.storage(n)?;
     if n > 0 {
-        be.launch(
+        be.launch_named(
             ACTIVATION,
             kernel,
             grid(be, n),
-            &[
-                ptr(&y.buf),
-                ptr(be.buf(x)?),
-                Param::U32(u32_of(kernel, "n", n)?),
+            vec![
+                ("p_y", ptr(&y.buf)),
+                ("p_x", ptr(be.buf(x)?)),
+                ("p_n", Param::U32(u32_of(kernel, "n", n)?)),
             ],
         )?;
     }
@@ -64,15 +64,15 @@ pub fn binary<D: Driver>(
     let n = x.numel();
     let dx = be.storage(n)?;
     if n > 0 {
-        be.launch(
+        be.launch_named(
             ACTIVATION,
             kernel,
             grid(be, n),
-            &[
-                ptr(&dx.buf),
-                ptr(be.buf(x)?),
-                ptr(be.buf(dy)?),
-                Param::U32(u32_of(kernel, "n", n)?),
+            vec![
+                ("p_dx", ptr(&dx.buf)),
+                ("p_x", ptr(be.buf(x)?)),
+                ("p_dy", ptr(be.buf(dy)?)),
+                ("p_n", Param::U32(u32_of(kernel, "n", n)?)),
             ],
         )?;
     }
@@ -89,17 +89,17 @@ pub fn axpby<D: Driver>(
     let n = x.numel();
     let out = be.storage(n)?;
     if n > 0 {
-        be.launch(
+        be.launch_named(
             ACTIVATION,
             "axpby",
             grid(be, n),
-            &[
-                ptr(&out.buf),
-                ptr(be.buf(x)?),
-                ptr(be.buf(y)?),
-                Param::F32(alpha),
-                Param::F32(beta),
-                Param::U32(u32_of("axpby", "n", n)?),
+            vec![
+                ("p_out", ptr(&out.buf)),
+                ("p_x", ptr(be.buf(x)?)),
+                ("p_y", ptr(be.buf(y)?)),
+                ("p_alpha", Param::F32(alpha)),
+                ("p_beta", Param::F32(beta)),
+                ("p_n", Param::U32(u32_of("axpby", "n", n)?)),
             ],
         )?;
     }

@@ -127,19 +127,19 @@ pub(crate) fn launch_in<D: Driver>(
     check(be.driver(), g)?;
     let tiles = g.m.div_ceil(TILE) * g.n.div_ceil(TILE);
     u32_of(name, "tile count", tiles)?;
-    let params = [
-        ptr_at(g.c, g.c_offset),
-        ptr_at(g.a, g.a_offset),
-        ptr_at(g.b, g.b_offset),
-        Param::U32(u32_of(name, "m", g.m)?),
-        Param::U32(u32_of(name, "n", g.n)?),
-        Param::U32(u32_of(name, "k", g.k)?),
-        Param::F32(g.alpha),
-        Param::F32(g.beta.unwrap_or(0.0)),
-        Param::U32(u32::from(g.beta.is_some())),
+    let params = vec![
+        ("p_c", ptr_at(g.c, g.c_offset)),
+        ("p_a", ptr_at(g.a, g.a_offset)),
+        ("p_b", ptr_at(g.b, g.b_offset)),
+        ("p_m", Param::U32(u32_of(name, "m", g.m)?)),
+        ("p_n", Param::U32(u32_of(name, "n", g.n)?)),
+        ("p_k", Param::U32(u32_of(name, "k", g.k)?)),
+        ("p_alpha", Param::F32(g.alpha)),
+        ("p_beta", Param::F32(g.beta.unwrap_or(0.0))),
+        ("p_flags", Param::U32(u32::from(g.beta.is_some()))),
     ];
     let grid = grid_1d(be.props(), tiles, blocks_per_sm());
-    be.launch(module, name, grid, &params)
+    be.launch_named(module, name, grid, params)
 }
 
 /// The kernel's preconditions, as errors naming it.

@@ -3,7 +3,10 @@
 //!
 //! One file per kernel family (the same names as `kernels/`): each computes its launch
 //! configuration from the shapes and the device properties and passes the kernel's
-//! parameters in the order of its `.param` list.
+//! parameters by name (`PtxBackend::launch_named`; `lora.rs` and `gemm.rs` still in the
+//! order of its `.param` list). Every launch is checked against `kernels/abi.json`
+//! ([`abi`]).
+pub mod abi;
 pub mod driver;
 
 mod activation;
@@ -109,6 +112,8 @@ impl<D: Driver> PtxBackend<D> {
         Tensor::from_storage(shape, self.driver.kind(), Box::new(s))
     }
 
+    /// Launches `kernel` of `module` with `params` in `.param` order, after checking them
+    /// against the kernel's entry in `kernels/abi.json` (count and types).
     pub(crate) fn launch(
         &self,
         module: &str,
@@ -116,7 +121,21 @@ impl<D: Driver> PtxBackend<D> {
         cfg: LaunchConfig,
         params: &[Param<'_, D::Buf>],
     ) -> Result<()> {
+        abi::check(module, kernel, params)?;
         self.driver.launch(module, kernel, cfg, params)
+    }
+
+    /// [`Self::launch`] with named arguments (the PTX parameter names, `p_...`), put in
+    /// order by `kernels/abi.json`: every parameter exactly once.
+    pub(crate) fn launch_named(
+        &self,
+        module: &str,
+        kernel: &str,
+        cfg: LaunchConfig,
+        named: Vec<(&str, Param<'_, D::Buf>)>,
+    ) -> Result<()> {
+        let params = abi::order_named(kernel, named)?;
+        self.launch(module, kernel, cfg, &params)
     }
 
     pub(crate) fn props(&self) -> &driver::DeviceProps {

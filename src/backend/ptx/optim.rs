@@ -27,29 +27,27 @@ pub fn adamw<D: Driver>(
     let mb = be.buf_mut(m)?;
     let vb = be.buf_mut(v)?;
     let mut params = vec![
-        ptr(p),
-        ptr(g),
-        ptr(mb),
-        ptr(vb),
-        Param::U32(u32_of("adamw_step", "n", n)?),
+        ("p_param", ptr(p)),
+        ("p_grad", ptr(g)),
+        ("p_m", ptr(mb)),
+        ("p_v", ptr(vb)),
+        ("p_n", Param::U32(u32_of("adamw_step", "n", n)?)),
     ];
     params.extend(adamw_params(hp));
-    be.launch(OPTIM, "adamw_step", grid(be, n), &params)
+    be.launch_named(OPTIM, "adamw_step", grid(be, n), params)
 }
 
-/// AdamW's scalar parameters as `adamw_step` and the fused SVGD step take them, in order:
+/// The names of AdamW's scalar parameters in `adamw_step` and `svgd_direction`.
+pub const ADAMW_PARAMS: [&str; 7] = [
+    "p_lr", "p_beta1", "p_beta2", "p_eps", "p_decay", "p_bc1", "p_bc2",
+];
+
+/// AdamW's scalar parameters, named as `adamw_step` and the fused SVGD step take them:
 /// `lr, beta1, beta2, eps, decay = 1 − lr·wd, bc1 = 1 − β1ᵗ, bc2 = 1 − β2ᵗ` (the
 /// corrections in f64, as the CPU reference).
-pub fn adamw_params<'a, B>(hp: &AdamW) -> [Param<'a, B>; 7] {
+pub fn adamw_params<'a, B>(hp: &AdamW) -> [(&'static str, Param<'a, B>); 7] {
     let (bc1, bc2) = hp.bias_corrections();
     let decay = 1.0 - hp.lr * hp.weight_decay;
-    [
-        Param::F32(hp.lr),
-        Param::F32(hp.beta1),
-        Param::F32(hp.beta2),
-        Param::F32(hp.eps),
-        Param::F32(decay),
-        Param::F32(bc1),
-        Param::F32(bc2),
-    ]
+    let values = [hp.lr, hp.beta1, hp.beta2, hp.eps, decay, bc1, bc2];
+    std::array::from_fn(|i| (ADAMW_PARAMS[i], Param::F32(values[i])))
 }

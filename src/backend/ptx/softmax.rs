@@ -30,31 +30,31 @@ pub fn xent<D: Driver>(
         .driver()
         .upload(bytemuck::cast_slice::<u32, f32>(labels))?;
     let row_loss = be.storage(rows)?;
-    be.launch(
+    be.launch_named(
         SOFTMAX,
         kn,
         grid_1d(be.props(), rows.div_ceil(WARPS_PER_BLOCK), 16),
-        &[
-            ptr(&dl.buf),
-            ptr(&row_loss.buf),
-            ptr(be.buf(logits)?),
-            ptr(&lab),
-            Param::U32(rows as u32),
-            Param::U32(m as u32),
-            Param::U32(c as u32),
-            Param::F32(1.0 / m as f32),
+        vec![
+            ("p_dl", ptr(&dl.buf)),
+            ("p_rowloss", ptr(&row_loss.buf)),
+            ("p_logits", ptr(be.buf(logits)?)),
+            ("p_labels", ptr(&lab)),
+            ("p_rows", Param::U32(rows as u32)),
+            ("p_m", Param::U32(m as u32)),
+            ("p_c", Param::U32(c as u32)),
+            ("p_inv_m", Param::F32(1.0 / m as f32)),
         ],
     )?;
-    be.launch(
+    be.launch_named(
         SOFTMAX,
         "row_mean",
         grid_1d(be.props(), k, 16),
-        &[
-            ptr(&loss.buf),
-            ptr(&row_loss.buf),
-            Param::U32(k as u32),
-            Param::U32(m as u32),
-            Param::F32(1.0 / m as f32),
+        vec![
+            ("p_out", ptr(&loss.buf)),
+            ("p_in", ptr(&row_loss.buf)),
+            ("p_groups", Param::U32(k as u32)),
+            ("p_count", Param::U32(m as u32)),
+            ("p_scale", Param::F32(1.0 / m as f32)),
         ],
     )?;
     // `lab` and `row_loss` are freed on return, after the queued kernels that read them:
@@ -77,20 +77,20 @@ pub fn ensemble_stats<D: Driver>(
     let expd = be.storage(m)?;
     let mi = be.storage(m)?;
     if m > 0 && c > 0 && k > 0 {
-        be.launch(
+        be.launch_named(
             SOFTMAX,
             kn,
             grid_1d(be.props(), m.div_ceil(WARPS_PER_BLOCK), 16),
-            &[
-                ptr(&probs.buf),
-                ptr(&ent.buf),
-                ptr(&expd.buf),
-                ptr(&mi.buf),
-                ptr(be.buf(logits)?),
-                Param::U32(k as u32),
-                Param::U32(m as u32),
-                Param::U32(c as u32),
-                Param::F32(1.0 / k as f32),
+            vec![
+                ("p_probs", ptr(&probs.buf)),
+                ("p_entropy", ptr(&ent.buf)),
+                ("p_expected", ptr(&expd.buf)),
+                ("p_mi", ptr(&mi.buf)),
+                ("p_logits", ptr(be.buf(logits)?)),
+                ("p_k", Param::U32(k as u32)),
+                ("p_m", Param::U32(m as u32)),
+                ("p_c", Param::U32(c as u32)),
+                ("p_inv_k", Param::F32(1.0 / k as f32)),
             ],
         )?;
     }

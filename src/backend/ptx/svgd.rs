@@ -8,7 +8,7 @@
 
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, BLOCK, SVGD};
-use super::optim::adamw_params;
+use super::optim::{adamw_params, ADAMW_PARAMS};
 use super::{ptr, PtxBackend};
 use crate::backend::AdamW;
 use crate::error::Result;
@@ -57,33 +57,33 @@ pub fn pairwise_sqdist<D: Driver>(
         let blocks = k.div_ceil(4);
         let block_pairs = blocks * (blocks + 1) / 2;
         let groups = BLOCK as usize / block_pairs;
-        be.launch(
+        be.launch_named(
             SVGD,
             kn,
             grid_1d(be.props(), nchunks, 2),
-            &[
-                ptr(&partial.buf),
-                ptr(th),
-                Param::U32(u32_of(kn, "K", k)?),
-                Param::U32(u32_of(kn, "D", d)?),
-                Param::U32(u32_of(kn, "chunk", chunk)?),
-                Param::U32(nchunks as u32),
-                Param::U32(block_pairs as u32),
-                Param::U32(groups as u32),
+            vec![
+                ("p_partial", ptr(&partial.buf)),
+                ("p_theta", ptr(th)),
+                ("p_k", Param::U32(u32_of(kn, "K", k)?)),
+                ("p_d", Param::U32(u32_of(kn, "D", d)?)),
+                ("p_chunk", Param::U32(u32_of(kn, "chunk", chunk)?)),
+                ("p_nchunks", Param::U32(nchunks as u32)),
+                ("p_bpairs", Param::U32(block_pairs as u32)),
+                ("p_groups", Param::U32(groups as u32)),
             ],
         )?;
     } else if pairs > 0 {
-        be.launch(
+        be.launch_named(
             SVGD,
             kn,
             grid_1d(be.props(), pairs * nchunks, 8),
-            &[
-                ptr(&partial.buf),
-                ptr(th),
-                Param::U32(u32_of(kn, "K", k)?),
-                Param::U32(u32_of(kn, "D", d)?),
-                Param::U32(u32_of(kn, "chunk", chunk)?),
-                Param::U32(nchunks as u32),
+            vec![
+                ("p_partial", ptr(&partial.buf)),
+                ("p_theta", ptr(th)),
+                ("p_k", Param::U32(u32_of(kn, "K", k)?)),
+                ("p_d", Param::U32(u32_of(kn, "D", d)?)),
+                ("p_chunk", Param::U32(u32_of(kn, "chunk", chunk)?)),
+                ("p_nchunks", Param::U32(nchunks as u32)),
             ],
         )?;
     }
@@ -92,17 +92,17 @@ pub fn pairwise_sqdist<D: Driver>(
     // One CTA per tile of 32 pairs (its 8 warps split the chunks); at least enough threads
     // for the K diagonal zeros.
     let finalize_units = pairs.div_ceil(32).max(k.div_ceil(BLOCK as usize));
-    be.launch(
+    be.launch_named(
         SVGD,
         "sqdist_finalize",
         grid_1d(be.props(), finalize_units, 16),
-        &[
-            ptr(&out.buf),
-            ptr(&partial.buf),
-            Param::U32(k as u32),
-            Param::U32(nchunks as u32),
-            Param::U32(pair_stride as u32),
-            Param::U32(ch_stride as u32),
+        vec![
+            ("p_out", ptr(&out.buf)),
+            ("p_partial", ptr(&partial.buf)),
+            ("p_k", Param::U32(k as u32)),
+            ("p_nchunks", Param::U32(nchunks as u32)),
+            ("p_pair_stride", Param::U32(pair_stride as u32)),
+            ("p_ch_stride", Param::U32(ch_stride as u32)),
         ],
     )?;
     be.tensor(&[k, k], out)
@@ -122,15 +122,15 @@ pub fn rbf_kernel<D: Driver>(
         None => crate::backend::median_bandwidth(&be.download(&sq)?, k),
     };
     let kern = be.storage(k * k)?;
-    be.launch(
+    be.launch_named(
         SVGD,
         "rbf_from_sqdist",
         grid_1d(be.props(), (k * k).div_ceil(BLOCK as usize), 16),
-        &[
-            ptr(&kern.buf),
-            ptr(be.buf(&sq)?),
-            Param::U32(u32_of("rbf_from_sqdist", "K*K", k * k)?),
-            Param::F32(h),
+        vec![
+            ("p_kern", ptr(&kern.buf)),
+            ("p_sqdist", ptr(be.buf(&sq)?)),
+            ("p_n", Param::U32(u32_of("rbf_from_sqdist", "K*K", k * k)?)),
+            ("p_h", Param::F32(h)),
         ],
     )?;
     Ok((be.tensor(&[k, k], kern)?, h))
@@ -154,29 +154,33 @@ pub fn direction<D: Driver>(
     let n = u32_of(kn, "K*D", k * d)?;
     let phi = be.storage(k * d)?;
     let mut params = vec![
-        ptr(&phi.buf),
-        ptr(be.buf(theta)?),
-        ptr(be.buf(score)?),
-        ptr(be.buf(kernel)?),
-        Param::U32(k as u32),
-        Param::U32(d as u32),
-        Param::F32(2.0 / bandwidth),
-        Param::F32(1.0 / k as f32),
+        ("p_phi", ptr(&phi.buf)),
+        ("p_theta", ptr(be.buf(theta)?)),
+        ("p_score", ptr(be.buf(score)?)),
+        ("p_kern", ptr(be.buf(kernel)?)),
+        ("p_k", Param::U32(k as u32)),
+        ("p_d", Param::U32(d as u32)),
+        ("p_c", Param::F32(2.0 / bandwidth)),
+        ("p_inv_k", Param::F32(1.0 / k as f32)),
     ];
     if n > 0 && tiled {
         let (glog, tiles) = direction_tiles(k, d);
-        params.push(Param::U32(glog));
+        params.push(("p_glog", Param::U32(glog)));
         // Not the fused step: what follows p_step is unused (any valid pointer, zeros).
-        params.push(Param::U32(0));
-        params.extend([ptr(&phi.buf), ptr(&phi.buf), Param::F32(0.0)]);
-        params.extend((0..7).map(|_| Param::F32(0.0)));
-        be.launch(SVGD, kn, grid_1d(be.props(), tiles, 2), &params)?;
+        params.push(("p_step", Param::U32(0)));
+        params.extend([
+            ("p_m", ptr(&phi.buf)),
+            ("p_v", ptr(&phi.buf)),
+            ("p_gscale", Param::F32(0.0)),
+        ]);
+        params.extend(ADAMW_PARAMS.map(|name| (name, Param::F32(0.0))));
+        be.launch_named(SVGD, kn, grid_1d(be.props(), tiles, 2), params)?;
     } else if n > 0 {
-        be.launch(
+        be.launch_named(
             SVGD,
             kn,
             grid_1d(be.props(), (k * d).div_ceil(BLOCK as usize), 16),
-            &params,
+            params,
         )?;
     }
     be.tensor(&[k, d], phi)
@@ -223,22 +227,22 @@ pub fn step<D: Driver>(
     let (mb, vb) = (be.buf_mut(s.m)?, be.buf_mut(s.v)?);
     let th = be.buf_mut(theta)?;
     let mut params = vec![
-        ptr(th), // p_phi: unused in step mode
-        ptr(th),
-        ptr(sc),
-        ptr(kb),
-        Param::U32(k as u32),
-        Param::U32(d as u32),
-        Param::F32(2.0 / bandwidth),
-        Param::F32(1.0 / k as f32),
-        Param::U32(glog),
-        Param::U32(1),
-        ptr(mb),
-        ptr(vb),
-        Param::F32(s.grad_scale),
+        ("p_phi", ptr(th)), // unused in step mode
+        ("p_theta", ptr(th)),
+        ("p_score", ptr(sc)),
+        ("p_kern", ptr(kb)),
+        ("p_k", Param::U32(k as u32)),
+        ("p_d", Param::U32(d as u32)),
+        ("p_c", Param::F32(2.0 / bandwidth)),
+        ("p_inv_k", Param::F32(1.0 / k as f32)),
+        ("p_glog", Param::U32(glog)),
+        ("p_step", Param::U32(1)),
+        ("p_m", ptr(mb)),
+        ("p_v", ptr(vb)),
+        ("p_gscale", Param::F32(s.grad_scale)),
     ];
     params.extend(adamw_params(s.hp));
-    be.launch(SVGD, kn, grid_1d(be.props(), tiles, 2), &params)
+    be.launch_named(SVGD, kn, grid_1d(be.props(), tiles, 2), params)
 }
 
 #[cfg(all(test, feature = "ptx-sim"))]
