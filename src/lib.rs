@@ -39,6 +39,7 @@
 
 pub mod autograd;
 pub mod backend;
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
 pub mod cards;
@@ -49,9 +50,11 @@ pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod oracle;
+#[cfg(feature = "bench")]
 pub mod profile;
 pub mod rng;
 pub mod tensor;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
 pub mod train;
