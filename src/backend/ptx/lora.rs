@@ -26,6 +26,8 @@ const NARROW_K: usize = 64;
 /// 2. `lora_forward` in y mode: per 128 × 128 tile of y the base `x Wᵀ + bias` once, then
 ///    for each particle `y_k = base + s h_k B_kᵀ` (shared x: all K per tile; per-particle
 ///    x: one particle per work unit, its own base).
+///
+/// A shared x with fewer 128 × 128 tiles of y than SMs runs `forward_narrow` instead.
 pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
     let d = args.dims;
     let y = be.storage(d.k * d.m * d.o)?;
