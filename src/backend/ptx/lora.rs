@@ -13,6 +13,11 @@ use crate::tensor::Tensor;
 const TILE: usize = 128;
 /// `lora_forward` holds ~180 registers per thread: one resident CTA of 256 threads per SM.
 const CTAS_PER_SM: u32 = 1;
+/// `lora_forward_64x32`'s output tile: 64 rows × 32 columns, the reduced dimension in
+/// chunks of 64 (about 240 registers: one CTA per SM as well).
+const NARROW_M: usize = 64;
+const NARROW_N: usize = 32;
+const NARROW_K: usize = 64;
 
 /// Two launches, no repeated work:
 /// 1. `h = x Aᵀ` for every particle, once. Shared x: the `lora_forward` kernel in h mode,
@@ -21,6 +26,8 @@ const CTAS_PER_SM: u32 = 1;
 /// 2. `lora_forward` in y mode: per 128 × 128 tile of y the base `x Wᵀ + bias` once, then
 ///    for each particle `y_k = base + s h_k B_kᵀ` (shared x: all K per tile; per-particle
 ///    x: one particle per work unit, its own base).
+///
+/// A shared x with fewer 128 × 128 tiles of y than SMs runs `forward_narrow` instead.
 pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
     let d = args.dims;
     let y = be.storage(d.k * d.m * d.o)?;
@@ -36,6 +43,16 @@ pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<
     let a = be.buf(args.a.tensor)?;
     let b = be.buf(args.b.tensor)?;
     let bias = args.bias.map(|t| be.buf(t)).transpose()?;
+    let sms = be.props().sm_count.max(1) as usize;
+    // A shared x with fewer 128 × 128 tiles of y than SMs (e.g. M = 256): the 64 × 32 tile
+    // kernel, no partial tiles of y.
+    if d.x_shared && d.m.div_ceil(TILE) * d.o.div_ceil(TILE) < sms {
+        forward_narrow(be, args, &y.buf, &h.buf, sms)?;
+        return Ok((
+            be.tensor(&[d.k, d.m, d.o], y)?,
+            be.tensor(&[d.k, d.m, d.r], h)?,
+        ));
+    }
     let x_bs = if d.x_shared { 0 } else { d.m * d.i };
     let kname = "lora_forward";
     // One launch of the kernel over `units` output tiles (× `splits` in split mode).
@@ -71,7 +88,6 @@ pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<
         )
     };
     let tiles_m = d.m.div_ceil(TILE);
-    let sms = be.props().sm_count.max(1) as usize;
     // Fewer tiles than SMs: split I into chunks (each at least 4 slices of 16), the split
     // launch writes one padded partial tile per chunk, the finish launch sums them in order
     // and runs the epilogue. `n` is the mode's column extent, `blocks` its output blocks.
@@ -136,6 +152,75 @@ pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<
         be.tensor(&[d.k, d.m, d.o], y)?,
         be.tensor(&[d.k, d.m, d.r], h)?,
     ))
+}
+
+/// Shared x, few tiles: `lora_forward_64x32` in h mode (`[M, I] × [I, K·r]` in 64 × 32
+/// tiles, I split into chunks of whole 64-deep slices so that about `sms` CTAs run; the
+/// chunks' partial h summed by `sum_blocks`), then in y mode (64 × 32 tiles of y over all of
+/// I: base + bias once, then each particle's rank update).
+fn forward_narrow<D: Driver>(
+    be: &PtxBackend<D>,
+    args: &LoraForwardArgs,
+    y: &D::Buf,
+    h: &D::Buf,
+    sms: usize,
+) -> Result<()> {
+    let d = args.dims;
+    let kname = "lora_forward_64x32";
+    let x = be.buf(args.x)?;
+    let w = be.buf(args.weight)?;
+    let a = be.buf(args.a.tensor)?;
+    let b = be.buf(args.b.tensor)?;
+    let bias = args.bias.map(|t| be.buf(t)).transpose()?;
+    let kr = d.k * d.r;
+    let h_len = d.k * d.m * d.r;
+    let launch = |flags: u32, out_h: &D::Buf, units: usize, splits: usize, chunk: usize| {
+        u32_of(kname, "work units", units)?;
+        let params = [
+            ptr(y),
+            ptr(out_h),
+            ptr(x),
+            ptr(w),
+            ptr(bias.unwrap_or(w)), // not read unless flag bit 0
+            ptr_at(a, args.a.offset),
+            ptr_at(b, args.b.offset),
+            Param::U32(u32_of(kname, "M", d.m)?),
+            Param::U32(u32_of(kname, "O", d.o)?),
+            Param::U32(u32_of(kname, "I", d.i)?),
+            Param::U32(u32_of(kname, "r", d.r)?),
+            Param::U32(u32_of(kname, "K", d.k)?),
+            Param::U32(u32_of(kname, "lora_a particle stride", args.a.stride)?),
+            Param::U32(u32_of(kname, "lora_b particle stride", args.b.stride)?),
+            Param::U32(flags),
+            Param::F32(args.scale),
+            Param::U32(u32_of(kname, "splits", splits)?),
+            Param::U32(u32_of(kname, "split chunk", chunk)?),
+        ];
+        be.launch(
+            LORA,
+            kname,
+            grid_1d(be.props(), units, CTAS_PER_SM),
+            &params,
+        )
+    };
+    // 1. h = x Aᵀ: split I so that the launch has about `sms` CTAs
+    u32_of(kname, "K·r", kr)?;
+    let tiles = d.m.div_ceil(NARROW_M) * kr.div_ceil(NARROW_N);
+    let slices = d.i.div_ceil(NARROW_K);
+    let want = (sms / tiles).min(slices).max(1);
+    let chunk = slices.div_ceil(want).max(1) * NARROW_K;
+    let splits = d.i.div_ceil(chunk).max(1);
+    if splits == 1 {
+        launch(2, h, tiles, 1, chunk)?;
+    } else {
+        u32_of(kname, "partial h", splits * h_len)?;
+        let part = be.storage(splits * h_len)?;
+        launch(2, &part.buf, tiles * splits, splits, chunk)?;
+        super::activation::sum_blocks(be, &part.buf, splits, h_len, h)?;
+    }
+    // 2. y tiles over all of I
+    let units = d.m.div_ceil(NARROW_M) * d.o.div_ceil(NARROW_N);
+    launch(u32::from(bias.is_some()), h, units, 1, d.i)
 }
 
 /// With `g_k = dy_k B_k` (`[M, r]`, a scratch buffer):

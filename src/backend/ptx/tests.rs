@@ -3,7 +3,9 @@
 //! particle groups for a shared x (K·r > 64), the r = 64 boundary, and adapters that are
 //! strided views into a `[K, D]` parameter arena at odd offsets (misaligned rows: the scalar
 //! load paths), with gradients written back into the arena; tiles past 128, K·r past 256,
-//! several 16-rank stages, and the split-over-I path of `lora_forward`.
+//! several 16-rank stages, and the split-over-I path of `lora_forward`; the 64 × 32 tile
+//! kernel `lora_forward_64x32` (shared x, fewer 128 × 128 tiles than SMs) on a simulator
+//! sized for 132 SMs.
 
 use super::PtxBackend;
 use crate::backend::cpu::CpuBackend;
@@ -24,6 +26,7 @@ struct Layer {
     dy: Vec<f32>,
     off: usize,
     row: usize,
+    with_bias: bool,
 }
 
 impl Layer {
@@ -48,7 +51,13 @@ impl Layer {
             dy: rng.normal_vec(k * m * o),
             off,
             row,
+            with_bias: true,
         }
+    }
+
+    fn without_bias(mut self) -> Self {
+        self.with_bias = false;
+        self
     }
 
     /// y, h, dx and the gradient arena on one backend.
@@ -79,7 +88,7 @@ impl Layer {
             dims: d,
             x: &x,
             weight: &w,
-            bias: Some(&bias),
+            bias: self.with_bias.then_some(&bias),
             a,
             b,
             scale: 0.5,
@@ -119,7 +128,21 @@ impl Layer {
     }
 
     fn check(&self) {
-        let sim = PtxBackend::new(SimDriver::new()).expect("simulator loads kernels/");
+        self.check_on(SimDriver::new());
+    }
+
+    /// `check` on a simulator that reports `sms` SMs (the launch code sizes its grids and
+    /// picks its paths for that many); returns the kernels launched.
+    fn check_sms(&self, sms: u32) -> Vec<String> {
+        let drv = SimDriver::with_sm_count(sms);
+        let prof = drv.profiler();
+        prof.set_enabled(true);
+        self.check_on(drv);
+        prof.take().into_iter().map(|l| l.kernel).collect()
+    }
+
+    fn check_on(&self, drv: SimDriver) {
+        let sim = PtxBackend::new(drv).expect("simulator loads kernels/");
         let cpu = CpuBackend::new();
         for ((name, got), (_, want)) in self.run(&sim).into_iter().zip(self.run(&cpu)) {
             let e = rel_err(&got, &want);
@@ -167,4 +190,36 @@ fn lora_tiles_past_128_and_rank_stages() {
     // few tiles, long I: split into chunks of 80 (the last 40 deep), then the finish pass
     Layer::new(2, 3, 200, 5, 3, true, 1).check();
     Layer::new(2, 3, 200, 5, 3, false, 2).check();
+}
+
+/// The 64 × 32 tile path: a shared x with fewer 128 × 128 tiles of y than SMs runs h in
+/// `lora_forward_64x32`'s h mode (split over I when the tiles are few, the chunks summed by
+/// `sum_blocks`), then its y mode; a per-particle x keeps `lora_forward`.
+#[test]
+fn lora_narrow_tiles_for_a_shared_x_with_few_tiles() {
+    let narrow = |k: &[String]| k.iter().filter(|n| *n == "lora_forward_64x32").count();
+    // M past three 64-row tiles, O past two 32-column tiles (odd), I = 150: h split into
+    // three 64-deep chunks (the last 22 deep), misaligned arena rows (scalar paths)
+    let k = Layer::new(3, 200, 150, 70, 5, true, 1).check_sms(132);
+    assert_eq!(narrow(&k), 2, "{k:?}");
+    assert!(k.iter().any(|n| n == "sum_blocks"), "{k:?}");
+    // aligned x, W and I (the 16-byte paths), r = 8, no bias; O = 68 (16-byte y stores)
+    let k = Layer::new(2, 70, 256, 68, 8, true, 0)
+        .without_bias()
+        .check_sms(132);
+    assert_eq!(narrow(&k), 2, "{k:?}");
+    // K = 1, r = 1, M = 1; I below one chunk: no split
+    let k = Layer::new(1, 1, 33, 40, 1, true, 0).check_sms(132);
+    assert_eq!(narrow(&k), 2, "{k:?}");
+    assert!(!k.iter().any(|n| n == "sum_blocks"), "{k:?}");
+    // K = 9 > 8 warps (two particle passes), r = 10 (two rank stages), K·r = 90 (three
+    // 32-column h tiles)
+    let k = Layer::new(9, 65, 70, 33, 10, true, 2).check_sms(132);
+    assert_eq!(narrow(&k), 2, "{k:?}");
+    // the M = 256 shape of the profile, scaled down in I and O: 4 x 8 tiles
+    let k = Layer::new(8, 256, 128, 256, 8, true, 0).check_sms(132);
+    assert_eq!(narrow(&k), 2, "{k:?}");
+    // per-particle x: lora_forward (split over I)
+    let k = Layer::new(3, 200, 150, 70, 5, false, 1).check_sms(132);
+    assert_eq!(narrow(&k), 0, "{k:?}");
 }
