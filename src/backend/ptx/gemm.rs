@@ -4,8 +4,8 @@
 //!
 //! Three kernels, one contract and one parameter list: `gemm_tiled_128` (128×128 tiles, 8×8
 //! per thread, double-buffered) for large products, `gemm_tiled` (64×64 tiles, 4×4 per
-//! thread) for small ones, `gemm_narrow_splitk` (64×16 tiles, k split four ways inside the
-//! CTA) for narrow ones: n ≤ 16, or m ≤ 16 run as the transposed product. [`choose`] picks
+//! thread) for small ones, `gemm_narrow_splitk` (64×16 tiles, k split 16 ways inside the
+//! CTA, 8×8 per thread) for narrow ones: n ≤ 16, or m ≤ 16 run as the transposed product. [`choose`] picks
 //! per launch (the rule is on it).
 
 use super::driver::{Driver, Param};
@@ -86,14 +86,14 @@ pub(crate) const LARGE: Kernel = Kernel {
     tile_cost: 2.0,
 };
 
-/// 64×16 tiles, 32-deep slices split four ways (8 k per quarter of the CTA), 4×4 per thread,
-/// the quarters' partial tiles summed through shared memory in a fixed order.
+/// 64×16 tiles, 32-deep slices split 16 ways (2 k per group of 16 threads), 8×8 per thread,
+/// the groups' partial tiles summed through shared memory in a fixed tree.
 pub(crate) const NARROW: Kernel = Kernel {
     name: "gemm_narrow_splitk",
     tile_m: 64,
     tile_n: 16,
-    regs: 60,
-    smem: 12288,
+    regs: 128,
+    smem: 32768,
     // a quarter of a 64-tile's FMAs per k (not used by `choose`, which takes this kernel by
     // shape)
     tile_cost: 0.25,
@@ -697,6 +697,6 @@ mod tests {
         }
         assert_eq!(LARGE.blocks_per_sm(), 2);
         assert_eq!(SMALL.blocks_per_sm(), 5);
-        assert_eq!(NARROW.blocks_per_sm(), 4);
+        assert_eq!(NARROW.blocks_per_sm(), 2);
     }
 }
