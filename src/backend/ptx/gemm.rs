@@ -636,6 +636,11 @@ mod tests {
             case(15, 66, 50, 1, 1, false, false, Some(0.5), true, 1, 3),
             // padded but aligned rows: vector loads with strides
             case(128, 16, 96, 1, 1, false, false, None, false, 4, 4),
+            // aligned interior tiles and slices (the unguarded loads), batched, reduced, and
+            // the transposed route of the same
+            case(192, 16, 128, 2, 2, false, false, Some(0.5), true, 0, 0),
+            case(16, 192, 96, 2, 1, true, false, None, true, 0, 0),
+            case(128, 12, 64, 1, 1, true, true, None, false, 0, 0),
         ];
         for c in &cases {
             assert_eq!(
