@@ -3,7 +3,8 @@
 //! particle groups for a shared x (K·r > 64), the r = 64 boundary, and adapters that are
 //! strided views into a `[K, D]` parameter arena at odd offsets (misaligned rows: the scalar
 //! load paths), with gradients written back into the arena; tiles past 128, K·r past 256,
-//! several 16-rank stages, and the split-over-I path of `lora_forward`.
+//! several 16-rank stages, the split-over-I path of `lora_forward`, and the r ≤ 16 products
+//! on `gemm_narrow_splitk`.
 
 use super::PtxBackend;
 use crate::backend::cpu::CpuBackend;
@@ -167,4 +168,15 @@ fn lora_tiles_past_128_and_rank_stages() {
     // few tiles, long I: split into chunks of 80 (the last 40 deep), then the finish pass
     Layer::new(2, 3, 200, 5, 3, true, 1).check();
     Layer::new(2, 3, 200, 5, 3, false, 2).check();
+}
+
+#[test]
+fn lora_narrow_products_on_the_split_k_gemm() {
+    // r ≤ 16: g = dy B, d_lora_b and the per-particle h run on gemm_narrow_splitk (n = r),
+    // d_lora_a as its transposed product (m = r); M and O past one 64-row tile and one
+    // 32-deep slice with a remainder; aligned (interior loads) and misaligned arena rows.
+    Layer::new(3, 70, 40, 75, 16, true, 0).check();
+    Layer::new(3, 70, 40, 75, 16, false, 0).check();
+    Layer::new(2, 66, 36, 68, 1, false, 1).check();
+    Layer::new(2, 33, 20, 130, 9, true, 3).check();
 }
