@@ -14,8 +14,8 @@
 //   workgroup memory at the end. A 16-wide tile has few outputs per workgroup; the split
 //   keeps 256 invocations busy on it without a second launch.
 //
-// Names follow kernels/matmul.ptx (`gemm_tiled_128`, `gemm_tiled`); the PTX has no narrow
-// kernel (it runs those products on `gemm_tiled`).
+// Names follow kernels/matmul.ptx (`gemm_tiled_128`, `gemm_tiled`, `gemm_narrow_splitk`; the
+// PTX narrow kernel splits k 16 ways over 8×8 register blocks, not 4 ways over 4×4).
 //
 // Operands are described by strides, so transposes, batch strides (0: shared by every
 // block) and the grouped columns of the stacked LoRA products are one code path:

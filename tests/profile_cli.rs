@@ -192,21 +192,23 @@ fn lora_forward_useful_flops_are_its_contract_count() {
         let base_rows = if shape.contains("shared x") { m } else { k * m };
         let contract = 2.0 * base_rows * i * o + k * (2.0 * m * i * r + 2.0 * m * r * o);
         assert_eq!(f(&p["totals"]["useful_flops"]), contract, "{shape}");
-        // h = x Aᵀ (the kernel's h mode, or gemm_tiled for a per-particle x), then the y
-        // tiles; each may be split over I (a split and a finish launch; for the 64 × 32
-        // tile kernel of a shared x with few tiles, h chunks summed by sum_blocks)
+        // h = x Aᵀ (the kernel's h mode, or a GEMM for a per-particle x: gemm_narrow_splitk
+        // at r ≤ 16), then the y tiles; each may be split over I (a split and a finish launch;
+        // for the 64 × 32 tile kernel of a shared x with few tiles, h chunks summed by
+        // sum_blocks)
         let launches = p["launches"].as_array().unwrap();
         assert!((2..=4).contains(&launches.len()), "{shape}: h, then y");
         let kernels = [
             "lora_forward",
             "lora_forward_64x32",
             "gemm_tiled",
+            "gemm_narrow_splitk",
             "sum_blocks",
         ];
         for l in launches {
             assert!(
                 kernels.contains(&l["kernel"].as_str().unwrap()),
-                "{}",
+                "{shape}: {}",
                 l["kernel"]
             );
             assert_modelled_launch(l);

@@ -120,7 +120,10 @@ fn every_kernel_assembles_for_sm80_and_sm90_without_spills() {
 fn kernel_files_declare_the_launched_entries() {
     let expected: [(&str, &[&str]); 6] = [
         ("lora.ptx", &["lora_forward"]),
-        ("matmul.ptx", &["gemm_tiled", "gemm_tiled_128"]),
+        (
+            "matmul.ptx",
+            &["gemm_tiled", "gemm_tiled_128", "gemm_narrow_splitk"],
+        ),
         (
             "svgd.ptx",
             &[

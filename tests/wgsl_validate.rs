@@ -154,14 +154,8 @@ fn entries(text: &str, wgsl: bool) -> Vec<String> {
 #[test]
 fn wgsl_entries_carry_the_ptx_names() {
     // WGSL-only: the PTX `lora_forward` is one entry with modes and its `dx` runs on
-    // `gemm_tiled`; the WGSL splits them (and a 128-tile variant of each); the narrow split-k
-    // GEMM has no PTX twin.
-    const WGSL_ONLY: [&str; 4] = [
-        "lora_dx",
-        "lora_forward_128",
-        "lora_dx_128",
-        "gemm_narrow_splitk",
-    ];
+    // `gemm_tiled`; the WGSL splits them (and a 128-tile variant of each).
+    const WGSL_ONLY: [&str; 3] = ["lora_dx", "lora_forward_128", "lora_dx_128"];
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for f in FAMILIES {
         let read = |p: PathBuf| {

@@ -108,7 +108,7 @@ pub fn check(e: &Entry, run: &Run) -> bool {
             )
         }
         "svgd_direction" | "svgd_direction_per_output" => svgd_direction(&c),
-        "gemm_tiled" | "gemm_tiled_128" => gemm_tiled(&c),
+        "gemm_tiled" | "gemm_tiled_128" | "gemm_narrow_splitk" => gemm_tiled(&c),
         "gemm_mma_bf16" => gemm_mma(&c, HalfType::Bf16),
         "gemm_mma_f16" => gemm_mma(&c, HalfType::F16),
         "lora_forward" | "lora_forward_64x32" => lora_forward_y_shared_x(&c),

@@ -1,9 +1,12 @@
-//! `gemm_tiled` / `gemm_tiled_128` (kernels/matmul.ptx): the `matmul` op, and the GEMMs
-//! `lora_backward` and the r > 64 path of `lora_forward` are built from.
+//! `gemm_tiled` / `gemm_tiled_128` / `gemm_narrow_splitk` (kernels/matmul.ptx): the `matmul`
+//! op, and the GEMMs `lora_backward` and the per-particle path of `lora_forward` are built
+//! from.
 //!
-//! Two kernels, one contract and one parameter list: `gemm_tiled_128` (128×128 tiles, 8×8
+//! Three kernels, one contract and one parameter list: `gemm_tiled_128` (128×128 tiles, 8×8
 //! per thread, double-buffered) for large products, `gemm_tiled` (64×64 tiles, 4×4 per
-//! thread) for small and skinny ones. [`choose`] picks per launch (the rule is on it).
+//! thread) for small ones, `gemm_narrow_splitk` (64×16 tiles, k split 16 ways inside the
+//! CTA, 8×8 per thread) for narrow ones: n ≤ 16, or m ≤ 16 run as the transposed product. [`choose`] picks
+//! per launch (the rule is on it).
 
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, BLOCK, MATMUL};
@@ -49,8 +52,9 @@ pub(crate) struct Gemm<'a, B> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Kernel {
     pub name: &'static str,
-    /// the square output tile of one work unit
-    pub tile: usize,
+    /// the output tile of one work unit: rows (m) × columns (n)
+    pub tile_m: usize,
+    pub tile_n: usize,
     /// registers per thread: the larger of ptxas' sm_80 and sm_90 reports (a unit test
     /// checks these against ptxas when it is installed)
     pub regs: u32,
@@ -65,7 +69,8 @@ pub(crate) struct Kernel {
 /// 64×64 tiles, 16-deep slices, 4×4 per thread.
 pub(crate) const SMALL: Kernel = Kernel {
     name: "gemm_tiled",
-    tile: 64,
+    tile_m: 64,
+    tile_n: 64,
     regs: 48,
     smem: 8704,
     tile_cost: 1.0,
@@ -74,15 +79,35 @@ pub(crate) const SMALL: Kernel = Kernel {
 /// 128×128 tiles, 8-deep double-buffered slices, 8×8 per thread.
 pub(crate) const LARGE: Kernel = Kernel {
     name: "gemm_tiled_128",
-    tile: 128,
+    tile_m: 128,
+    tile_n: 128,
     regs: 128,
     smem: 16896,
     tile_cost: 2.0,
 };
 
+/// 64×16 tiles, 32-deep slices split 16 ways (2 k per group of 16 threads), 8×8 per thread,
+/// the groups' partial tiles summed through shared memory in a fixed tree.
+pub(crate) const NARROW: Kernel = Kernel {
+    name: "gemm_narrow_splitk",
+    tile_m: 64,
+    tile_n: 16,
+    regs: 128,
+    smem: 32768,
+    // a quarter of a 64-tile's FMAs per k (not used by `choose`, which takes this kernel by
+    // shape)
+    tile_cost: 0.25,
+};
+
+/// `gemm_narrow_splitk` takes products with n (or, transposed, m) at most this.
+pub(crate) const NARROW_MAX: usize = 16;
+
+/// `flags` bit 2 of `gemm_narrow_splitk`: store the product transposed.
+const FLAG_TRANSPOSED: u32 = 4;
+
 impl Kernel {
     fn tiles(&self, m: usize, n: usize, batch: usize) -> usize {
-        m.div_ceil(self.tile) * n.div_ceil(self.tile) * batch
+        m.div_ceil(self.tile_m) * n.div_ceil(self.tile_n) * batch
     }
 
     /// Resident 256-thread CTAs per SM on sm_80 and sm_90 (the smaller), from the
@@ -97,7 +122,16 @@ impl Kernel {
     }
 }
 
-/// The kernel for an `m × n` output over `batch` blocks on `sms` SMs. Each kernel's time is
+/// The kernel for an `m × n` output over `batch` blocks on `sms` SMs.
+///
+/// **Narrow**: `min(m, n) ≤ 16` ([`NARROW_MAX`]) takes `gemm_narrow_splitk` (64×16 tiles: a
+/// quarter of the FMAs of a 64×64 tile on a 16-wide product, and four times the tiles to
+/// spread over the SMs; LoRA's `g = dy B`, `d_lora_b`, `d_lora_a` at r ≤ 16 and the
+/// per-particle `h = x Aᵀ` at r ≤ 16). When `m < n` it runs as the transposed product
+/// `cᵀ = op(B)ᵀ op(A)ᵀ` ([`Gemm::launch_with`] swaps the operands' strides and the kernel
+/// stores transposed), so the 16-wide side is always the tile's 16.
+///
+/// **Otherwise** each kernel's time is
 /// estimated as its waves of tiles, `ceil(tiles / sms)` (tiles spread evenly over the SMs;
 /// CTAs resident on one SM share its pipes), times its per-tile cost ([`Kernel::tile_cost`]);
 /// `gemm_tiled_128` is taken when that is strictly lower. So large products (4096³ on 132
@@ -106,6 +140,9 @@ impl Kernel {
 /// cheaper), or too few tiles to fill the SMs (130×133: one wave either way), keep
 /// `gemm_tiled`, whose smaller tiles waste less of a skinny edge and spread over more SMs.
 pub(crate) fn choose(m: usize, n: usize, batch: usize, sms: usize) -> &'static Kernel {
+    if m.min(n) <= NARROW_MAX {
+        return &NARROW;
+    }
     let sms = sms.max(1);
     let est = |k: &Kernel| k.tiles(m, n, batch).div_ceil(sms) as f64 * k.tile_cost;
     if est(&LARGE) < est(&SMALL) {
@@ -121,36 +158,68 @@ impl<'a, B> Gemm<'a, B> {
         self.launch_with(be, choose(self.m, self.n, self.batch, sms))
     }
 
-    /// Launch on a given kernel (tests run both on the same shapes).
+    /// Launch on a given kernel (tests run each on the same shapes); `gemm_narrow_splitk`
+    /// runs the transposed product when `m < n` (see [`choose`]).
     pub(crate) fn launch_with<D: Driver<Buf = B>>(
         &self,
         be: &PtxBackend<D>,
         kernel: &Kernel,
     ) -> Result<()> {
+        let transposed = kernel.name == NARROW.name && self.m < self.n;
+        self.launch_as(be, kernel, transposed)
+    }
+
+    /// Launch on a given kernel, as the product itself or (`transposed`, `gemm_narrow_splitk`
+    /// only) as `cᵀ = op(B)ᵀ op(A)ᵀ`: an `n × m` product with op(A)' = op(B)ᵀ, op(B)' =
+    /// op(A)ᵀ (the operands and their strides swapped), stored transposed into C (flags bit 2,
+    /// the bias indexed by the product's row, C's column).
+    pub(crate) fn launch_as<D: Driver<Buf = B>>(
+        &self,
+        be: &PtxBackend<D>,
+        kernel: &Kernel,
+        transposed: bool,
+    ) -> Result<()> {
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             return Ok(());
         }
         let k = kernel.name;
-        let tiles = kernel.tiles(self.m, self.n, self.batch);
+        assert!(
+            !transposed || k == NARROW.name,
+            "{k} has no transposed store"
+        );
+        // op(A)' (row, k) = op(B)(k, row): row stride b.s1, k stride b.s0; op(B)' (k, col) =
+        // op(A)(col, k): k stride a.s1, column stride a.s0.
+        let (m, n, a, b) = if transposed {
+            let a = (&self.b, self.b.s1, self.b.s0);
+            let b = (&self.a, self.a.s1, self.a.s0);
+            (self.n, self.m, a, b)
+        } else {
+            let a = (&self.a, self.a.s0, self.a.s1);
+            let b = (&self.b, self.b.s0, self.b.s1);
+            (self.m, self.n, a, b)
+        };
+        let tiles = kernel.tiles(m, n, self.batch);
         u32_of(k, "tile count", tiles)?;
-        let flags = u32::from(self.beta.is_some()) | (u32::from(self.bias.is_some()) << 1);
+        let flags = u32::from(self.beta.is_some())
+            | (u32::from(self.bias.is_some()) << 1)
+            | if transposed { FLAG_TRANSPOSED } else { 0 };
         let params = [
             ptr_at(self.c, self.c_offset),
-            ptr_at(self.a.buf, self.a.offset),
-            ptr_at(self.b.buf, self.b.offset),
+            ptr_at(a.0.buf, a.0.offset),
+            ptr_at(b.0.buf, b.0.offset),
             // the bias pointer is never read without flag bit 1; any valid buffer will do
             ptr_at(self.bias.unwrap_or(self.c), 0),
-            Param::U32(u32_of(k, "m", self.m)?),
-            Param::U32(u32_of(k, "n", self.n)?),
+            Param::U32(u32_of(k, "m", m)?),
+            Param::U32(u32_of(k, "n", n)?),
             Param::U32(u32_of(k, "inner", self.inner)?),
             Param::U32(u32_of(k, "batch", self.batch)?),
             Param::U32(u32_of(k, "nred", self.nred)?),
-            Param::U32(u32_of(k, "a block stride", self.a.block_stride)?),
-            Param::U32(u32_of(k, "a row stride", self.a.s0)?),
-            Param::U32(u32_of(k, "a k stride", self.a.s1)?),
-            Param::U32(u32_of(k, "b block stride", self.b.block_stride)?),
-            Param::U32(u32_of(k, "b k stride", self.b.s0)?),
-            Param::U32(u32_of(k, "b column stride", self.b.s1)?),
+            Param::U32(u32_of(k, "a block stride", a.0.block_stride)?),
+            Param::U32(u32_of(k, "a row stride", a.1)?),
+            Param::U32(u32_of(k, "a k stride", a.2)?),
+            Param::U32(u32_of(k, "b block stride", b.0.block_stride)?),
+            Param::U32(u32_of(k, "b k stride", b.1)?),
+            Param::U32(u32_of(k, "b column stride", b.2)?),
             Param::U32(u32_of(k, "c block stride", self.c_block)?),
             Param::U32(u32_of(k, "c row stride", self.c_row)?),
             Param::F32(self.alpha),
@@ -271,7 +340,12 @@ mod tests {
     }
 
     impl Case {
+        /// The route `launch_with` takes for the kernel.
         fn run(&self, kernel: &Kernel) {
+            self.run_as(kernel, kernel.name == NARROW.name && self.m < self.n);
+        }
+
+        fn run_as(&self, kernel: &Kernel, transposed: bool) {
             let sim = PtxBackend::new(SimDriver::new()).expect("simulator loads kernels/");
             let d = sim.driver();
             let mut rng = Rng::new(Rng::fresh_seed());
@@ -367,7 +441,7 @@ mod tests {
                 beta,
                 bias: self.bias.then_some(&biasbuf),
             }
-            .launch_with(&sim, kernel)
+            .launch_as(&sim, kernel, transposed)
             .expect("launch");
             let got = d.download(&cbuf, c_len).unwrap();
             let scale = want.iter().fold(1f64, |s, v| s.max(v.abs()));
@@ -375,8 +449,8 @@ mod tests {
             for (at, (&g, &w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g as f64 - w).abs() <= tol,
-                    "{}: m={} n={} inner={} batch={} nred={} ta={} tb={} pad={} off={}: \
-                     C[{at}] = {g}, want {w}",
+                    "{} (transposed {transposed}): m={} n={} inner={} batch={} nred={} ta={} \
+                     tb={} pad={} off={}: C[{at}] = {g}, want {w}",
                     kernel.name,
                     self.m,
                     self.n,
@@ -422,6 +496,10 @@ mod tests {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 for k in [&SMALL, &LARGE] {
                     plain(m, n, inner, ta, tb).run(k);
+                }
+                // the narrow kernel on any shape, both routes
+                for t in [false, true] {
+                    plain(m, n, inner, ta, tb).run_as(&NARROW, t);
                 }
             }
         }
@@ -515,6 +593,68 @@ mod tests {
             for k in [&SMALL, &LARGE] {
                 c.run(k);
             }
+            for t in [false, true] {
+                c.run_as(&NARROW, t);
+            }
+        }
+    }
+
+    /// `gemm_narrow_splitk` where `choose` sends it: n or m ≤ 16 (m ≤ 16 transposed), inner
+    /// past one 32-deep slice with a remainder, batched, reduced, beta, bias, every transpose.
+    #[test]
+    fn narrow_kernel_on_narrow_shapes() {
+        let case = |m, n, inner, batch, nred, ta, tb, beta, bias, pad, offset| Case {
+            m,
+            n,
+            inner,
+            batch,
+            nred,
+            ta,
+            tb,
+            shared_a: false,
+            shared_b: false,
+            pad,
+            offset,
+            beta,
+            bias,
+        };
+        let cases = [
+            // n = 16: the LoRA g = dy B shape, 3 slices + a remainder, batched
+            case(130, 16, 77, 2, 1, false, false, None, false, 0, 0),
+            // n = 1, odd m, beta and bias
+            case(67, 1, 45, 1, 1, false, true, Some(0.5), true, 0, 0),
+            // n = 17: two column tiles (choose keeps gemm_tiled there; the kernel still works)
+            case(65, 17, 33, 1, 1, true, false, None, true, 0, 0),
+            // d_lora_b's shape: op(A) read transposed (row-contiguous), nred = 2, beta
+            case(131, 8, 70, 2, 2, true, false, Some(-1.25), false, 0, 0),
+            // m = 1 and m = 16, n wide: the transposed route (d_lora_a), bias per column
+            case(1, 70, 40, 1, 1, false, false, None, true, 0, 0),
+            case(16, 130, 97, 3, 1, true, false, Some(2.0), true, 0, 0),
+            case(13, 67, 64, 1, 2, false, true, None, true, 0, 0),
+            // misaligned strides and base: scalar loads and stores everywhere
+            case(70, 15, 50, 2, 1, true, true, Some(0.5), true, 1, 3),
+            case(15, 66, 50, 1, 1, false, false, Some(0.5), true, 1, 3),
+            // padded but aligned rows: vector loads with strides
+            case(128, 16, 96, 1, 1, false, false, None, false, 4, 4),
+            // aligned interior tiles and slices (the unguarded loads), batched, reduced, and
+            // the transposed route of the same
+            case(192, 16, 128, 2, 2, false, false, Some(0.5), true, 0, 0),
+            case(16, 192, 96, 2, 1, true, false, None, true, 0, 0),
+            case(128, 12, 64, 1, 1, true, true, None, false, 0, 0),
+        ];
+        for c in &cases {
+            assert_eq!(
+                choose(c.m, c.n, c.batch, 132).name,
+                if c.m.min(c.n) <= NARROW_MAX {
+                    NARROW.name
+                } else {
+                    SMALL.name
+                }
+            );
+            c.run(&NARROW);
+            if c.m.min(c.n) <= NARROW_MAX {
+                c.run(choose(c.m, c.n, c.batch, 132));
+            }
         }
     }
 
@@ -523,13 +663,17 @@ mod tests {
         // 4096²: 1024 tiles of 128 (8 waves) against 4096 of 64 (32 waves)
         assert_eq!(choose(4096, 4096, 1, 132).name, LARGE.name);
         assert_eq!(choose(4096, 4096, 8, 132).name, LARGE.name);
-        // skinny: m or n ≤ 64 keeps the 64 tile
-        assert_eq!(choose(4096, 16, 8, 132).name, SMALL.name);
-        assert_eq!(choose(16, 4096, 8, 132).name, SMALL.name);
-        assert_eq!(choose(16, 16, 1, 132).name, SMALL.name);
+        // narrow: m or n ≤ 16 takes the 64×16 split-k tile (m ≤ 16 transposed)
+        assert_eq!(choose(4096, 16, 8, 132).name, NARROW.name);
+        assert_eq!(choose(16, 4096, 8, 132).name, NARROW.name);
+        assert_eq!(choose(16, 16, 1, 132).name, NARROW.name);
+        assert_eq!(choose(1, 1, 1, 132).name, NARROW.name);
+        assert_eq!(choose(256, 8, 8, 132).name, NARROW.name);
+        // skinny but wider than 16: m or n ≤ 64 keeps the 64 tile
+        assert_eq!(choose(4096, 17, 8, 132).name, SMALL.name);
+        assert_eq!(choose(64, 4096, 8, 132).name, SMALL.name);
         // a few tiles: one wave of either, the 64 tile is cheaper
         assert_eq!(choose(130, 133, 1, 132).name, SMALL.name);
-        assert_eq!(choose(1, 1, 1, 132).name, SMALL.name);
         // src/testing.rs's matmul case (3, 600, 580, 9) takes the 128 tile on any SM count
         // up to 132 (300 tiles of 64, 75 of 128), so the op tests run both kernels
         for sms in [1, 2, 4, 16, 64, 108, 132] {
@@ -545,7 +689,7 @@ mod tests {
             println!("notice: ptxas not found; skipping");
             return;
         }
-        for k in [&SMALL, &LARGE] {
+        for k in [&SMALL, &LARGE, &NARROW] {
             let mut regs = 0;
             for arch in ["sm_80", "sm_90"] {
                 let info = ptxas
@@ -558,5 +702,6 @@ mod tests {
         }
         assert_eq!(LARGE.blocks_per_sm(), 2);
         assert_eq!(SMALL.blocks_per_sm(), 5);
+        assert_eq!(NARROW.blocks_per_sm(), 2);
     }
 }

@@ -5,7 +5,7 @@
 //! load paths), with gradients written back into the arena; tiles past 128, K·r past 256,
 //! several 16-rank stages, and the split-over-I path of `lora_forward`; the 64 × 32 tile
 //! kernel `lora_forward_64x32` (shared x, fewer 128 × 128 tiles than SMs) on a simulator
-//! sized for 132 SMs.
+//! sized for 132 SMs; and the r ≤ 16 products on `gemm_narrow_splitk`.
 
 use super::PtxBackend;
 use crate::backend::cpu::CpuBackend;
@@ -222,4 +222,15 @@ fn lora_narrow_tiles_for_a_shared_x_with_few_tiles() {
     // per-particle x: lora_forward (split over I)
     let k = Layer::new(3, 200, 150, 70, 5, false, 1).check_sms(132);
     assert_eq!(narrow(&k), 0, "{k:?}");
+}
+
+#[test]
+fn lora_narrow_products_on_the_split_k_gemm() {
+    // r ≤ 16: g = dy B, d_lora_b and the per-particle h run on gemm_narrow_splitk (n = r),
+    // d_lora_a as its transposed product (m = r); M and O past one 64-row tile and one
+    // 32-deep slice with a remainder; aligned (interior loads) and misaligned arena rows.
+    Layer::new(3, 70, 40, 75, 16, true, 0).check();
+    Layer::new(3, 70, 40, 75, 16, false, 0).check();
+    Layer::new(2, 66, 36, 68, 1, false, 1).check();
+    Layer::new(2, 33, 20, 130, 9, true, 3).check();
 }
