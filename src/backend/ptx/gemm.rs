@@ -203,33 +203,42 @@ impl<'a, B> Gemm<'a, B> {
         let flags = u32::from(self.beta.is_some())
             | (u32::from(self.bias.is_some()) << 1)
             | if transposed { FLAG_TRANSPOSED } else { 0 };
-        let params = [
-            ptr_at(self.c, self.c_offset),
-            ptr_at(a.0.buf, a.0.offset),
-            ptr_at(b.0.buf, b.0.offset),
+        let params = vec![
+            ("p_c", ptr_at(self.c, self.c_offset)),
+            ("p_a", ptr_at(a.0.buf, a.0.offset)),
+            ("p_b", ptr_at(b.0.buf, b.0.offset)),
             // the bias pointer is never read without flag bit 1; any valid buffer will do
-            ptr_at(self.bias.unwrap_or(self.c), 0),
-            Param::U32(u32_of(k, "m", m)?),
-            Param::U32(u32_of(k, "n", n)?),
-            Param::U32(u32_of(k, "inner", self.inner)?),
-            Param::U32(u32_of(k, "batch", self.batch)?),
-            Param::U32(u32_of(k, "nred", self.nred)?),
-            Param::U32(u32_of(k, "a block stride", a.0.block_stride)?),
-            Param::U32(u32_of(k, "a row stride", a.1)?),
-            Param::U32(u32_of(k, "a k stride", a.2)?),
-            Param::U32(u32_of(k, "b block stride", b.0.block_stride)?),
-            Param::U32(u32_of(k, "b k stride", b.1)?),
-            Param::U32(u32_of(k, "b column stride", b.2)?),
-            Param::U32(u32_of(k, "c block stride", self.c_block)?),
-            Param::U32(u32_of(k, "c row stride", self.c_row)?),
-            Param::F32(self.alpha),
-            Param::F32(self.beta.unwrap_or(0.0)),
-            Param::U32(flags),
+            ("p_bias", ptr_at(self.bias.unwrap_or(self.c), 0)),
+            ("p_m", Param::U32(u32_of(k, "m", m)?)),
+            ("p_n", Param::U32(u32_of(k, "n", n)?)),
+            ("p_inner", Param::U32(u32_of(k, "inner", self.inner)?)),
+            ("p_batch", Param::U32(u32_of(k, "batch", self.batch)?)),
+            ("p_nred", Param::U32(u32_of(k, "nred", self.nred)?)),
+            (
+                "p_a_bs",
+                Param::U32(u32_of(k, "a block stride", a.0.block_stride)?),
+            ),
+            ("p_a_sm", Param::U32(u32_of(k, "a row stride", a.1)?)),
+            ("p_a_sk", Param::U32(u32_of(k, "a k stride", a.2)?)),
+            (
+                "p_b_bs",
+                Param::U32(u32_of(k, "b block stride", b.0.block_stride)?),
+            ),
+            ("p_b_sk", Param::U32(u32_of(k, "b k stride", b.1)?)),
+            ("p_b_sn", Param::U32(u32_of(k, "b column stride", b.2)?)),
+            (
+                "p_c_bs",
+                Param::U32(u32_of(k, "c block stride", self.c_block)?),
+            ),
+            ("p_c_sm", Param::U32(u32_of(k, "c row stride", self.c_row)?)),
+            ("p_alpha", Param::F32(self.alpha)),
+            ("p_beta", Param::F32(self.beta.unwrap_or(0.0))),
+            ("p_flags", Param::U32(flags)),
         ];
         // Tiles are heavy (a full sweep of `inner`): one CTA per tile, up to as many per SM
         // as are resident together (occupancy); the CTAs loop over the rest.
         let grid = grid_1d(be.props(), tiles, kernel.blocks_per_sm());
-        be.launch(MATMUL, k, grid, &params)
+        be.launch_named(MATMUL, k, grid, params)
     }
 }
 

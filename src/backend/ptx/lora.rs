@@ -58,33 +58,39 @@ pub fn forward<D: Driver>(be: &PtxBackend<D>, args: &LoraForwardArgs) -> Result<
     // One launch of the kernel over `units` output tiles (× `splits` in split mode).
     let launch = |flags: u32, units: usize, part: Option<&D::Buf>, splits: usize, chunk: usize| {
         u32_of(kname, "work units", units * splits)?;
-        let params = [
-            ptr(&y.buf),
-            ptr(&h.buf),
-            ptr(x),
-            ptr(w),
-            ptr(bias.unwrap_or(w)), // not read unless flag bit 0
-            ptr_at(a, args.a.offset),
-            ptr_at(b, args.b.offset),
-            Param::U32(u32_of(kname, "M", d.m)?),
-            Param::U32(u32_of(kname, "O", d.o)?),
-            Param::U32(u32_of(kname, "I", d.i)?),
-            Param::U32(u32_of(kname, "r", d.r)?),
-            Param::U32(u32_of(kname, "K", d.k)?),
-            Param::U32(u32_of(kname, "x block stride", x_bs)?),
-            Param::U32(u32_of(kname, "lora_a particle stride", args.a.stride)?),
-            Param::U32(u32_of(kname, "lora_b particle stride", args.b.stride)?),
-            Param::U32(flags),
-            Param::F32(args.scale),
-            ptr(part.unwrap_or(&y.buf)), // not read unless flag bit 3 or 4
-            Param::U32(u32_of(kname, "splits", splits)?),
-            Param::U32(u32_of(kname, "split chunk", chunk)?),
+        let params = vec![
+            ("p_y", ptr(&y.buf)),
+            ("p_h", ptr(&h.buf)),
+            ("p_x", ptr(x)),
+            ("p_w", ptr(w)),
+            ("p_bias", ptr(bias.unwrap_or(w))), // not read unless flag bit 0
+            ("p_a", ptr_at(a, args.a.offset)),
+            ("p_b", ptr_at(b, args.b.offset)),
+            ("p_m", Param::U32(u32_of(kname, "M", d.m)?)),
+            ("p_o", Param::U32(u32_of(kname, "O", d.o)?)),
+            ("p_i", Param::U32(u32_of(kname, "I", d.i)?)),
+            ("p_r", Param::U32(u32_of(kname, "r", d.r)?)),
+            ("p_k", Param::U32(u32_of(kname, "K", d.k)?)),
+            ("p_x_bs", Param::U32(u32_of(kname, "x block stride", x_bs)?)),
+            (
+                "p_a_ps",
+                Param::U32(u32_of(kname, "lora_a particle stride", args.a.stride)?),
+            ),
+            (
+                "p_b_ps",
+                Param::U32(u32_of(kname, "lora_b particle stride", args.b.stride)?),
+            ),
+            ("p_flags", Param::U32(flags)),
+            ("p_scale", Param::F32(args.scale)),
+            ("p_part", ptr(part.unwrap_or(&y.buf))), // not read unless flag bit 3 or 4
+            ("p_splits", Param::U32(u32_of(kname, "splits", splits)?)),
+            ("p_ichunk", Param::U32(u32_of(kname, "split chunk", chunk)?)),
         ];
-        be.launch(
+        be.launch_named(
             LORA,
             kname,
             grid_1d(be.props(), units * splits, CTAS_PER_SM),
-            &params,
+            params,
         )
     };
     let tiles_m = d.m.div_ceil(TILE);
@@ -176,32 +182,33 @@ fn forward_narrow<D: Driver>(
     let h_len = d.k * d.m * d.r;
     let launch = |flags: u32, out_h: &D::Buf, units: usize, splits: usize, chunk: usize| {
         u32_of(kname, "work units", units)?;
-        let params = [
-            ptr(y),
-            ptr(out_h),
-            ptr(x),
-            ptr(w),
-            ptr(bias.unwrap_or(w)), // not read unless flag bit 0
-            ptr_at(a, args.a.offset),
-            ptr_at(b, args.b.offset),
-            Param::U32(u32_of(kname, "M", d.m)?),
-            Param::U32(u32_of(kname, "O", d.o)?),
-            Param::U32(u32_of(kname, "I", d.i)?),
-            Param::U32(u32_of(kname, "r", d.r)?),
-            Param::U32(u32_of(kname, "K", d.k)?),
-            Param::U32(u32_of(kname, "lora_a particle stride", args.a.stride)?),
-            Param::U32(u32_of(kname, "lora_b particle stride", args.b.stride)?),
-            Param::U32(flags),
-            Param::F32(args.scale),
-            Param::U32(u32_of(kname, "splits", splits)?),
-            Param::U32(u32_of(kname, "split chunk", chunk)?),
+        let params = vec![
+            ("p_y", ptr(y)),
+            ("p_h", ptr(out_h)),
+            ("p_x", ptr(x)),
+            ("p_w", ptr(w)),
+            ("p_bias", ptr(bias.unwrap_or(w))), // not read unless flag bit 0
+            ("p_a", ptr_at(a, args.a.offset)),
+            ("p_b", ptr_at(b, args.b.offset)),
+            ("p_m", Param::U32(u32_of(kname, "M", d.m)?)),
+            ("p_o", Param::U32(u32_of(kname, "O", d.o)?)),
+            ("p_i", Param::U32(u32_of(kname, "I", d.i)?)),
+            ("p_r", Param::U32(u32_of(kname, "r", d.r)?)),
+            ("p_k", Param::U32(u32_of(kname, "K", d.k)?)),
+            (
+                "p_a_ps",
+                Param::U32(u32_of(kname, "lora_a particle stride", args.a.stride)?),
+            ),
+            (
+                "p_b_ps",
+                Param::U32(u32_of(kname, "lora_b particle stride", args.b.stride)?),
+            ),
+            ("p_flags", Param::U32(flags)),
+            ("p_scale", Param::F32(args.scale)),
+            ("p_splits", Param::U32(u32_of(kname, "splits", splits)?)),
+            ("p_ichunk", Param::U32(u32_of(kname, "split chunk", chunk)?)),
         ];
-        be.launch(
-            LORA,
-            kname,
-            grid_1d(be.props(), units, CTAS_PER_SM),
-            &params,
-        )
+        be.launch_named(LORA, kname, grid_1d(be.props(), units, CTAS_PER_SM), params)
     };
     // 1. h = x Aᵀ: split I so that the launch has about `sms` CTAs
     u32_of(kname, "K·r", kr)?;

@@ -3,9 +3,9 @@
 //!
 //! One file per kernel family (the same names as `kernels/`): each computes its launch
 //! configuration from the shapes and the device properties and passes the kernel's
-//! parameters by name (`PtxBackend::launch_named`; `lora.rs` and `gemm.rs` still in the
-//! order of its `.param` list). Every launch is checked against `kernels/abi.json`
-//! ([`abi`]).
+//! parameters by name (`PtxBackend::launch_named`), put in `.param` order by
+//! `kernels/abi.json` ([`abi`]), so each parameter list is stated once, in the ABI (which a
+//! test holds equal to the `.entry` signatures). Every launch is checked against it.
 pub mod abi;
 pub mod driver;
 
