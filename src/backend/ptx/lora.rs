@@ -22,7 +22,7 @@ const NARROW_K: usize = 64;
 /// Two launches, no repeated work:
 /// 1. `h = x Aᵀ` for every particle, once. Shared x: the `lora_forward` kernel in h mode,
 ///    one GEMM `[M, I] × [I, K·r]` over the stacked (strided) A blocks; per-particle x:
-///    `gemm_tiled`, K batched `[M, I] × [I, r]`.
+///    a GEMM, K batched `[M, I] × [I, r]` (`gemm_narrow_splitk` for r ≤ 16).
 /// 2. `lora_forward` in y mode: per 128 × 128 tile of y the base `x Wᵀ + bias` once, then
 ///    for each particle `y_k = base + s h_k B_kᵀ` (shared x: all K per tile; per-particle
 ///    x: one particle per work unit, its own base).
