@@ -304,7 +304,7 @@ impl Entry {
             .enumerate()
             .any(|(i, f)| f.offset != 4 * i as u32)
             || p.size < 4 * p.fields.len() as u32
-            || p.size % 16 != 0
+            || !p.size.is_multiple_of(16)
         {
             return Err(self.error(
                 "the ABI's struct layout is not consecutive 4-byte fields in a size that is a \

@@ -371,7 +371,7 @@ pub fn run(gpu: &Gpu, pool: &Pool, kernels: &Kernels, op: &str, steps: &[Step]) 
             .bindings
             .iter()
             .zip(&spec.entry.bindings)
-            .find(|(b, s)| s.elem == "vec4<f32>" && b.bytes % 16 != 0);
+            .find(|(b, s)| s.elem == "vec4<f32>" && !b.bytes.is_multiple_of(16));
         if let Some((b, s)) = vec4_misfit {
             return Err(BellaError::device(
                 NAME,
