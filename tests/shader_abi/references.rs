@@ -1,6 +1,6 @@
 //! References for the example dispatches, in f64 from the inputs and the parameters by name.
-//! `expected` gives each output the reference knows (by binding variable); entries without a
-//! reference here are only checked for finite outputs.
+//! `expected` gives each output the reference knows (by binding variable), as [`observed`]
+//! presents it; entries without a reference here are only checked for finite outputs.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +16,20 @@ fn gelu_grad(x: f64) -> f64 {
     let c = (2.0 / std::f64::consts::PI).sqrt();
     let t = (c * (x + 0.044715 * x * x * x)).tanh();
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * x * x)
+}
+
+/// An output as its reference is stated: `sqdist_partial`'s rows of partial sums added up
+/// (one sum per pair; how D is cut into chunks and lanes is the kernel's business), any other
+/// output as it is.
+pub fn observed(name: &str, var: &str, got: &[f32], p: &Params) -> Vec<f64> {
+    if name == "sqdist_partial" && var == "partial_out" {
+        let pairs = p["pairs"] as usize;
+        let rows = got.len() / pairs.max(1);
+        return (0..pairs)
+            .map(|q| (0..rows).map(|r| got[r * pairs + q] as f64).sum())
+            .collect();
+    }
+    got.iter().map(|&x| x as f64).collect()
 }
 
 /// The outputs of `name`'s dispatch with inputs `b` and parameters `p`, where known.
@@ -99,6 +113,18 @@ pub fn expected(name: &str, b: &Buffers, p: &Params) -> Option<BTreeMap<&'static
             )
         }
         "ensemble_stats" => Some(ensemble_stats(&v("stat_logits"), u("k"), u("m"), u("c"))),
+        "sqdist_partial" => {
+            let (k, d) = (u("k"), u("d"));
+            let theta = v("theta");
+            let mut sums = Vec::new();
+            for i in 0..k {
+                for j in i + 1..k {
+                    let s = (0..d).map(|e| (theta[i * d + e] - theta[j * d + e]).powi(2));
+                    sums.push(s.sum());
+                }
+            }
+            map("partial_out", sums)
+        }
         "sqdist_finalize" => {
             let (k, pairs, rows) = (u("k"), u("pairs"), u("rows"));
             let partial = v("partial_in");

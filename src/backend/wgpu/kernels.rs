@@ -2,7 +2,9 @@
 //! that encodes a sequence of dispatches into a single compute pass and submission.
 //!
 //! Binding convention of every entry point: binding 0 is its parameter struct, then `reads`
-//! read-only storage buffers, then `writes` read-write ones, in that order.
+//! read-only storage buffers, then `writes` read-write ones, in that order. Each kernel's
+//! file, parameter buffer kind and binding counts come from `shaders/abi.json`
+//! ([`super::abi`]); [`run`] checks every dispatch's parameters and buffers against it.
 //!
 //! The parameter struct is a uniform buffer, except for the kernels marked
 //! [`ParamsIn::Storage`], which read it from a read-only storage buffer. Mesa's lavapipe
