@@ -85,7 +85,7 @@ pub enum Kernel {
 
 /// Where a kernel lives, how it reads its parameters and how many read-only / read-write
 /// storage buffers it binds: all from its ABI entry.
-struct Spec {
+pub(super) struct Spec {
     family: Family,
     entry: &'static Entry,
     params: ParamsIn,
@@ -120,7 +120,7 @@ impl Kernel {
         }
     }
 
-    fn spec(self) -> Result<Spec> {
+    pub(super) fn spec(self) -> Result<Spec> {
         let name = self.entry_name();
         let missing = |what: String| BellaError::device(NAME, format!("kernel `{name}`: {what}"));
         let entry = abi::entry(name).ok_or_else(|| missing("not in shaders/abi.json".into()))?;

@@ -340,6 +340,47 @@ fn validation_errors_are_results() {
     );
 }
 
+/// Every kernel the host dispatches has a well-formed `shaders/abi.json` entry (file, params
+/// at binding 0, read-only then read-write storage bindings from 1), and every ABI entry is
+/// one the host knows. Needs no adapter.
+#[test]
+fn every_kernel_resolves_in_the_abi() {
+    use Kernel::*;
+    let all = [
+        LoraForward,
+        LoraForward128,
+        LoraDx,
+        LoraDx128,
+        GemmTiled,
+        GemmTiled128,
+        GemmNarrowSplitK,
+        SqdistPartial,
+        SqdistFinalize,
+        RbfFromSqdist,
+        SvgdDirection,
+        AdamwStep,
+        ReluForward,
+        ReluBackward,
+        GeluForward,
+        GeluBackward,
+        Axpby,
+        SoftmaxXentRows,
+        RowMean,
+        EnsembleStats,
+    ];
+    for k in all {
+        k.spec().unwrap_or_else(|e| panic!("{k:?}: {e}"));
+    }
+    let names: Vec<&str> = all.iter().map(|k| k.entry_name()).collect();
+    for e in &super::abi::abi().entries {
+        assert!(
+            names.contains(&e.name.as_str()),
+            "ABI entry `{}` has no Kernel",
+            e.name
+        );
+    }
+}
+
 /// Parameters that do not fit the kernel's `shaders/abi.json` struct (too few words, a
 /// float where a u32 belongs, a missing or unknown name) are refused before any dispatch,
 /// with an error naming the kernel.
