@@ -2,7 +2,8 @@
 //! `shaders/*.wgsl` is listed with its workgroup size, the globals it uses (binding, access,
 //! element type) and its parameter struct's layout, and planted changes to a shader text are
 //! caught; (b) every entry's example dispatch, built from the JSON alone on raw wgpu, writes
-//! finite values everywhere it is said to and matches a reference computed here. (b) skips
+//! finite values everywhere it is said to, gives the same bits with its workgroups folded 3
+//! wide, and matches a reference computed here. (b) skips
 //! with a notice without an adapter, unless `BELLA_REQUIRE` names `wgpu`.
 #![cfg(feature = "wgpu")]
 
@@ -177,15 +178,27 @@ fn every_example_runs_from_the_abi_alone() {
         let mut buffers = example_buffers(entry);
         let inputs = as_f32(&buffers);
         let params = launch::pack_params(entry, &ex.params);
+        let source = source_of(&entry.file);
+        let mut refolded = buffers.clone();
+        device
+            .dispatch(entry, &source, &params, (ex.workgroups, None), &mut buffers)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The same workgroups folded 3 wide (x = 3, y = ⌈G / 3⌉, the excess skipped): the
+        // same bits.
         device
             .dispatch(
                 entry,
-                &source_of(&entry.file),
+                &source,
                 &params,
-                ex.workgroups,
-                &mut buffers,
+                (ex.workgroups, Some(3)),
+                &mut refolded,
             )
             .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            buffers == refolded,
+            "{}: folding 3 wide changes the output",
+            entry.name
+        );
         let outputs = as_f32(&buffers);
         for (var, spec) in &ex.buffers {
             let got = &outputs[var];

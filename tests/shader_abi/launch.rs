@@ -64,14 +64,15 @@ pub fn fold(groups: u64, max: u64) -> (u32, u32) {
 
 impl Device {
     /// Dispatch `entry` of `source` with the given parameter bytes and buffers (words, by
-    /// binding variable) on `groups` workgroups; the read-write buffers are read back into
+    /// binding variable) on `groups` workgroups folded into (x, y) with x at most
+    /// `per_dimension` (None: the adapter's limit); the read-write buffers are read back into
     /// `buffers`. A wgpu error comes back as `Err`.
     pub fn dispatch(
         &self,
         entry: &Entry,
         source: &str,
         params: &[u8],
-        groups: u64,
+        (groups, per_dimension): (u64, Option<u64>),
         buffers: &mut BTreeMap<String, Vec<u32>>,
     ) -> Result<(), String> {
         let d = &self.device;
@@ -175,7 +176,8 @@ impl Device {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
-            let (x, y) = fold(groups, self.max_per_dimension);
+            let max = per_dimension.unwrap_or(self.max_per_dimension);
+            let (x, y) = fold(groups, max.min(self.max_per_dimension));
             pass.dispatch_workgroups(x, y, 1);
         }
         for (i, staging) in &written {
