@@ -333,6 +333,24 @@ mod tests {
         assert_eq!(names.len(), before, "duplicate entry names");
     }
 
+    /// A field planted in the ABI's copy of a struct makes the host's words for it an error.
+    #[test]
+    fn a_field_added_to_the_abi_is_caught() {
+        let pad = r#"{"name": "_pad", "type": "u32", "offset": 12}"#;
+        assert!(ABI_JSON.contains(pad));
+        let planted = ABI_JSON.replace(pad, r#"{"name": "gamma", "type": "f32", "offset": 12}"#);
+        let a: Abi = serde_json::from_str(&planted).unwrap();
+        let e = a.entries.iter().find(|e| e.name == "axpby").unwrap();
+        let err = e
+            .pack(&[Value::U(3), Value::F(0.5), Value::F(2.0)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("axpby") && err.contains("4 of them needed"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn packing_checks_count_types_and_names() {
         let e = entry("axpby").unwrap();
