@@ -13,7 +13,10 @@ pub fn unary(be: &WgpuBackend, kernel: Kernel, op: &str, x: &Tensor) -> Result<T
     let out = be.alloc(n)?;
     let step = Step {
         kernel,
-        params: Params::default().u(n).f(1.0).f(1.0),
+        params: Params::named()
+            .set_u("n", n)
+            .set_f("alpha", 1.0)
+            .set_f("beta", 1.0),
         bindings: vec![bind(xs), bind(&out)],
         groups: n.div_ceil(THREADS) as u64,
     };
@@ -36,7 +39,10 @@ pub fn binary(
     let out = be.alloc(n)?;
     let step = Step {
         kernel,
-        params: Params::default().u(n).f(alpha).f(beta),
+        params: Params::named()
+            .set_u("n", n)
+            .set_f("alpha", alpha)
+            .set_f("beta", beta),
         bindings: vec![bind(xs), bind(ys), bind(&out)],
         groups: n.div_ceil(THREADS) as u64,
     };

@@ -2,7 +2,9 @@
 //! that encodes a sequence of dispatches into a single compute pass and submission.
 //!
 //! Binding convention of every entry point: binding 0 is its parameter struct, then `reads`
-//! read-only storage buffers, then `writes` read-write ones, in that order.
+//! read-only storage buffers, then `writes` read-write ones, in that order. Each kernel's
+//! file, parameter buffer kind and binding counts come from `shaders/abi.json`
+//! ([`super::abi`]); [`run`] checks every dispatch's parameters and buffers against it.
 //!
 //! The parameter struct is a uniform buffer, except for the kernels marked
 //! [`ParamsIn::Storage`], which read it from a read-only storage buffer. Mesa's lavapipe
@@ -12,12 +14,14 @@
 //! pays off (by lavapipe's own measure) each dispatch costs a full LLVM compile and leaks
 //! about 1–2 MB. Parameters read from a storage buffer are never inlined.
 
+use super::abi::{self, Access, Entry, ParamsIn, Value};
 use super::gpu::{Gpu, NAME};
 use super::pool::{Pool, STORAGE, UNIFORM};
 use crate::error::{BellaError, Result};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// The files under `shaders/`, one shader module each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     Lora,
@@ -29,6 +33,19 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family of a file named in the ABI.
+    fn of_file(file: &str) -> Option<Family> {
+        Some(match file {
+            "lora.wgsl" => Family::Lora,
+            "matmul.wgsl" => Family::Matmul,
+            "svgd.wgsl" => Family::Svgd,
+            "optim.wgsl" => Family::Optim,
+            "activation.wgsl" => Family::Activation,
+            "softmax.wgsl" => Family::Softmax,
+            _ => return None,
+        })
+    }
+
     fn source(self) -> &'static str {
         match self {
             Family::Lora => include_str!("../../../shaders/lora.wgsl"),
@@ -41,6 +58,7 @@ impl Family {
     }
 }
 
+/// The entry points the host dispatches, each the key of its `shaders/abi.json` entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     LoraForward,
@@ -65,92 +83,128 @@ pub enum Kernel {
     EnsembleStats,
 }
 
-/// The buffer kind an entry point declares for its parameter struct (binding 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum ParamsIn {
-    /// `var<uniform>`.
-    Uniform,
-    /// `var<storage, read>`: for kernels that lavapipe would recompile on every dispatch
-    /// (see the module docs).
-    Storage,
-}
-
 /// Where a kernel lives, how it reads its parameters and how many read-only / read-write
-/// storage buffers it binds.
-struct Spec {
+/// storage buffers it binds: all from its ABI entry.
+pub(super) struct Spec {
     family: Family,
-    entry: &'static str,
+    entry: &'static Entry,
     params: ParamsIn,
     reads: u32,
     writes: u32,
 }
 
 impl Kernel {
-    fn spec(self) -> Spec {
-        use Family::*;
-        let (family, entry, reads, writes) = match self {
-            Kernel::LoraForward => (Lora, "lora_forward", 5, 1),
-            Kernel::LoraForward128 => (Lora, "lora_forward_128", 5, 1),
-            Kernel::LoraDx => (Lora, "lora_dx", 4, 1),
-            Kernel::LoraDx128 => (Lora, "lora_dx_128", 4, 1),
-            Kernel::GemmTiled => (Matmul, "gemm_tiled", 2, 1),
-            Kernel::GemmTiled128 => (Matmul, "gemm_tiled_128", 2, 1),
-            Kernel::GemmNarrowSplitK => (Matmul, "gemm_narrow_splitk", 2, 1),
-            Kernel::SqdistPartial => (Svgd, "sqdist_partial", 1, 1),
-            Kernel::SqdistFinalize => (Svgd, "sqdist_finalize", 1, 1),
-            Kernel::RbfFromSqdist => (Svgd, "rbf_from_sqdist", 1, 1),
-            Kernel::SvgdDirection => (Svgd, "svgd_direction", 3, 1),
-            Kernel::AdamwStep => (Optim, "adamw_step", 1, 3),
-            Kernel::ReluForward => (Activation, "relu_forward", 1, 1),
-            Kernel::ReluBackward => (Activation, "relu_backward", 2, 1),
-            Kernel::GeluForward => (Activation, "gelu_forward", 1, 1),
-            Kernel::GeluBackward => (Activation, "gelu_backward", 2, 1),
-            Kernel::Axpby => (Activation, "axpby", 2, 1),
-            Kernel::SoftmaxXentRows => (Softmax, "softmax_xent_rows", 2, 2),
-            Kernel::RowMean => (Softmax, "row_mean", 1, 1),
-            Kernel::EnsembleStats => (Softmax, "ensemble_stats", 1, 4),
-        };
-        let params = match self {
-            Kernel::LoraForward
-            | Kernel::LoraForward128
-            | Kernel::LoraDx
-            | Kernel::LoraDx128
-            | Kernel::GemmTiled
-            | Kernel::GemmTiled128
-            | Kernel::GemmNarrowSplitK
-            | Kernel::SqdistPartial
-            | Kernel::SqdistFinalize
-            | Kernel::SvgdDirection => ParamsIn::Storage,
-            _ => ParamsIn::Uniform,
-        };
-        Spec {
+    /// The entry point's name (its key in `shaders/abi.json`).
+    pub fn entry_name(self) -> &'static str {
+        match self {
+            Kernel::LoraForward => "lora_forward",
+            Kernel::LoraForward128 => "lora_forward_128",
+            Kernel::LoraDx => "lora_dx",
+            Kernel::LoraDx128 => "lora_dx_128",
+            Kernel::GemmTiled => "gemm_tiled",
+            Kernel::GemmTiled128 => "gemm_tiled_128",
+            Kernel::GemmNarrowSplitK => "gemm_narrow_splitk",
+            Kernel::SqdistPartial => "sqdist_partial",
+            Kernel::SqdistFinalize => "sqdist_finalize",
+            Kernel::RbfFromSqdist => "rbf_from_sqdist",
+            Kernel::SvgdDirection => "svgd_direction",
+            Kernel::AdamwStep => "adamw_step",
+            Kernel::ReluForward => "relu_forward",
+            Kernel::ReluBackward => "relu_backward",
+            Kernel::GeluForward => "gelu_forward",
+            Kernel::GeluBackward => "gelu_backward",
+            Kernel::Axpby => "axpby",
+            Kernel::SoftmaxXentRows => "softmax_xent_rows",
+            Kernel::RowMean => "row_mean",
+            Kernel::EnsembleStats => "ensemble_stats",
+        }
+    }
+
+    pub(super) fn spec(self) -> Result<Spec> {
+        let name = self.entry_name();
+        let missing = |what: String| BellaError::device(NAME, format!("kernel `{name}`: {what}"));
+        let entry = abi::entry(name).ok_or_else(|| missing("not in shaders/abi.json".into()))?;
+        let family = Family::of_file(&entry.file)
+            .ok_or_else(|| missing(format!("unknown shader file `{}`", entry.file)))?;
+        // The layouts built here number the storage bindings 1.. with the read-only ones first.
+        let in_order = entry.bindings.iter().enumerate().all(|(i, b)| {
+            b.binding == i as u32 + 1 && (b.access == Access::Read) == (i < entry.reads())
+        });
+        if entry.params.binding != 0 || !in_order {
+            return Err(missing(
+                "the ABI's bindings are not the params at 0, then read-only, then read-write \
+                 storage buffers numbered from 1"
+                    .into(),
+            ));
+        }
+        Ok(Spec {
             family,
             entry,
-            params,
-            reads,
-            writes,
-        }
+            params: entry.params.params_in,
+            reads: entry.reads() as u32,
+            writes: entry.writes() as u32,
+        })
     }
 }
 
-/// Uniform parameters, packed as the WGSL structs declare them (4-byte scalars in order),
-/// padded to the 16-byte size uniform structs have.
-#[derive(Default)]
-pub struct Params(Vec<u32>);
+/// A dispatch's parameters: in the struct's field order, or by field name (put in order by
+/// the ABI). Either way [`run`] checks them against the kernel's ABI entry (count, types,
+/// names) and pads them to the struct's size.
+pub struct Params(Packing);
+
+enum Packing {
+    InOrder(Vec<Value>),
+    ByName(Vec<(&'static str, Value)>),
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params(Packing::InOrder(Vec::new()))
+    }
+}
 
 impl Params {
-    pub fn u(mut self, v: usize) -> Self {
-        self.0.push(v as u32);
+    /// An empty parameter list whose values are given by field name ([`Params::set_u`],
+    /// [`Params::set_f`]).
+    pub fn named() -> Self {
+        Params(Packing::ByName(Vec::new()))
+    }
+
+    fn push(mut self, name: &'static str, v: Value) -> Self {
+        match &mut self.0 {
+            Packing::InOrder(values) => values.push(v),
+            Packing::ByName(values) => values.push((name, v)),
+        }
         self
     }
-    pub fn f(mut self, v: f32) -> Self {
-        self.0.push(v.to_bits());
-        self
+
+    /// The next field, a `u32`.
+    pub fn u(self, v: usize) -> Self {
+        self.push("", Value::U(v as u32))
     }
-    fn bytes(&self) -> Vec<u8> {
-        let mut words = self.0.clone();
-        words.resize(words.len().div_ceil(4).max(1) * 4, 0);
-        bytemuck::cast_slice(&words).to_vec()
+
+    /// The next field, an `f32`.
+    pub fn f(self, v: f32) -> Self {
+        self.push("", Value::F(v))
+    }
+
+    /// The `u32` field `name` (for [`Params::named`]).
+    pub fn set_u(self, name: &'static str, v: usize) -> Self {
+        self.push(name, Value::U(v as u32))
+    }
+
+    /// The `f32` field `name` (for [`Params::named`]).
+    pub fn set_f(self, name: &'static str, v: f32) -> Self {
+        self.push(name, Value::F(v))
+    }
+
+    /// The struct's bytes as `entry` lays it out.
+    fn bytes(&self, entry: &Entry) -> Result<Vec<u8>> {
+        let words = match &self.0 {
+            Packing::InOrder(values) => entry.pack(values)?,
+            Packing::ByName(values) => entry.pack_named(values)?,
+        };
+        Ok(bytemuck::cast_slice(&words).to_vec())
     }
 }
 
@@ -263,17 +317,18 @@ impl Kernels {
         if let Some(p) = self.pipelines.lock().map_err(|_| poisoned())?.get(&kernel) {
             return Ok(p.clone());
         }
-        let spec = kernel.spec();
-        let built = gpu.scoped(&format!("building kernel `{}`", spec.entry), || {
+        let spec = kernel.spec()?;
+        let name = kernel.entry_name();
+        let built = gpu.scoped(&format!("building kernel `{name}`"), || {
             let module = self.module(gpu, spec.family)?;
             let (bgl, layout) = self.layout(gpu, spec.params, spec.reads, spec.writes)?;
             let pipeline = gpu
                 .device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(spec.entry),
+                    label: Some(name),
                     layout: Some(&layout),
                     module: &module,
-                    entry_point: Some(spec.entry),
+                    entry_point: Some(name),
                     compilation_options: Default::default(),
                     cache: None,
                 });
@@ -292,14 +347,15 @@ pub fn run(gpu: &Gpu, pool: &Pool, kernels: &Kernels, op: &str, steps: &[Step]) 
     let max_binding = gpu.max_binding_bytes();
     let mut prepared = Vec::with_capacity(steps.len());
     for step in steps.iter().filter(|s| s.groups > 0) {
-        let spec = step.kernel.spec();
-        if step.bindings.len() != (spec.reads + spec.writes) as usize {
+        let spec = step.kernel.spec()?;
+        let name = step.kernel.entry_name();
+        if step.bindings.len() != spec.entry.bindings.len() {
             return Err(BellaError::device(
                 NAME,
                 format!(
-                    "{op}: kernel `{}` given {} buffers",
-                    spec.entry,
-                    step.bindings.len()
+                    "{op}: kernel `{name}` given {} buffers, its ABI entry binds {}",
+                    step.bindings.len(),
+                    spec.entry.bindings.len()
                 ),
             ));
         }
@@ -307,27 +363,45 @@ pub fn run(gpu: &Gpu, pool: &Pool, kernels: &Kernels, op: &str, steps: &[Step]) 
             return Err(BellaError::device(
                 NAME,
                 format!(
-                    "{op}: kernel `{}` would bind a tensor of {} bytes, past the adapter's \
+                    "{op}: kernel `{name}` would bind a tensor of {} bytes, past the adapter's \
                      storage-binding limit of {max_binding} bytes; split the work into smaller tensors",
-                    spec.entry, b.bytes
+                    b.bytes
                 ),
             ));
         }
+        let vec4_misfit = step
+            .bindings
+            .iter()
+            .zip(&spec.entry.bindings)
+            .find(|(b, s)| s.elem == "vec4<f32>" && !b.bytes.is_multiple_of(16));
+        if let Some((b, s)) = vec4_misfit {
+            return Err(BellaError::device(
+                NAME,
+                format!(
+                    "{op}: kernel `{name}` binds `{}` as vec4<f32> but is given {} bytes, not a \
+                     multiple of 16",
+                    s.var, b.bytes
+                ),
+            ));
+        }
+        let bytes = step
+            .params
+            .bytes(spec.entry)
+            .map_err(|e| BellaError::device(NAME, format!("{op}: {e}")))?;
         let (pipeline, bgl) = kernels.pipeline(gpu, step.kernel)?;
-        let groups = gpu.fold(&format!("{op} ({})", spec.entry), step.groups)?;
-        prepared.push((step, pipeline, bgl, groups));
+        let groups = gpu.fold(&format!("{op} ({name})"), step.groups)?;
+        prepared.push((step, spec.params, bytes, pipeline, bgl, groups));
     }
     let mut uniforms = Vec::with_capacity(prepared.len());
     let result = gpu.scoped(op, || {
         let mut bind_groups = Vec::with_capacity(prepared.len());
-        for (step, _, bgl, _) in &prepared {
-            let bytes = step.params.bytes();
-            let usage = match step.kernel.spec().params {
+        for (step, params_in, bytes, _, bgl, _) in &prepared {
+            let usage = match params_in {
                 ParamsIn::Uniform => UNIFORM,
                 ParamsIn::Storage => STORAGE,
             };
             let uniform = pool.take(gpu, bytes.len() as u64, usage)?;
-            gpu.queue.write_buffer(&uniform, 0, &bytes);
+            gpu.queue.write_buffer(&uniform, 0, bytes);
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -364,7 +438,7 @@ pub fn run(gpu: &Gpu, pool: &Pool, kernels: &Kernels, op: &str, steps: &[Step]) 
                     end_of_pass_write_index: Some(1),
                 }),
             });
-            for ((_, pipeline, _, (x, y)), bg) in prepared.iter().zip(&bind_groups) {
+            for ((.., pipeline, _, (x, y)), bg) in prepared.iter().zip(&bind_groups) {
                 pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, bg, &[]);
                 pass.dispatch_workgroups(*x, *y, 1);

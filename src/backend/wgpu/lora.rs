@@ -97,20 +97,20 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
     };
     let (kernel, tile) = fused(be, rows, d.o, Kernel::LoraForward, Kernel::LoraForward128);
     let (tiles_rows, tiles_cols) = (rows.div_ceil(tile), d.o.div_ceil(tile));
-    let params = Params::default()
-        .u(d.k)
-        .u(d.m)
-        .u(d.i)
-        .u(d.o)
-        .u(d.r)
-        .u(d.x_shared as usize)
-        .u(bias.is_some() as usize)
-        .u(rows)
-        .u(args.b.offset)
-        .u(args.b.stride)
-        .u(tiles_rows)
-        .u(tiles_cols)
-        .f(args.scale);
+    let params = Params::named()
+        .set_u("k", d.k)
+        .set_u("m", d.m)
+        .set_u("i", d.i)
+        .set_u("o", d.o)
+        .set_u("r", d.r)
+        .set_u("x_shared", d.x_shared as usize)
+        .set_u("has_bias", bias.is_some() as usize)
+        .set_u("rows", rows)
+        .set_u("f_off", args.b.offset)
+        .set_u("f_stride", args.b.stride)
+        .set_u("tiles_rows", tiles_rows)
+        .set_u("tiles_cols", tiles_cols)
+        .set_f("scale", args.scale);
     let y_step = Step {
         kernel,
         params,
@@ -243,20 +243,20 @@ pub fn backward(
     if let Some(dx) = &dx {
         let (kernel, tile) = fused(be, rows, d.i, Kernel::LoraDx, Kernel::LoraDx128);
         let (tiles_rows, tiles_cols) = (rows.div_ceil(tile), d.i.div_ceil(tile));
-        let params = Params::default()
-            .u(d.k)
-            .u(d.m)
-            .u(d.i)
-            .u(d.o)
-            .u(d.r)
-            .u(d.x_shared as usize)
-            .u(0)
-            .u(rows)
-            .u(args.a.offset)
-            .u(args.a.stride)
-            .u(tiles_rows)
-            .u(tiles_cols)
-            .f(args.scale);
+        let params = Params::named()
+            .set_u("k", d.k)
+            .set_u("m", d.m)
+            .set_u("i", d.i)
+            .set_u("o", d.o)
+            .set_u("r", d.r)
+            .set_u("x_shared", d.x_shared as usize)
+            .set_u("has_bias", 0)
+            .set_u("rows", rows)
+            .set_u("f_off", args.a.offset)
+            .set_u("f_stride", args.a.stride)
+            .set_u("tiles_rows", tiles_rows)
+            .set_u("tiles_cols", tiles_cols)
+            .set_f("scale", args.scale);
         steps.push(Step {
             kernel,
             params,

@@ -32,6 +32,7 @@
 //! The median of the RBF bandwidth heuristic runs on the host over the downloaded K×K
 //! distances (K is small); the distances and the exponentials run on the device.
 
+pub mod abi;
 mod activation;
 mod gpu;
 mod kernels;

@@ -23,15 +23,15 @@ pub fn adamw_step(
     let ms = storage_mut(op, m)?;
     let vs = storage_mut(op, v)?;
     let (bc1, bc2) = hp.bias_corrections();
-    let params = Params::default()
-        .u(n)
-        .f(hp.lr)
-        .f(hp.beta1)
-        .f(hp.beta2)
-        .f(hp.eps)
-        .f(1.0 - hp.lr * hp.weight_decay)
-        .f(bc1)
-        .f(bc2);
+    let params = Params::named()
+        .set_u("n", n)
+        .set_f("lr", hp.lr)
+        .set_f("beta1", hp.beta1)
+        .set_f("beta2", hp.beta2)
+        .set_f("eps", hp.eps)
+        .set_f("decay", 1.0 - hp.lr * hp.weight_decay)
+        .set_f("bias_correction1", bc1)
+        .set_f("bias_correction2", bc2);
     let step = Step {
         kernel: Kernel::AdamwStep,
         params,

@@ -22,7 +22,13 @@ pub fn xent(
     let dlogits = be.alloc(k * m * c)?;
     let row_loss = be.alloc(k * m)?;
     let loss = be.alloc(k)?;
-    let params = || Params::default().u(k).u(m).u(c).f(1.0 / m as f32);
+    let params = || {
+        Params::named()
+            .set_u("k", k)
+            .set_u("m", m)
+            .set_u("c", c)
+            .set_f("inv_m", 1.0 / m as f32)
+    };
     let steps = [
         Step {
             kernel: Kernel::SoftmaxXentRows,
@@ -57,7 +63,11 @@ pub fn ensemble_stats(
     let mutual = be.alloc(m)?;
     let step = Step {
         kernel: Kernel::EnsembleStats,
-        params: Params::default().u(k).u(m).u(c).f(1.0 / k as f32),
+        params: Params::named()
+            .set_u("k", k)
+            .set_u("m", m)
+            .set_u("c", c)
+            .set_f("inv_k", 1.0 / k as f32),
         bindings: vec![
             bind(z),
             bind(&probs),

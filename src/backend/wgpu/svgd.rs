@@ -85,15 +85,15 @@ fn sqdist_steps<'a>(
     if p.pairs > 0 {
         steps.push(Step {
             kernel: Kernel::SqdistPartial,
-            params: Params::default()
-                .u(p.k)
-                .u(p.d)
-                .u(p.blocks)
-                .u(p.slots_log as usize)
-                .u(p.block_tiles)
-                .u(p.chunk)
-                .u(p.nchunks)
-                .u(p.pairs),
+            params: Params::named()
+                .set_u("k", p.k)
+                .set_u("d", p.d)
+                .set_u("blocks", p.blocks)
+                .set_u("slots_log", p.slots_log as usize)
+                .set_u("block_tiles", p.block_tiles)
+                .set_u("chunk", p.chunk)
+                .set_u("nchunks", p.nchunks)
+                .set_u("pairs", p.pairs),
             bindings: vec![bind(theta), bind(partial)],
             groups: (p.block_tiles * p.nchunks) as u64,
         });
@@ -101,7 +101,10 @@ fn sqdist_steps<'a>(
     // One workgroup per 32 pairs, at least enough invocations for the K diagonal zeros.
     steps.push(Step {
         kernel: Kernel::SqdistFinalize,
-        params: Params::default().u(p.k).u(p.pairs).u(p.rows()),
+        params: Params::named()
+            .set_u("k", p.k)
+            .set_u("pairs", p.pairs)
+            .set_u("rows", p.rows()),
         bindings: vec![bind(partial), bind(out)],
         groups: p.pairs.div_ceil(32).max(p.k.div_ceil(THREADS)) as u64,
     });
@@ -147,7 +150,7 @@ pub fn rbf_kernel(
     };
     steps.push(Step {
         kernel: Kernel::RbfFromSqdist,
-        params: Params::default().u(k * k).f(h),
+        params: Params::named().set_u("n", k * k).set_f("bandwidth", h),
         bindings: vec![bind(&sq), bind(&kern)],
         groups: (k * k).div_ceil(THREADS) as u64,
     });
@@ -184,14 +187,14 @@ pub fn direction(
     let tiles = d.div_ceil(cols * (THREADS >> glog));
     let step = Step {
         kernel: Kernel::SvgdDirection,
-        params: Params::default()
-            .u(k)
-            .u(d)
-            .f(1.0 / k as f32)
-            .f(2.0 / bandwidth)
-            .u(glog)
-            .u(rblocks)
-            .u(tiles),
+        params: Params::named()
+            .set_u("k", k)
+            .set_u("d", d)
+            .set_f("inv_k", 1.0 / k as f32)
+            .set_f("c", 2.0 / bandwidth)
+            .set_u("glog", glog)
+            .set_u("rblocks", rblocks)
+            .set_u("tiles", tiles),
         bindings: vec![bind(th), bind(sc), bind(kn), bind(&phi)],
         groups: (rblocks * tiles) as u64,
     };

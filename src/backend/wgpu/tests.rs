@@ -317,7 +317,7 @@ fn validation_errors_are_results() {
     let y = gpu.alloc(16).unwrap();
     let step = Step {
         kernel: Kernel::ReluForward,
-        params: Params::default().u(16),
+        params: Params::default().u(16).f(1.0).f(1.0),
         bindings: vec![
             Binding {
                 buffer: x.buffer(),
@@ -338,6 +338,91 @@ fn validation_errors_are_results() {
         gpu.download(&gpu.relu_forward(&t).unwrap()).unwrap(),
         vec![0.0, 0.0, 2.0]
     );
+}
+
+/// Every kernel the host dispatches has a well-formed `shaders/abi.json` entry (file, params
+/// at binding 0, read-only then read-write storage bindings from 1), and every ABI entry is
+/// one the host knows. Needs no adapter.
+#[test]
+fn every_kernel_resolves_in_the_abi() {
+    use Kernel::*;
+    let all = [
+        LoraForward,
+        LoraForward128,
+        LoraDx,
+        LoraDx128,
+        GemmTiled,
+        GemmTiled128,
+        GemmNarrowSplitK,
+        SqdistPartial,
+        SqdistFinalize,
+        RbfFromSqdist,
+        SvgdDirection,
+        AdamwStep,
+        ReluForward,
+        ReluBackward,
+        GeluForward,
+        GeluBackward,
+        Axpby,
+        SoftmaxXentRows,
+        RowMean,
+        EnsembleStats,
+    ];
+    for k in all {
+        k.spec().unwrap_or_else(|e| panic!("{k:?}: {e}"));
+    }
+    let names: Vec<&str> = all.iter().map(|k| k.entry_name()).collect();
+    for e in &super::abi::abi().entries {
+        assert!(
+            names.contains(&e.name.as_str()),
+            "ABI entry `{}` has no Kernel",
+            e.name
+        );
+    }
+}
+
+/// Parameters that do not fit the kernel's `shaders/abi.json` struct (too few words, a
+/// float where a u32 belongs, a missing or unknown name) are refused before any dispatch,
+/// with an error naming the kernel.
+#[test]
+fn params_are_checked_against_the_abi() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let x = gpu.alloc(16).unwrap();
+    let y = gpu.alloc(16).unwrap();
+    let relu = |params: Params| Step {
+        kernel: Kernel::ReluForward,
+        params,
+        bindings: vec![bind(&x), bind(&y)],
+        groups: 1,
+    };
+    let wrong = [
+        (Params::default().u(16), "3 of them needed"),
+        (Params::default().f(16.0).f(1.0).f(1.0), "`n` is U32"),
+        (
+            Params::named().set_u("n", 16).set_f("alpha", 1.0),
+            "`beta` not given",
+        ),
+        (
+            Params::named()
+                .set_u("n", 16)
+                .set_f("alpha", 1.0)
+                .set_f("beta", 1.0)
+                .set_u("m", 2),
+            "no parameter named `m`",
+        ),
+    ];
+    for (params, says) in wrong {
+        let err = gpu
+            .run("abi check", &[relu(params)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("relu_forward") && err.contains(says), "{err}");
+    }
+    let ok = Params::named()
+        .set_f("beta", 1.0)
+        .set_u("n", 16)
+        .set_f("alpha", 1.0);
+    gpu.run("abi check", &[relu(ok)]).unwrap();
 }
 
 /// lavapipe / llvmpipe are CPU adapters (so `auto` does not take them for a GPU), and
