@@ -178,12 +178,14 @@ impl Params {
         self
     }
 
-    /// The next field, a `u32`.
+    /// The next field, a `u32` (tests: positional lists, checked against the ABI too).
+    #[cfg(test)]
     pub fn u(self, v: usize) -> Self {
         self.push("", Value::U(v as u32))
     }
 
-    /// The next field, an `f32`.
+    /// The next field, an `f32` (tests).
+    #[cfg(test)]
     pub fn f(self, v: f32) -> Self {
         self.push("", Value::F(v))
     }

@@ -130,20 +130,33 @@ pub fn step_with<'a>(
         (Kernel::GemmTiled, TILE)
     };
     let (tiles_m, tiles_n) = (m.div_ceil(tm), n.div_ceil(tn));
-    let mut params = Params::default().u(m).u(n).u(g.inner).u(g.batch);
-    for v in layout.a.iter().chain(&layout.b[..4]) {
-        params = params.u(*v);
-    }
-    // b group, b group stride, c group, c group stride, then c's offset and strides.
-    params = params
-        .u(layout.b[4])
-        .u(layout.b[5])
-        .u(layout.c[4])
-        .u(layout.c[5]);
-    for v in &layout.c[..4] {
-        params = params.u(*v);
-    }
-    let params = params.f(g.alpha).u(tiles_m).u(tiles_n);
+    let [a_off, a_bs, a_rs, a_ks] = layout.a;
+    let [b_off, b_bs, b_ks, b_cs, b_grp, b_gs] = layout.b;
+    let [c_off, c_bs, c_rs, c_cs, c_grp, c_gs] = layout.c;
+    let params = Params::named()
+        .set_u("m", m)
+        .set_u("n", n)
+        .set_u("inner", g.inner)
+        .set_u("batch", g.batch)
+        .set_u("a_off", a_off)
+        .set_u("a_bs", a_bs)
+        .set_u("a_rs", a_rs)
+        .set_u("a_ks", a_ks)
+        .set_u("b_off", b_off)
+        .set_u("b_bs", b_bs)
+        .set_u("b_ks", b_ks)
+        .set_u("b_cs", b_cs)
+        .set_u("b_grp", b_grp)
+        .set_u("b_gs", b_gs)
+        .set_u("c_grp", c_grp)
+        .set_u("c_gs", c_gs)
+        .set_u("c_off", c_off)
+        .set_u("c_bs", c_bs)
+        .set_u("c_rs", c_rs)
+        .set_u("c_cs", c_cs)
+        .set_f("alpha", g.alpha)
+        .set_u("tiles_m", tiles_m)
+        .set_u("tiles_n", tiles_n);
     Step {
         kernel,
         params,
