@@ -9,13 +9,16 @@
 //! ```
 #![cfg(feature = "ptx-sim")]
 
-use bella::backend::ptx::driver::Driver;
-use bella::backend::ptx::gemm_mma::{gemm_mma, pack_half, HalfType, MmaGemm};
+use bella::backend::ptx::gemm_mma::HalfType;
 use bella::backend::ptx::PtxBackend;
 use bella::backend::ptx_sim::profile::Class;
 use bella::backend::ptx_sim::{Counters, SimDriver};
+use bella::bench::tensor_core::gemm_mma_case;
 use bella::profile::cards::CARDS;
 use bella::profile::model::{model_launch, LaunchInputs};
+use bella::rng::Rng;
+use bella::Backend;
+use std::sync::Arc;
 
 const SIZE: usize = 4096;
 /// CTAs simulated per launch (their counts are scaled to the grid).
@@ -47,35 +50,16 @@ fn inputs(c: &Counters, ctas: u64) -> LaunchInputs {
 fn gemm_mma_4096_cubed_is_modelled_near_the_tensor_peak() {
     let n = SIZE;
     let useful = 2.0 * (n as f64).powi(3);
-    // one set of inputs (small integers: any values do for counting)
-    let vals: Vec<f32> = (0..n * n).map(|i| ((i % 7) as f32 - 3.0) / 4.0).collect();
-    let packed = pack_half(HalfType::Bf16, &vals);
     for card in &CARDS {
-        let be = PtxBackend::new(SimDriver::with_sm_count(card.sms)).expect("loads");
-        let d = be.driver();
-        let (a, b) = (d.upload(&packed).unwrap(), d.upload(&packed).unwrap());
-        let c = d.alloc_zeroed(n * n).unwrap();
-        let prof = d.profiler();
+        let be = Arc::new(PtxBackend::new(SimDriver::with_sm_count(card.sms)).expect("loads"));
+        let prof = be.driver().profiler();
+        // the profiler's case (`bella profile --op gemm_mma_bf16`), on this card's SM count
+        let case = gemm_mma_case(be.clone(), HalfType::Bf16, n);
+        let dyn_be: Arc<dyn Backend> = be.clone();
+        let mut run = case.prepare(&dyn_be, &mut Rng::new(5)).expect("inputs");
         prof.set_enabled(true);
         prof.set_max_ctas(Some(SAMPLE_CTAS));
-        gemm_mma(
-            &be,
-            &MmaGemm {
-                dtype: HalfType::Bf16,
-                m: n,
-                n,
-                k: n,
-                a: &a,
-                a_offset: 0,
-                b: &b,
-                b_offset: 0,
-                c: &c,
-                c_offset: 0,
-                alpha: 1.0,
-                beta: None,
-            },
-        )
-        .expect("runs");
+        run().expect("runs");
         let p = prof.take().pop().expect("one launch");
         let ctas = p.grid.iter().map(|&g| g as u64).product::<u64>();
         let tc = &p.counters.tensor;
