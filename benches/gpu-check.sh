@@ -7,7 +7,7 @@
 # It runs `bella doctor` (every op against the float64 oracle) on cuda and wgpu, then
 # `bella bench` on both, and tees everything under $OUT: gpu-check.log (card, driver,
 # every command and its exit status), doctor-{cuda,wgpu}.txt, bench-{cuda,wgpu}.txt and
-# bench-{cuda,wgpu}.json. Exit status: 0 when every command succeeded.
+# bench-{cuda,wgpu}.json, bench-cuda-cpu-scale.{txt,json}. Exit status: 0 when every command succeeded.
 # wgpu needs a Vulkan loader: when .gl/*.deb exist (see the device README), each is
 # unpacked into a private prefix that LD_LIBRARY_PATH points at, and the NVIDIA ICD is
 # selected with VK_ICD_FILENAMES / VK_DRIVER_FILES.
@@ -61,6 +61,10 @@ run() {
 run doctor-cuda "$BIN" doctor --backend cuda
 run doctor-wgpu "$BIN" doctor --backend wgpu
 run bench-cuda "$BIN" bench --backend cuda --json "$OUT/bench-cuda.json"
+# the LoRA ops at the CPU-scale shapes too (K=8 M=256 I=O=1024 r=8): with a shared x there
+# they run lora_forward_64x32, which the GPU-scale shapes do not reach
+run bench-cuda-cpu-scale "$BIN" bench --backend cuda --op lora_forward,lora_backward --scale cpu \
+    --json "$OUT/bench-cuda-cpu-scale.json"
 run bench-wgpu "$BIN" bench --backend wgpu --json "$OUT/bench-wgpu.json"
 
 say "done, status $status; outputs in $OUT"

@@ -24,6 +24,22 @@ pub enum Scale {
     Gpu,
 }
 
+impl std::str::FromStr for Scale {
+    type Err = crate::error::BellaError;
+    /// `small`, `cpu` or `gpu`.
+    fn from_str(s: &str) -> Result<Scale> {
+        match s {
+            "small" => Ok(Scale::Small),
+            "cpu" => Ok(Scale::Cpu),
+            "gpu" => Ok(Scale::Gpu),
+            _ => Err(crate::error::BellaError::Unknown {
+                what: "scale (small, cpu, gpu)",
+                name: s.to_string(),
+            }),
+        }
+    }
+}
+
 impl Scale {
     /// GPU sizes for CUDA and for wgpu on a hardware adapter; small ones for wgpu on a
     /// software rasteriser (lavapipe runs a 768³ GEMM at about 0.2 GFLOP/s on 2 cores).

@@ -42,6 +42,8 @@ pub struct Options {
     pub ops: Vec<String>,
     pub quick: bool,
     pub seed: u64,
+    /// The shapes: `None` = each backend's own ([`Scale::for_backend`]).
+    pub scale: Option<Scale>,
     /// The command line, recorded in the report.
     pub command: String,
 }
@@ -127,7 +129,7 @@ fn run_backend(
     progress: &mut dyn FnMut(&str),
 ) -> Result<()> {
     let kind = be.kind();
-    let scale = Scale::for_backend(kind);
+    let scale = opts.scale.unwrap_or(Scale::for_backend(kind));
     let budget = budget(scale, opts.quick);
     let ceilings = roofline::measure_ceilings(be, &budget, scale, opts.quick)?;
     let header = BackendReport {

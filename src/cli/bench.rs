@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// Seed of the random inputs.
     #[arg(long)]
     seed: Option<u64>,
+    /// Shapes: `small`, `cpu` or `gpu` (default: each backend's own: gpu on CUDA and a
+    /// hardware wgpu adapter, cpu on the CPU, small on the simulator and lavapipe).
+    #[arg(long)]
+    scale: Option<String>,
 }
 
 fn backends(spec: &str) -> Result<Vec<BackendKind>> {
@@ -44,11 +48,13 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
         None => BENCH_OPS.iter().map(|s| s.to_string()).collect(),
     };
+    let scale = a.scale.as_deref().map(str::parse).transpose()?;
     let opts = bench::Options {
         backends: backends(&a.backend)?,
         ops,
         quick: a.quick,
         seed: a.seed.unwrap_or_else(Rng::fresh_seed),
+        scale,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     opts.check()?;

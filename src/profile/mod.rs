@@ -32,14 +32,9 @@ pub const SAMPLE_BUDGET_INST: u64 = 500_000_000;
 /// The SM count the simulated device reports: H100 SXM's and H200's.
 pub const DEFAULT_SM_COUNT: u32 = 132;
 
-/// Parse `small`, `cpu` or `gpu`.
+/// Parse `small`, `cpu` or `gpu` (as [`Scale`]'s `FromStr`).
 pub fn parse_scale(s: &str) -> Option<Scale> {
-    match s {
-        "small" => Some(Scale::Small),
-        "cpu" => Some(Scale::Cpu),
-        "gpu" => Some(Scale::Gpu),
-        _ => None,
-    }
+    s.parse().ok()
 }
 
 #[cfg(feature = "ptx-sim")]
