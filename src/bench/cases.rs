@@ -77,6 +77,7 @@ pub struct OpCase {
 
 impl OpCase {
     /// A case of `op` on `shape` doing `work`, built by `build` (one submission).
+    #[cfg(any(feature = "cuda", feature = "ptx-sim"))]
     pub(crate) fn new(op: &'static str, shape: String, work: Work, build: Build) -> Self {
         OpCase {
             op,

@@ -29,7 +29,9 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
         Some(b) => vec![b.parse()?],
         None => BackendKind::ALL.to_vec(),
     };
+    let mma_only = a.op.as_deref().is_some_and(|o| MMA_KERNELS.contains(&o));
     let ops: Vec<&str> = match &a.op {
+        Some(_) if mma_only => Vec::new(),
         Some(o) if OP_NAMES.contains(&o.as_str()) => vec![o.as_str()],
         Some(o) => {
             return Err(bella::BellaError::Unknown {
@@ -96,12 +98,87 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
                 }
             }
         }
+        if a.op.is_none() || mma_only {
+            failed += tensor_core_rows(kind, a.op.as_deref(), seed);
+        }
     }
     if failed > 0 {
-        println!("\n{failed} op(s) failed");
+        println!("\n{failed} op(s) or kernel(s) failed");
         return Ok(1);
     }
     Ok(0)
+}
+
+/// The tensor-core GEMM kernels, not ops yet: checked by `bella doctor` where they run.
+const MMA_KERNELS: [&str; 2] = ["gemm_mma_bf16", "gemm_mma_f16"];
+
+/// Built without a PTX backend: nothing to check.
+#[cfg(not(any(feature = "cuda", feature = "ptx-sim")))]
+fn tensor_core_rows(_: BackendKind, _: Option<&str>, _: u64) -> usize {
+    0
+}
+
+/// The tensor-core GEMMs on `kind` (cuda and ptx-sim) against a float64 loop over their
+/// rounded inputs, one table row each (`only`: just that kernel); returns the failures.
+#[cfg(any(feature = "cuda", feature = "ptx-sim"))]
+fn tensor_core_rows(kind: BackendKind, only: Option<&str>, seed: u64) -> usize {
+    use bella::backend::ptx::gemm_mma::check::{check, MmaCheck};
+    use bella::backend::ptx::gemm_mma::HalfType;
+    // odd sizes past one 128 × 128 tile, k past one 32-deep tile and not a multiple of it
+    let shape = (257, 130, 264);
+    let run = |dtype: HalfType| -> Result<MmaCheck> {
+        match kind {
+            #[cfg(feature = "ptx-sim")]
+            BackendKind::PtxSim => {
+                let be = bella::backend::ptx::PtxBackend::new(
+                    bella::backend::ptx_sim::SimDriver::new(),
+                )?;
+                check(&be, dtype, shape, seed)
+            }
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => check(&*bella::backend::cuda::open_cuda()?, dtype, shape, seed),
+            _ => unreachable!("only called for PTX backends"),
+        }
+    };
+    if !matches!(kind, BackendKind::PtxSim | BackendKind::Cuda) {
+        if only.is_some() {
+            println!("    (the tensor-core GEMMs are PTX kernels: checked on cuda and ptx-sim)");
+        }
+        return 0;
+    }
+    let mut failed = 0;
+    for dtype in [HalfType::Bf16, HalfType::F16] {
+        let name = dtype.kernel();
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        match run(dtype) {
+            Ok(c) => {
+                let ok = c.passed();
+                failed += usize::from(!ok);
+                println!(
+                    "{:<18} {:>8} {:>12.3e} {:>12.3e}  {}  (kernel, not an op: {} against the rounded inputs' float64 sums)",
+                    name,
+                    c.outputs,
+                    c.norm_err,
+                    c.elem_err,
+                    if ok { "pass" } else { "FAIL" },
+                    c.shape
+                );
+                if !ok {
+                    println!(
+                        "    {} of {} outputs past the f32-accumulation bound",
+                        c.outside_bound, c.outputs
+                    );
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{name:<18} {:>8} {:>12} {:>12}  FAIL  {e}", "-", "-", "-");
+            }
+        }
+    }
+    failed
 }
 
 /// The largest of one error over every output of every case (0 when there are none).

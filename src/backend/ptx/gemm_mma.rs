@@ -10,7 +10,8 @@
 //!
 //! **Not wired into `ops` yet**: nothing in the op layer calls [`gemm_mma`]; the dtype
 //! plumbing (half tensors, a `matmul` that picks this kernel) is a later step of issue 14.
-//! The tests below run it on the PTX simulator, and `bella profile` models it at 4096³.
+//! The tests below run it on the PTX simulator, `bella profile` models it at 4096³, and
+//! `bella doctor` checks it on cuda and ptx-sim ([`check`]).
 
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, BLOCK, MATMUL};
@@ -180,5 +181,6 @@ fn check<D: Driver>(d: &D, g: &MmaGemm<'_, D::Buf>) -> Result<()> {
     Ok(())
 }
 
+pub mod check;
 #[cfg(all(test, feature = "ptx-sim"))]
 mod tests;
