@@ -44,6 +44,7 @@ pub mod backend;
 pub mod bench;
 pub mod cards;
 pub mod device;
+pub mod dtype;
 pub mod error;
 pub mod host;
 pub mod io;
@@ -60,5 +61,6 @@ pub mod testing;
 pub mod train;
 
 pub use backend::{Backend, BackendKind};
+pub use dtype::DType;
 pub use error::{BellaError, Result};
 pub use tensor::Tensor;
