@@ -1,8 +1,10 @@
-//! Tensors: a shape, the backend that holds the data, and an opaque storage that only that
-//! backend knows how to read. f32 is the one compute dtype (DESIGN.md); other dtypes are
-//! converted on the way in (see `io`).
+//! Tensors: a shape, an element type, the backend that holds the data, and an opaque storage
+//! that only that backend knows how to read. f32 is the compute dtype (DESIGN.md); bf16 and
+//! f16 tensors hold the inputs of the products, two elements per 32-bit storage word
+//! ([`crate::dtype`]), and every op states which dtypes it takes.
 
 use crate::device::BackendKind;
+use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use std::any::Any;
 use std::fmt;
@@ -14,7 +16,8 @@ pub trait Storage: Any + Send + Sync {
     fn as_any(&self) -> &dyn Any;
     /// `self` as mutable [`Any`], for the owning backend to downcast.
     fn as_any_mut(&mut self) -> &mut dyn Any;
-    /// Number of f32 elements.
+    /// Number of 32-bit words: the element count of an f32 tensor, `ceil(n / 2)` of a
+    /// bf16/f16 one ([`DType::words`]).
     fn len(&self) -> usize;
     /// No elements.
     fn is_empty(&self) -> bool {
@@ -24,42 +27,86 @@ pub trait Storage: Any + Send + Sync {
     fn duplicate(&self) -> Result<Box<dyn Storage>>;
 }
 
-/// A row-major, contiguous f32 tensor on one backend. Cloning is cheap (shared storage);
+/// A row-major, contiguous tensor on one backend, f32 unless made as bf16/f16 (see
+/// [`crate::dtype`]). Cloning is cheap (shared storage);
 /// in-place ops go through [`Tensor::storage_mut`], which copies first if the storage is
 /// shared, so every backend has the same value semantics.
 #[derive(Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
+    dtype: DType,
     device: BackendKind,
     storage: Arc<dyn Storage>,
 }
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({:?} on {})", self.shape, self.device)
+        write!(f, "Tensor({:?} {} on {})", self.shape, self.dtype, self.device)
     }
 }
 
 impl Tensor {
-    /// Wrap a backend's storage. The storage must hold exactly `numel(shape)` elements.
+    /// Wrap a backend's storage as an f32 tensor. The storage must hold exactly
+    /// `numel(shape)` words.
     pub fn from_storage(
         shape: &[usize],
         device: BackendKind,
         storage: Box<dyn Storage>,
     ) -> Result<Self> {
+        Self::from_storage_as(shape, DType::F32, device, storage)
+    }
+
+    /// Wrap a backend's storage as a tensor of `dtype`: the storage must hold exactly
+    /// `dtype.words(numel(shape))` words, laid out as [`crate::dtype`] says.
+    pub fn from_storage_as(
+        shape: &[usize],
+        dtype: DType,
+        device: BackendKind,
+        storage: Box<dyn Storage>,
+    ) -> Result<Self> {
         let n = numel(shape);
-        if storage.len() != n {
+        if storage.len() != dtype.words(n) {
             return Err(BellaError::invalid(format!(
-                "storage of {} elements for shape {:?} ({} elements)",
+                "storage of {} words for a {dtype} tensor of shape {:?} ({n} elements, {} words)",
                 storage.len(),
                 shape,
-                n
+                dtype.words(n)
             )));
         }
         Ok(Tensor {
             shape: shape.to_vec(),
+            dtype,
             device,
             storage: Arc::from(storage),
+        })
+    }
+
+    /// The same storage seen as an f32 tensor of its `[words]` (what the backends move to and
+    /// from the host, and what `download_words` returns).
+    pub fn words_view(&self) -> Tensor {
+        Tensor {
+            shape: vec![self.storage.len()],
+            dtype: DType::F32,
+            device: self.device,
+            storage: self.storage.clone(),
+        }
+    }
+
+    /// The same storage as a tensor of `shape` and `dtype` (the inverse of
+    /// [`Tensor::words_view`]); the word count must match.
+    pub fn reinterpret(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let n = numel(shape);
+        if self.storage.len() != dtype.words(n) {
+            return Err(BellaError::invalid(format!(
+                "cannot see {} storage words as a {dtype} tensor of shape {shape:?}",
+                self.storage.len()
+            )));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            dtype,
+            device: self.device,
+            storage: self.storage.clone(),
         })
     }
 
@@ -74,6 +121,10 @@ impl Tensor {
     /// Number of elements, the product of the shape (1 for a scalar, 0 if any dim is 0).
     pub fn numel(&self) -> usize {
         numel(&self.shape)
+    }
+    /// The element type; ops refuse the dtypes they do not take.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
     /// The backend that holds the data; ops refuse tensors of another backend.
     pub fn device(&self) -> BackendKind {
@@ -102,6 +153,7 @@ impl Tensor {
         }
         Ok(Tensor {
             shape: shape.to_vec(),
+            dtype: self.dtype,
             device: self.device,
             storage: self.storage.clone(),
         })

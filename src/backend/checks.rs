@@ -9,6 +9,7 @@
 
 use super::{BackendKind, GradTargets, LoraBackwardArgs, LoraForwardArgs, MatmulArgs};
 use crate::error::{BellaError, Result};
+use crate::dtype::DType;
 use crate::tensor::{OutSlot, Strided, Tensor};
 
 /// How much memory a backend may still allocate: what `bella` checks an op's outputs
@@ -138,8 +139,27 @@ fn product(kind: BackendKind, op: &str, what: &str, dims: &[usize]) -> Result<us
         })
 }
 
-/// Each tensor lives on `kind`.
+/// Each tensor lives on `kind` and is f32 (the ops that take bf16/f16 operands check those
+/// with [`on_device_any_dtype`]).
 fn on_device(kind: BackendKind, op: &str, ts: &[(&str, &Tensor)]) -> Result<()> {
+    on_device_any_dtype(kind, op, ts)?;
+    for (name, t) in ts {
+        if t.dtype() != DType::F32 {
+            return Err(mismatch(
+                kind,
+                op,
+                format!(
+                    "tensor `{name}` is {}; {op} takes f32 here (cast it with ops::cast)",
+                    t.dtype()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each tensor lives on `kind`, whatever its dtype.
+fn on_device_any_dtype(kind: BackendKind, op: &str, ts: &[(&str, &Tensor)]) -> Result<()> {
     for (name, t) in ts {
         if t.device() != kind {
             return Err(mismatch(
@@ -373,11 +393,20 @@ pub(super) fn matmul(kind: BackendKind, a: &MatmulArgs, out: &Tensor) -> Result<
             ("inner", a.inner),
         ],
     )?;
-    on_device(
-        kind,
-        OP,
-        &[("a", a.a.tensor), ("b", a.b.tensor), ("c", out)],
-    )?;
+    // a and b: both f32, or both the same 16-bit type (f32 accumulation); c is f32.
+    on_device_any_dtype(kind, OP, &[("a", a.a.tensor), ("b", a.b.tensor)])?;
+    on_device(kind, OP, &[("c", out)])?;
+    if a.a.tensor.dtype() != a.b.tensor.dtype() {
+        return Err(mismatch(
+            kind,
+            OP,
+            format!(
+                "`a` is {} and `b` is {}: the operands must have one dtype",
+                a.a.tensor.dtype(),
+                a.b.tensor.dtype()
+            ),
+        ));
+    }
     view_fits(
         kind,
         OP,
@@ -409,6 +438,15 @@ pub(super) fn matmul(kind: BackendKind, a: &MatmulArgs, out: &Tensor) -> Result<
         ("c", out),
         &[("a", a.a.tensor), ("b", a.b.tensor)],
     )
+}
+
+/// `cast`: `x` on this backend (any dtype), the output budgeted.
+pub(super) fn cast(kind: BackendKind, budget: &MemoryBudget, x: &Tensor, to: DType) -> Result<()> {
+    const OP: &str = "cast";
+    on_device_any_dtype(kind, OP, &[("x", x)])?;
+    // The budget counts f32 elements: a 16-bit output takes half of that (rounded up).
+    let words = [to.words(x.numel())];
+    budget.check(kind, OP, &[("out", if to.is_half() { &words } else { x.shape() })])
 }
 
 /// `[k, d]` particle matrices for the SVGD ops, and their outputs in the budget.

@@ -23,8 +23,9 @@ pub use crate::device::BackendKind;
 pub use bandwidth::median_bandwidth;
 pub use checks::MemoryBudget;
 
+use crate::dtype::{pack_bits, unpack_bits, DType};
 use crate::error::{BellaError, Result};
-use crate::tensor::{OutSlot, Strided, Tensor};
+use crate::tensor::{numel, OutSlot, Strided, Tensor};
 
 /// Sizes of one LoRA layer call. `x_shared`: `x` is `[M, I]` for all particles, else `[K, M, I]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,10 +199,62 @@ pub trait Backend: Send + Sync {
     /// What may still be allocated; every op's outputs are checked against it first.
     fn memory_budget(&self) -> MemoryBudget;
 
-    /// A tensor of `shape` holding `data` (checked against the shape and the budget).
+    /// An f32 tensor of `shape` holding `data` (checked against the shape and the budget).
     fn upload(&self, shape: &[usize], data: &[f32]) -> Result<Tensor>;
-    /// The tensor's values, row-major, copied to the host (waits for queued work).
-    fn download(&self, t: &Tensor) -> Result<Vec<f32>>;
+    /// The tensor's storage words, copied to the host (waits for queued work): its values
+    /// for an f32 tensor, the packed pairs of [`crate::dtype`] (as f32 bit patterns) for a
+    /// bf16/f16 one. Callers use [`Backend::download`] / [`Backend::download_bits`].
+    fn download_words(&self, t: &Tensor) -> Result<Vec<f32>>;
+    /// The tensor's values as f32, row-major, copied to the host (waits for queued work);
+    /// a bf16/f16 tensor's values are widened exactly.
+    fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
+        match t.dtype() {
+            DType::F32 => self.download_words(t),
+            half => Ok(self
+                .download_bits(t)?
+                .into_iter()
+                .map(|b| half.widen_bits(b))
+                .collect()),
+        }
+    }
+    /// A bf16/f16 tensor of `shape` from the bits of its elements (row-major).
+    fn upload_bits(&self, shape: &[usize], dtype: DType, bits: &[u16]) -> Result<Tensor> {
+        if !dtype.is_half() || bits.len() != numel(shape) {
+            return Err(BellaError::invalid(format!(
+                "upload_bits: {} values for a {dtype} tensor of shape {shape:?} (a 16-bit \
+                 dtype and one value per element)",
+                bits.len()
+            )));
+        }
+        let words: Vec<f32> = pack_bits(bits).into_iter().map(f32::from_bits).collect();
+        self.upload(&[words.len()], &words)?.reinterpret(shape, dtype)
+    }
+    /// A tensor of `shape` and `dtype` holding `data` rounded to `dtype` on the host (the
+    /// rule of [`crate::dtype`]); f32 is [`Backend::upload`].
+    fn upload_as(&self, shape: &[usize], dtype: DType, data: &[f32]) -> Result<Tensor> {
+        match dtype {
+            DType::F32 => self.upload(shape, data),
+            half => {
+                let bits: Vec<u16> = data.iter().map(|&x| half.round_bits(x)).collect();
+                self.upload_bits(shape, half, &bits)
+            }
+        }
+    }
+    /// The bits of a bf16/f16 tensor's elements, row-major (waits for queued work).
+    fn download_bits(&self, t: &Tensor) -> Result<Vec<u16>> {
+        if !t.dtype().is_half() {
+            return Err(BellaError::invalid(format!(
+                "download_bits: the tensor is {}, not bf16/f16",
+                t.dtype()
+            )));
+        }
+        let words: Vec<u32> = self
+            .download_words(&t.words_view())?
+            .into_iter()
+            .map(f32::to_bits)
+            .collect();
+        Ok(unpack_bits(&words, t.numel()))
+    }
     /// A tensor of zeros (checked against the budget).
     fn zeros(&self, shape: &[usize]) -> Result<Tensor>;
     /// Wait for all queued work (benchmarks time after this).
@@ -227,10 +280,35 @@ pub trait Backend: Send + Sync {
         unsafe { self.lora_backward_unchecked(args, grads) }
     }
     /// [`matmul`](crate::ops::matmul_into): writes each block of `c` into `out` at `args.out`.
+    /// `a` and `b` are both f32 or both one 16-bit type; `c` is f32.
     fn matmul(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
         checks::matmul(self.kind(), args, out)?;
         // SAFETY: checked above.
-        unsafe { self.matmul_unchecked(args, out) }
+        unsafe {
+            if args.a.tensor.dtype().is_half() {
+                self.matmul_half_unchecked(args, out)
+            } else {
+                self.matmul_unchecked(args, out)
+            }
+        }
+    }
+    /// [`cast`](crate::ops::cast): `x` converted to `to` (the rule of [`crate::dtype`]); the
+    /// same tensor when it already is `to`, bf16 ↔ f16 through f32.
+    fn cast(&self, x: &Tensor, to: DType) -> Result<Tensor> {
+        checks::cast(self.kind(), &self.memory_budget(), x, to)?;
+        if x.dtype() == to {
+            return Ok(x.clone());
+        }
+        // SAFETY: checked above (on this backend, output budgeted); the pair is f32 and a
+        // 16-bit type, as `cast_unchecked` requires.
+        unsafe {
+            if x.dtype().is_half() && to.is_half() {
+                let wide = self.cast_unchecked(x, DType::F32)?;
+                self.cast_unchecked(&wide, to)
+            } else {
+                self.cast_unchecked(x, to)
+            }
+        }
     }
     /// [`pairwise_sqdist`](crate::ops::pairwise_sqdist): `theta` is `[k, d]`; returns `[k, k]`.
     fn pairwise_sqdist(&self, theta: &Tensor, k: usize, d: usize) -> Result<Tensor> {
@@ -451,6 +529,32 @@ pub trait Backend: Send + Sync {
     /// # Safety
     /// As [`Backend::lora_forward_unchecked`].
     unsafe fn matmul_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()>;
+    /// `matmul` with bf16/f16 `a` and `b` (one type), f32 `c`: the product of the exact
+    /// 16-bit values with f32 accumulation. The default widens both operands on the device
+    /// ([`Backend::cast_unchecked`], a temporary f32 copy of each) and runs the f32 kernel; a
+    /// backend with a 16-bit kernel (PTX: tensor cores) overrides it for what that covers.
+    ///
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`]; `a` and `b` have one 16-bit dtype.
+    unsafe fn matmul_half_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { matmul_half_widened(self, args, out) }
+    }
+    /// `x` converted between f32 and a 16-bit type (exactly one of `x.dtype()` and `to` is
+    /// f32). The default goes through the host (download, convert, upload); the GPU backends
+    /// override it with their `cast` kernels.
+    ///
+    /// # Safety
+    /// `x` is on this backend and the output fits the budget ([`Backend::cast`] checks).
+    unsafe fn cast_unchecked(&self, x: &Tensor, to: DType) -> Result<Tensor> {
+        if to == DType::F32 {
+            let v = self.download(x)?;
+            self.upload(x.shape(), &v)
+        } else {
+            let v = self.download_words(x)?;
+            self.upload_as(x.shape(), to, &v)
+        }
+    }
     /// # Safety
     /// As [`Backend::lora_forward_unchecked`].
     unsafe fn pairwise_sqdist_unchecked(
@@ -591,6 +695,41 @@ pub(crate) unsafe fn svgd_step_two_ops<B: Backend + ?Sized>(
         let phi = be.svgd_direction_unchecked(theta, score, kernel, k, d, bandwidth)?;
         let g = be.axpby_unchecked(grad_scale, &phi, 0.0, &phi)?;
         be.adamw_step_unchecked(theta, &g, m, v, hp)
+    }
+}
+
+/// `matmul` of bf16/f16 operands by widening both on the device and running the f32 kernel:
+/// the default of [`Backend::matmul_half_unchecked`], and the fallback of a backend whose
+/// 16-bit kernel does not cover the case.
+///
+/// # Safety
+/// As [`Backend::matmul_half_unchecked`].
+pub(crate) unsafe fn matmul_half_widened<B: Backend + ?Sized>(
+    be: &B,
+    args: &MatmulArgs,
+    out: &mut Tensor,
+) -> Result<()> {
+    // SAFETY: the caller's contract; the widened tensors have the operands' element counts,
+    // so the checked views still fit.
+    unsafe {
+        let a = be.cast_unchecked(args.a.tensor, DType::F32)?;
+        let b = if args.b.tensor.same_storage(args.a.tensor) {
+            a.clone()
+        } else {
+            be.cast_unchecked(args.b.tensor, DType::F32)?
+        };
+        let wide = MatmulArgs {
+            a: Strided {
+                tensor: &a,
+                ..args.a
+            },
+            b: Strided {
+                tensor: &b,
+                ..args.b
+            },
+            ..*args
+        };
+        be.matmul_unchecked(&wide, out)
     }
 }
 

@@ -187,6 +187,7 @@ fn read_npy(r: &mut impl Read, size: u64) -> std::result::Result<HostTensor, Str
     if h.fortran_order && h.shape.len() > 1 {
         t.data = match t.data {
             HostData::Float(v) => HostData::Float(fortran_to_c(&v, &h.shape)),
+            HostData::Half(d, v) => HostData::Half(d, fortran_to_c(&v, &h.shape)),
             HostData::Int(v) => HostData::Int(fortran_to_c(&v, &h.shape)),
         };
     }

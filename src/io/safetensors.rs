@@ -1,10 +1,12 @@
 //! safetensors reading and writing. Files come from other tools (PyTorch, NumPy), so every
-//! float dtype they write (f32, f16, bf16, f64) is converted to f32 and every integer dtype
-//! (and bool) is kept as integers. The header is validated by the `safetensors` crate
+//! dtype they write is read: f32 and f64 as f32, bf16 and f16 kept as their bits (not
+//! widened: the ops that take them keep them 16-bit on the device), every integer dtype (and
+//! bool) as integers. The header is validated by the `safetensors` crate
 //! (offsets inside the file, contiguous and non-overlapping, sizes matching dtype × shape);
 //! anything it rejects becomes a clear error naming the file. Writes are atomic
 //! (temporary file, then rename), so an interrupted write never leaves a half file.
 
+use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::host::{HostData, HostTensor, Named};
 use ::safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -170,8 +172,8 @@ fn convert(view: &TensorView) -> std::result::Result<HostTensor, String> {
     let data = match view.dtype() {
         Dtype::F32 => HostData::Float(each(b, f32::from_le_bytes)),
         Dtype::F64 => HostData::Float(each(b, |c| f64::from_le_bytes(c) as f32)),
-        Dtype::F16 => HostData::Float(each(b, |c| half::f16::from_le_bytes(c).to_f32())),
-        Dtype::BF16 => HostData::Float(each(b, |c| half::bf16::from_le_bytes(c).to_f32())),
+        Dtype::F16 => HostData::Half(DType::F16, each(b, u16::from_le_bytes)),
+        Dtype::BF16 => HostData::Half(DType::BF16, each(b, u16::from_le_bytes)),
         Dtype::BOOL => HostData::Int(b.iter().map(|&v| (v != 0) as i64).collect()),
         Dtype::U8 => HostData::Int(b.iter().map(|&v| v as i64).collect()),
         Dtype::I8 => HostData::Int(b.iter().map(|&v| v as i8 as i64).collect()),
@@ -192,7 +194,7 @@ fn convert(view: &TensorView) -> std::result::Result<HostTensor, String> {
     Ok(HostTensor { shape, data })
 }
 
-/// Write tensors (floats as f32, integers as i64), atomically.
+/// Write tensors (floats as f32, bf16/f16 as they are, integers as i64), atomically.
 pub fn write(path: &Path, tensors: &[(String, HostTensor)]) -> Result<()> {
     write_with_metadata(path, tensors, None)
 }
@@ -211,6 +213,16 @@ pub fn write_with_metadata(
                 Dtype::F32,
                 t.shape.clone(),
                 bytemuck::cast_slice(v).to_vec(),
+            ),
+            HostData::Half(d, v) => (
+                n.clone(),
+                if *d == DType::BF16 {
+                    Dtype::BF16
+                } else {
+                    Dtype::F16
+                },
+                t.shape.clone(),
+                v.iter().flat_map(|b| b.to_le_bytes()).collect(),
             ),
             HostData::Int(v) => (
                 n.clone(),

@@ -141,10 +141,17 @@ pub fn matmul_into(
 /// `[Kb, m, n]` if either input is batched, else `[m, n]`. The workhorse for full-weight
 /// gradients (`dW_k = dy_kᵀ x_k`) and anything the fused kernels don't cover.
 ///
+/// **Dtypes.** `a` and `b` are both f32, or both bf16 or both f16 ([`crate::dtype`]); `c`
+/// is f32 either way: the product of the exact 16-bit values accumulated in f32 (as a
+/// tensor core does). On PTX (cuda, ptx-sim) bf16/f16 `a · bᵀ` (`trans_a` false, `trans_b`
+/// true, inner a multiple of 8, blocks at even offsets) runs the tensor-core kernel
+/// `gemm_mma_*`; every other case, and the other backends, widen the operands on the device
+/// and run the f32 kernel (same result within f32 accumulation; a temporary f32 copy).
+///
 /// # Errors
 /// [`BellaError::Shape`] if an operand is not 2-D or 3-D, is empty, or the two batches
 /// differ; [`BellaError::Invalid`] if the inner dimensions differ, `alpha` is not finite,
-/// or a tensor is on another backend; [`BellaError::Device`] if the output does not fit the
+/// `a` and `b` have different dtypes, or a tensor is on another backend; [`BellaError::Device`] if the output does not fit the
 /// backend's [memory budget](crate::backend::MemoryBudget).
 ///
 /// # Example

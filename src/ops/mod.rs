@@ -11,6 +11,7 @@
 mod activation;
 mod adamw_step;
 mod axpby;
+mod cast;
 mod ensemble_stats;
 mod lora_backward;
 mod lora_forward;
@@ -26,6 +27,7 @@ pub use crate::backend::median_bandwidth;
 pub use activation::{gelu_backward, gelu_forward, relu_backward, relu_forward};
 pub use adamw_step::adamw_step;
 pub use axpby::axpby;
+pub use cast::cast;
 pub use ensemble_stats::ensemble_stats;
 pub use lora_backward::{lora_backward, lora_backward_into, LoraGrads};
 pub use lora_forward::{lora_forward, Adapter, LoraForwardOut};

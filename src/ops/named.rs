@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::backend::AdamW;
+use crate::dtype::DType;
 pub use crate::host::{HostData, HostTensor, Named};
 
 /// Reads the named inputs of one op without a backend: scalars, integers, flags, labels and
@@ -37,6 +38,7 @@ impl NamedInputs<'_> {
         }
         Ok(Some(match &t.data {
             HostData::Float(v) => v[0] as f64,
+            HostData::Half(..) => t.to_f32()[0] as f64,
             HostData::Int(v) => v[0] as f64,
         }))
     }
@@ -76,7 +78,8 @@ impl NamedInputs<'_> {
         }
         let vals: Vec<i64> = match &t.data {
             HostData::Int(v) => v.clone(),
-            HostData::Float(v) => v
+            HostData::Float(_) | HostData::Half(..) => t
+                .to_f32()
                 .iter()
                 .map(|&x| integral(self.op, name, x as f64))
                 .collect::<Result<_>>()?,
@@ -132,19 +135,69 @@ fn integral(op: &str, name: &str, v: f64) -> Result<i64> {
     Ok(v as i64)
 }
 
-fn out(be: &dyn Backend, name: &str, t: &Tensor) -> Result<(String, HostTensor)> {
-    Ok((
-        name.to_string(),
-        HostTensor::float(t.shape(), be.download(t)?),
-    ))
+impl Inputs<'_> {
+    /// A product operand: as `dtype` when given (uploaded as f32 if the file holds f32, then
+    /// converted on the device by `cast`), else as stored when every name in `group` is the
+    /// same 16-bit type, else widened to f32.
+    fn operand(&self, name: &str, group: &[&str], dtype: Option<DType>) -> Result<Tensor> {
+        let t = self.named.get(name)?;
+        let stored = t.float_dtype();
+        if let Some(d) = dtype {
+            let dev = match &t.data {
+                HostData::Half(h, bits) => self.be.upload_bits(&t.shape, *h, bits)?,
+                _ => self.tensor(name)?,
+            };
+            return cast(self.be, &dev, d);
+        }
+        let same_half = stored.is_some_and(DType::is_half)
+            && group
+                .iter()
+                .all(|g| self.named.map.get(*g).and_then(HostTensor::float_dtype) == stored);
+        match &t.data {
+            HostData::Half(h, bits) if same_half => self.be.upload_bits(&t.shape, *h, bits),
+            _ => self.tensor(name),
+        }
+    }
 }
 
-/// Run op `name` on named inputs; returns the named outputs of its contract.
+fn out(be: &dyn Backend, name: &str, t: &Tensor) -> Result<(String, HostTensor)> {
+    let host = match t.dtype() {
+        DType::F32 => HostTensor::float(t.shape(), be.download(t)?),
+        half => HostTensor::half(t.shape(), half, be.download_bits(t)?),
+    };
+    Ok((name.to_string(), host))
+}
+
+/// The ops [`run_named`] takes besides [`OP_NAMES`]: `cast` (`x` to the dtype given).
+pub const UTILITY_NAMES: [&str; 1] = ["cast"];
+
+/// Run op `name` on named inputs; returns the named outputs of its contract. Float inputs
+/// are read as f32 (bf16/f16 widened exactly), except `matmul`'s `a` and `b` when both are
+/// the same 16-bit type: those stay 16-bit (see [`matmul`]'s dtypes).
 pub fn run_named(
     be: &dyn Backend,
     name: &str,
     inputs: &Named,
 ) -> Result<Vec<(String, HostTensor)>> {
+    run_named_as(be, name, inputs, None)
+}
+
+/// [`run_named`] with a dtype for the ops that take 16-bit operands (`bella op --dtype`):
+/// `matmul`'s `a` and `b` are converted to it on the device (`cast`), and `cast` converts
+/// its `x` to it (output `y` in that dtype). Other ops take f32 only: a 16-bit `dtype` for
+/// them is an error.
+pub fn run_named_as(
+    be: &dyn Backend,
+    name: &str,
+    inputs: &Named,
+    dtype: Option<DType>,
+) -> Result<Vec<(String, HostTensor)>> {
+    if !matches!(name, "matmul" | "cast") && dtype.is_some_and(DType::is_half) {
+        return Err(BellaError::invalid(format!(
+            "{name} takes f32 tensors only; a 16-bit dtype is for matmul and cast (bf16/f16 \
+             inputs in the file are widened to f32 for {name})"
+        )));
+    }
     let i = Inputs {
         named: NamedInputs {
             op: name,
@@ -183,11 +236,19 @@ pub fn run_named(
                 out(be, "d_lora_b", &g.d_lora_b)?,
             ])
         }
+        "cast" => {
+            let to = dtype.ok_or_else(|| {
+                BellaError::invalid("cast: give the dtype to convert `x` to (--dtype)")
+            })?;
+            let x = i.operand("x", &["x"], None)?;
+            Ok(vec![out(be, "y", &cast(be, &x, to)?)?])
+        }
         "matmul" => {
+            let ab = ["a", "b"];
             let c = matmul(
                 be,
-                &i.tensor("a")?,
-                &i.tensor("b")?,
+                &i.operand("a", &ab, dtype)?,
+                &i.operand("b", &ab, dtype)?,
                 i.flag("trans_a")?,
                 i.flag("trans_b")?,
                 i.scalar("alpha")?,

@@ -270,6 +270,7 @@ impl Reader<'_> {
         let t = self.named.get(name)?;
         let data = match &t.data {
             HostData::Float(v) => v.iter().map(|&x| x as f64).collect(),
+            HostData::Half(..) => t.to_f32().into_iter().map(f64::from).collect(),
             HostData::Int(v) => v.iter().map(|&x| x as f64).collect(),
         };
         Ok(Tensor64::new(&t.shape, data))

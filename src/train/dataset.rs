@@ -214,11 +214,14 @@ pub fn load_inputs(path: &Path, name: &str) -> Result<Split> {
 
 /// Validate inputs `[N, I]`: a float dtype, 2-D, non-empty, finite.
 fn x_split(origin: &str, name: &str, t: &HostTensor) -> Result<Split> {
-    let HostData::Float(v) = &t.data else {
-        return Err(BellaError::invalid(format!(
-            "{origin}: `{name}` has an integer dtype; inputs must be floats (f32, f16, bf16 or \
-             f64), e.g. x.astype(np.float32)"
-        )));
+    let v = &match &t.data {
+        HostData::Float(_) | HostData::Half(..) => t.to_f32(),
+        HostData::Int(_) => {
+            return Err(BellaError::invalid(format!(
+                "{origin}: `{name}` has an integer dtype; inputs must be floats (f32, f16, bf16 \
+                 or f64), e.g. x.astype(np.float32)"
+            )))
+        }
     };
     let &[n, features] = &t.shape[..] else {
         return Err(BellaError::shape(

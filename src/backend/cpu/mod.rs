@@ -157,7 +157,7 @@ impl Backend for CpuBackend {
         )?;
         tensor(shape, data.to_vec())
     }
-    fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
+    fn download_words(&self, t: &Tensor) -> Result<Vec<f32>> {
         Ok(data(t)?.to_vec())
     }
     fn zeros(&self, shape: &[usize]) -> Result<Tensor> {

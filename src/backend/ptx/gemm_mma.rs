@@ -8,16 +8,20 @@
 //! bits of word `i`, element `2i + 1` in the high 16 bits (the bit pattern, not a value;
 //! [`pack_half`] builds such a buffer from f32 values). C is an ordinary f32 buffer.
 //!
-//! **Not wired into `ops` yet**: nothing in the op layer calls [`gemm_mma`]; the dtype
-//! plumbing (half tensors, a `matmul` that picks this kernel) is a later step of issue 14.
-//! The tests below run it on the PTX simulator, `bella profile` models it at 4096³, and
-//! `bella doctor` checks it on cuda and ptx-sim ([`check`]).
+//! **In the ops**: `ops::matmul` with bf16/f16 operands runs it where it [`covers`] the
+//! case ([`matmul`]: `a · bᵀ`, K a multiple of 8, 16-byte aligned blocks), one launch per
+//! batch block; other half-precision products widen on the device. The tests below run it
+//! on the PTX simulator, `bella profile` models it at 4096³, and `bella doctor` checks it on
+//! cuda and ptx-sim ([`check`]).
 
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, BLOCK, MATMUL};
 use super::{ptr_at, PtxBackend};
 use crate::cards::{occupancy, SM_LIMITS};
+use crate::backend::MatmulArgs;
+use crate::dtype::DType;
 use crate::error::{BellaError, Result};
+use crate::tensor::{Strided, Tensor};
 use half::{bf16, f16};
 
 /// The 16-bit float format of A and B.
@@ -177,6 +181,59 @@ fn check<D: Driver>(d: &D, g: &MmaGemm<'_, D::Buf>) -> Result<()> {
                 "{what} needs {words} words at offset {offset}, the buffer has {len}"
             ));
         }
+    }
+    Ok(())
+}
+
+/// Whether the tensor-core kernel computes this bf16/f16 `matmul`: `a · bᵀ` as stored
+/// (`trans_a` false, `trans_b` true: both operands K-contiguous), K a multiple of 8, and
+/// every operand block starting 16-byte aligned (element offset and stride multiples of 8).
+pub(crate) fn covers(args: &MatmulArgs) -> bool {
+    let aligned = |v: &Strided| v.offset % 8 == 0 && v.stride % 8 == 0;
+    !args.trans_a
+        && args.trans_b
+        && args.inner % 8 == 0
+        && aligned(&args.a)
+        && aligned(&args.b)
+}
+
+/// `matmul` of bf16/f16 operands on tensor cores, one `gemm_mma_*` launch per batch block
+/// (the caller checked [`covers`] and the op's checks passed).
+pub(crate) fn matmul<D: Driver>(
+    be: &PtxBackend<D>,
+    args: &MatmulArgs,
+    out: &mut Tensor,
+) -> Result<()> {
+    let dtype = match args.a.tensor.dtype() {
+        DType::BF16 => HalfType::Bf16,
+        DType::F16 => HalfType::F16,
+        DType::F32 => {
+            return Err(BellaError::invalid(
+                "gemm_mma: f32 operands (the f32 matmul takes them)",
+            ))
+        }
+    };
+    let a = be.buf(args.a.tensor)?;
+    let b = be.buf(args.b.tensor)?;
+    let c = be.buf_mut(out)?;
+    for k in 0..args.batch {
+        gemm_mma(
+            be,
+            &MmaGemm {
+                dtype,
+                m: args.m,
+                n: args.n,
+                k: args.inner,
+                a,
+                a_offset: (args.a.offset + k * args.a.stride) / 2,
+                b,
+                b_offset: (args.b.offset + k * args.b.stride) / 2,
+                c,
+                c_offset: args.out.offset + k * args.out.stride,
+                alpha: args.alpha,
+                beta: None,
+            },
+        )?;
     }
     Ok(())
 }

@@ -190,11 +190,12 @@ impl<D: Driver> Backend for PtxBackend<D> {
         self.tensor(shape, s)
     }
 
-    fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
-        if t.numel() == 0 {
+    fn download_words(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let words = t.dtype().words(t.numel());
+        if words == 0 {
             return Ok(Vec::new());
         }
-        self.driver.download(self.buf(t)?, t.numel())
+        self.driver.download(self.buf(t)?, words)
     }
 
     fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
@@ -221,6 +222,15 @@ impl<D: Driver> Backend for PtxBackend<D> {
 
     unsafe fn matmul_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
         gemm::matmul(self, args, out)
+    }
+
+    unsafe fn matmul_half_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+        if gemm_mma::covers(args) {
+            gemm_mma::matmul(self, args, out)
+        } else {
+            // SAFETY: the caller's contract is this function's.
+            unsafe { crate::backend::matmul_half_widened(self, args, out) }
+        }
     }
 
     unsafe fn pairwise_sqdist_unchecked(

@@ -280,7 +280,7 @@ impl Backend for WgpuBackend {
         tensor(shape, s)
     }
 
-    fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
+    fn download_words(&self, t: &Tensor) -> Result<Vec<f32>> {
         self.read(storage("download", t)?)
     }
     fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
