@@ -18,6 +18,10 @@ class Case:
     label: str
     tensors: dict
     metadata: dict = field(default=None)
+    args: list = field(default_factory=list)  # extra `bella op` arguments (--dtype D)
+    ref_tensors: dict = field(default=None)  # what the reference sees, if not the file's values
+    expect: dict = field(default=None)  # the reference outputs, if not reference.OPS[op]
+    tol: float = field(default=None)  # overrides --tol (0: exact)
 
 
 class Sizes:
@@ -101,6 +105,42 @@ def matmul_cases(rng, s):
     t = {"a": BF16(n((2, 7, 5))), "b": BF16(n((2, 9, 5))), "trans_a": np.array(0, np.uint8),
          "trans_b": np.array(1, np.uint8), "alpha": np.array(1.5, np.float32)}
     out.append(Case("matmul", "bf16 batched tb=1", t))
+    # Both operands one 16-bit type, a·bᵀ with K % 8 == 0: kept 16-bit, tensor cores on PTX.
+    for name, wrap in (("bf16", BF16), ("f16", lambda a: a.astype(np.float16))):
+        t = {"a": wrap(n((3, m, 40))), "b": wrap(n((p, 40))), "trans_a": np.array(0, np.uint8),
+             "trans_b": np.array(1, np.uint8), "alpha": np.array(0.5, np.float32)}
+        out.append(Case("matmul", f"{name} a.bT K=40 (tensor cores on PTX)", t))
+        t = {"a": wrap(n((m, 24))), "b": wrap(n((24, p))), "trans_a": np.array(0, np.uint8),
+             "trans_b": np.array(0, np.uint8), "alpha": np.array(1.0, np.float32)}
+        out.append(Case("matmul", f"{name} a.b (widened on the device)", t))
+    # f32 files, `--dtype`: bella rounds a and b on the device (`cast`), the reference in NumPy.
+    a, b = n((2, m, 32)).astype(np.float32), n((p, 32)).astype(np.float32)
+    t = {"a": a, "b": b, "trans_a": np.array(0, np.uint8), "trans_b": np.array(1, np.uint8),
+         "alpha": np.array(1.0, np.float32)}
+    for name, rnd in (("bf16", lambda x: BF16(x).values), ("f16", lambda x: x.astype(np.float16))):
+        ref = dict(t, a=rnd(a), b=rnd(b))
+        out.append(Case("matmul", f"f32 file, --dtype {name}", t, args=["--dtype", name], ref_tensors=ref))
+    return out
+
+
+def cast_cases(rng, s):
+    """`bella op cast --dtype D`: round to nearest even (ties, subnormals), exact widening.
+    The reference rounds with NumPy (float16) and BF16's own bit arithmetic."""
+    n = rng.standard_normal
+    ties = [1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8, 1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, 2.0 ** -25,
+            3 * 2.0 ** -25, 0.75 * 2.0 ** -14, 65504.0, 65519.0, -0.0, 0.0, 1e-40]
+    x = np.concatenate([np.array(ties), n(s.m * 3) * 10.0 ** rng.integers(-8, 4, s.m * 3)])
+    x = x.astype(np.float32)
+    out = [Case("cast", "f32 -> bf16 (ties, subnormals)", {"x": x}, args=["--dtype", "bf16"],
+                expect={"y": BF16(x).values}, tol=0.0),
+           Case("cast", "f32 -> f16 (ties, subnormals)", {"x": x[: x.size - 1]}, args=["--dtype", "f16"],
+                expect={"y": x[: x.size - 1].astype(np.float16).astype(np.float32)}, tol=0.0)]
+    h = BF16(n((3, 7)))
+    out.append(Case("cast", "bf16 -> f32 (exact)", {"x": h}, args=["--dtype", "f32"],
+                    expect={"y": h.values}, tol=0.0))
+    f = (n((5, 3)) * 100).astype(np.float16)
+    out.append(Case("cast", "f16 -> bf16 (through f32)", {"x": f}, args=["--dtype", "bf16"],
+                    expect={"y": BF16(f.astype(np.float32)).values}, tol=0.0))
     return out
 
 
@@ -221,6 +261,7 @@ def classify_cases(rng, s):
 def all_cases(rng, small):
     s = Sizes(small)
     out = []
-    for f in (lora_cases, matmul_cases, particle_cases, adamw_cases, activation_cases, classify_cases):
+    for f in (lora_cases, matmul_cases, cast_cases, particle_cases, adamw_cases, activation_cases,
+              classify_cases):
         out += f(rng, s)
     return out
