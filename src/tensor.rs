@@ -41,7 +41,11 @@ pub struct Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({:?} {} on {})", self.shape, self.dtype, self.device)
+        write!(
+            f,
+            "Tensor({:?} {} on {})",
+            self.shape, self.dtype, self.device
+        )
     }
 }
 

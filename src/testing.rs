@@ -13,6 +13,11 @@
 //! `‖out − ref‖ / ‖ref‖ ≤ TOLERANCE` and `max |out − ref| ≤ RTOL · max |ref| + ATOL`.
 //! The norm bound alone lets a few wrong elements through (one bad element in 10⁶ moves the
 //! norm by ~1e-3 of its own size); the element-wise bound does not.
+//!
+//! [`half`]: the bf16/f16 checks (`cast`, 16-bit `matmul`, refusals), for
+//! `tests/half_precision.rs` and `bella doctor`.
+
+pub mod half;
 
 use crate::backend::{self, Backend, BackendKind};
 use crate::error::{BellaError, Result};

@@ -604,8 +604,12 @@ fn a_full_dataset_from_either_format() {
     );
     // Floats as f64; labels as int64, big-endian int32 and uint8.
     let npy_of = |name: &str, t: &HostTensor| match (&t.data, name) {
-        (HostData::Float(v), _) => {
-            let b: Vec<u8> = v.iter().flat_map(|&x| (x as f64).to_le_bytes()).collect();
+        (HostData::Float(_) | HostData::Half(..), _) => {
+            let b: Vec<u8> = t
+                .to_f32()
+                .iter()
+                .flat_map(|&x| (x as f64).to_le_bytes())
+                .collect();
             npy("<f8", &t.shape, &b)
         }
         (HostData::Int(v), "train.y") => npy("<i8", &t.shape, &i64s(v)),

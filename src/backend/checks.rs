@@ -8,8 +8,8 @@
 //! messages in the op's own terms.
 
 use super::{BackendKind, GradTargets, LoraBackwardArgs, LoraForwardArgs, MatmulArgs};
-use crate::error::{BellaError, Result};
 use crate::dtype::DType;
+use crate::error::{BellaError, Result};
 use crate::tensor::{OutSlot, Strided, Tensor};
 
 /// How much memory a backend may still allocate: what `bella` checks an op's outputs
@@ -446,7 +446,11 @@ pub(super) fn cast(kind: BackendKind, budget: &MemoryBudget, x: &Tensor, to: DTy
     on_device_any_dtype(kind, OP, &[("x", x)])?;
     // The budget counts f32 elements: a 16-bit output takes half of that (rounded up).
     let words = [to.words(x.numel())];
-    budget.check(kind, OP, &[("out", if to.is_half() { &words } else { x.shape() })])
+    budget.check(
+        kind,
+        OP,
+        &[("out", if to.is_half() { &words } else { x.shape() })],
+    )
 }
 
 /// `[k, d]` particle matrices for the SVGD ops, and their outputs in the budget.

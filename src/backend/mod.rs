@@ -227,7 +227,8 @@ pub trait Backend: Send + Sync {
             )));
         }
         let words: Vec<f32> = pack_bits(bits).into_iter().map(f32::from_bits).collect();
-        self.upload(&[words.len()], &words)?.reinterpret(shape, dtype)
+        self.upload(&[words.len()], &words)?
+            .reinterpret(shape, dtype)
     }
     /// A tensor of `shape` and `dtype` holding `data` rounded to `dtype` on the host (the
     /// rule of [`crate::dtype`]); f32 is [`Backend::upload`].

@@ -30,8 +30,10 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
         None => BackendKind::ALL.to_vec(),
     };
     let mma_only = a.op.as_deref().is_some_and(|o| MMA_KERNELS.contains(&o));
+    let half_rows = a.op.as_deref().is_none_or(|o| o == "cast" || o == "matmul");
     let ops: Vec<&str> = match &a.op {
         Some(_) if mma_only => Vec::new(),
+        Some(o) if o == "cast" => Vec::new(),
         Some(o) if OP_NAMES.contains(&o.as_str()) => vec![o.as_str()],
         Some(o) => {
             return Err(bella::BellaError::Unknown {
@@ -98,6 +100,9 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
                 }
             }
         }
+        if half_rows {
+            failed += half_precision_rows(be.as_ref(), seed);
+        }
         if a.op.is_none() || mma_only {
             failed += tensor_core_rows(kind, a.op.as_deref(), seed);
         }
@@ -109,7 +114,49 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// The tensor-core GEMM kernels, not ops yet: checked by `bella doctor` where they run.
+/// The bf16/f16 checks of `bella::testing::half` on `be`, one row each; returns the failures.
+fn half_precision_rows(be: &dyn bella::Backend, seed: u64) -> usize {
+    use bella::testing::half;
+    let rows: [(&str, Box<dyn Fn() -> std::result::Result<String, String>>); 3] = [
+        (
+            "cast",
+            Box::new(|| {
+                half::check_bits_round_trip(be)?;
+                half::check_cast(be, seed)
+            }),
+        ),
+        (
+            "matmul bf16/f16",
+            Box::new(|| {
+                half::check_matmul(be, seed).map(|e| {
+                    format!(
+                        "{} products x 2 dtypes, worst norm err {e:.1e}, each element within \
+                         the f32-accumulation bound of the float64 sums",
+                        half::products().len()
+                    )
+                })
+            }),
+        ),
+        ("16-bit refusals", Box::new(|| half::check_refusals(be))),
+    ];
+    let mut failed = 0;
+    for (name, check) in rows {
+        match check() {
+            Ok(what) => println!(
+                "{name:<18} {:>8} {:>12} {:>12}  ok    ({what})",
+                "-", "-", "-"
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("{name:<18} {:>8} {:>12} {:>12}  FAIL  {e}", "-", "-", "-");
+            }
+        }
+    }
+    failed
+}
+
+/// The tensor-core GEMM kernels on their own (ops::matmul reaches them for bf16/f16 `a · bᵀ`): checked
+/// by `bella doctor` where they run.
 const MMA_KERNELS: [&str; 2] = ["gemm_mma_bf16", "gemm_mma_f16"];
 
 /// Built without a PTX backend: nothing to check.
@@ -157,7 +204,7 @@ fn tensor_core_rows(kind: BackendKind, only: Option<&str>, seed: u64) -> usize {
                 let ok = c.passed();
                 failed += usize::from(!ok);
                 println!(
-                    "{:<18} {:>8} {:>12.3e} {:>12.3e}  {}  (kernel, not an op: {} against the rounded inputs' float64 sums)",
+                    "{:<18} {:>8} {:>12.3e} {:>12.3e}  {}  (the kernel itself: {} against the rounded inputs' float64 sums)",
                     name,
                     c.outputs,
                     c.norm_err,

@@ -17,8 +17,8 @@
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, BLOCK, MATMUL};
 use super::{ptr_at, PtxBackend};
-use crate::cards::{occupancy, SM_LIMITS};
 use crate::backend::MatmulArgs;
+use crate::cards::{occupancy, SM_LIMITS};
 use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::tensor::{Strided, Tensor};
@@ -190,11 +190,7 @@ fn check<D: Driver>(d: &D, g: &MmaGemm<'_, D::Buf>) -> Result<()> {
 /// every operand block starting 16-byte aligned (element offset and stride multiples of 8).
 pub(crate) fn covers(args: &MatmulArgs) -> bool {
     let aligned = |v: &Strided| v.offset % 8 == 0 && v.stride % 8 == 0;
-    !args.trans_a
-        && args.trans_b
-        && args.inner % 8 == 0
-        && aligned(&args.a)
-        && aligned(&args.b)
+    !args.trans_a && args.trans_b && args.inner % 8 == 0 && aligned(&args.a) && aligned(&args.b)
 }
 
 /// `matmul` of bf16/f16 operands on tensor cores, one `gemm_mma_*` launch per batch block

@@ -1,0 +1,367 @@
+//! The bf16/f16 checks of one backend, shared by `tests/half_precision.rs` and `bella doctor`:
+//! `cast` bit for bit against the rule of [`crate::dtype`], the 16-bit `matmul` against a
+//! float64 product of the exact 16-bit values (element-wise within the f32-accumulation
+//! bound, and norm-wise), the bits round trip, and the refusals (mixed operand dtypes,
+//! f32-only ops given 16-bit tensors). On PTX the `a · bᵀ` cases run the tensor-core kernel,
+//! the others the widen-then-f32 fallback. Each returns the first problem as an error.
+
+use crate::backend::Backend;
+use crate::dtype::DType;
+use crate::ops::{self, MatmulOperand};
+use crate::rng::Rng;
+use crate::tensor::{OutSlot, Strided, Tensor};
+
+/// The 16-bit types.
+pub const HALVES: [DType; 2] = [DType::BF16, DType::F16];
+
+/// `Err(problem)` or `Ok(what was checked)`.
+pub type Check = std::result::Result<String, String>;
+
+fn fail<T>(msg: String) -> std::result::Result<T, String> {
+    Err(msg)
+}
+
+fn op<T>(what: &str, r: crate::Result<T>) -> std::result::Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+fn same_value(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// Values that exercise the rounding rule: ties, subnormals, overflow, signed zeros, NaN,
+/// then random values of many magnitudes. An even count.
+pub fn special_values(seed: u64) -> Vec<f32> {
+    let mut v = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        1.0 + 1.0 / 256.0,  // bf16 tie, to even (1)
+        1.0 + 3.0 / 256.0,  // bf16 tie, to even (up)
+        1.0 + 1.0 / 2048.0, // f16 tie
+        1.0 + 3.0 / 2048.0,
+        65504.0,
+        65519.0,
+        65520.0, // f16 overflow threshold
+        -70000.0,
+        3.0e38,
+        f32::MAX,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        2f32.powi(-24),        // smallest f16 subnormal
+        2f32.powi(-25),        // half of it: a tie, to even (0)
+        3.0 * 2f32.powi(-25),  // 1.5 of it: a tie, to even (2)
+        2f32.powi(-14) * 0.75, // f16 subnormal
+        1.0e-40,               // f32 subnormal
+        -1.0e-45,
+        f32::MIN_POSITIVE,
+    ];
+    let mut rng = Rng::new(seed);
+    for scale in [1e-6f32, 1e-3, 1.0, 100.0, 6e4, 1e30] {
+        for _ in 0..40 {
+            v.push((rng.uniform() * 2.0 - 1.0) * scale);
+        }
+    }
+    v
+}
+
+/// `cast` f32 → bf16/f16 → f32 and bf16 → f16 on odd, even, 1- and 2-element tensors.
+pub fn check_cast(be: &dyn Backend, seed: u64) -> Check {
+    let xs = special_values(seed);
+    for n in [xs.len() - 1, 1, 2, xs.len()] {
+        let x = op("upload", be.upload(&[n], &xs[..n]))?;
+        for d in HALVES {
+            let h = op("cast", ops::cast(be, &x, d))?;
+            if h.dtype() != d || h.shape() != [n] {
+                return fail(format!("cast to {d} gave {h:?}"));
+            }
+            let want: Vec<u16> = xs[..n].iter().map(|&v| d.round_bits(v)).collect();
+            let got = op("download_bits", be.download_bits(&h))?;
+            if let Some(i) = (0..n).find(|&i| got[i] != want[i]) {
+                return fail(format!(
+                    "{d} cast of {:e} (element {i} of {n}): bits {:#06x}, the rule gives {:#06x}",
+                    xs[i], got[i], want[i]
+                ));
+            }
+            let back = op("cast", ops::cast(be, &h, DType::F32))?;
+            let back = op("download", be.download(&back))?;
+            if let Some(i) = (0..n).find(|&i| !same_value(back[i], d.widen_bits(want[i]))) {
+                return fail(format!(
+                    "{d} -> f32 of element {i}: {:e}, exactly {:e}",
+                    back[i],
+                    d.widen_bits(want[i])
+                ));
+            }
+        }
+        let hb = op("cast", ops::cast(be, &x, DType::BF16))?;
+        let hf = op("cast", ops::cast(be, &hb, DType::F16))?;
+        let want: Vec<u16> = op("download_bits", be.download_bits(&hb))?
+            .iter()
+            .map(|&b| DType::F16.round_bits(DType::BF16.widen_bits(b)))
+            .collect();
+        if op("download_bits", be.download_bits(&hf))? != want {
+            return fail("bf16 -> f16 differs from rounding the bf16 values to f16".into());
+        }
+        if !op("cast", ops::cast(be, &hb, DType::BF16))?.same_storage(&hb) {
+            return fail("cast to the tensor's own dtype copied it".into());
+        }
+    }
+    Ok(format!(
+        "{} values (ties, subnormals, overflow, NaN) bit for bit, both ways",
+        xs.len()
+    ))
+}
+
+/// `upload_bits` / `download_bits` / `download` of 16-bit tensors, and their errors.
+pub fn check_bits_round_trip(be: &dyn Backend) -> Check {
+    for d in HALVES {
+        let bits: Vec<u16> = (0..7u16).map(|i| i * 9001 + 3).collect();
+        let t = op("upload_bits", be.upload_bits(&[7], d, &bits))?;
+        if t.dtype() != d || op("download_bits", be.download_bits(&t))? != bits {
+            return fail(format!("{d} bits did not round-trip"));
+        }
+        let got = op("download", be.download(&t))?;
+        if (0..7).any(|i| !same_value(got[i], d.widen_bits(bits[i]))) {
+            return fail(format!("{d} download is not the exact widening"));
+        }
+        if be.upload_bits(&[8], d, &bits).is_ok() || be.upload_bits(&[7], DType::F32, &bits).is_ok()
+        {
+            return fail("upload_bits took a wrong count or f32".into());
+        }
+    }
+    let f = op("upload", be.upload(&[2], &[1.0, 2.0]))?;
+    if be.download_bits(&f).is_ok() {
+        return fail("download_bits took an f32 tensor".into());
+    }
+    Ok("upload_bits / download_bits / download".into())
+}
+
+/// One product: `batch` blocks of op(a) `[m, inner]` · op(b) `[inner, n]`, operand blocks
+/// from element offsets `a_offset` / `b_offset`, `b` shared or one block per product.
+#[derive(Clone, Copy, Debug)]
+pub struct Product {
+    /// Products.
+    pub batch: usize,
+    /// Rows of op(a) and c.
+    pub m: usize,
+    /// Columns of op(b) and c.
+    pub n: usize,
+    /// The inner dimension.
+    pub inner: usize,
+    /// `a` stored `[inner, m]`.
+    pub trans_a: bool,
+    /// `b` stored `[n, inner]`.
+    pub trans_b: bool,
+    /// Element offset of `a`'s first block.
+    pub a_offset: usize,
+    /// Element offset of `b`'s first block.
+    pub b_offset: usize,
+    /// One `b` block for every product (stride 0).
+    pub b_shared: bool,
+}
+
+fn nt(batch: usize, m: usize, n: usize, inner: usize) -> Product {
+    Product {
+        batch,
+        m,
+        n,
+        inner,
+        trans_a: false,
+        trans_b: true,
+        a_offset: 0,
+        b_offset: 0,
+        b_shared: false,
+    }
+}
+
+/// The products checked: `a · bᵀ` with K % 8 = 0 and aligned blocks (the tensor-core kernel
+/// on PTX: one element, past one 128-tile, batched with a shared `b` at offsets), then what
+/// it does not cover (odd K, misaligned offsets, the other transposes).
+pub fn products() -> Vec<Product> {
+    vec![
+        nt(1, 1, 1, 8),
+        nt(1, 130, 129, 40),
+        Product {
+            a_offset: 8,
+            b_offset: 16,
+            b_shared: true,
+            ..nt(3, 33, 17, 24)
+        },
+        nt(1, 19, 23, 13),
+        Product {
+            a_offset: 3,
+            b_offset: 1,
+            ..nt(2, 9, 11, 16)
+        },
+        Product {
+            trans_a: true,
+            trans_b: false,
+            b_shared: true,
+            ..nt(2, 21, 14, 10)
+        },
+        Product {
+            trans_b: false,
+            ..nt(1, 5, 70, 33)
+        },
+    ]
+}
+
+fn strided(
+    t: &Tensor,
+    offset: usize,
+    stride: usize,
+    rows: usize,
+    cols: usize,
+) -> MatmulOperand<'_> {
+    MatmulOperand {
+        view: Strided {
+            tensor: t,
+            offset,
+            stride,
+        },
+        rows,
+        cols,
+    }
+}
+
+/// `p` in dtype `d` against float64 sums of the same 16-bit values; returns the norm-wise
+/// error.
+pub fn check_product(
+    be: &dyn Backend,
+    p: &Product,
+    d: DType,
+    rng: &mut Rng,
+) -> std::result::Result<f64, String> {
+    let (ar, ac) = if p.trans_a {
+        (p.inner, p.m)
+    } else {
+        (p.m, p.inner)
+    };
+    let (br, bc) = if p.trans_b {
+        (p.n, p.inner)
+    } else {
+        (p.inner, p.n)
+    };
+    let a_len = p.a_offset + p.batch * ar * ac;
+    let b_len = p.b_offset + if p.b_shared { 1 } else { p.batch } * br * bc;
+    let mut draw = |len| -> Vec<f32> {
+        (0..len)
+            .map(|_| d.round(rng.uniform() * 2.0 - 1.0))
+            .collect()
+    };
+    let (a, b) = (draw(a_len), draw(b_len));
+    let alpha = 0.75f32;
+    let at = op("upload_as", be.upload_as(&[a_len], d, &a))?;
+    let bt = op("upload_as", be.upload_as(&[b_len], d, &b))?;
+    let c_len = p.batch * p.m * p.n;
+    let mut c = op("upload", be.upload(&[c_len], &vec![f32::NAN; c_len]))?;
+    let b_stride = if p.b_shared { 0 } else { br * bc };
+    op(
+        "matmul",
+        ops::matmul_into(
+            be,
+            p.batch,
+            strided(&at, p.a_offset, ar * ac, ar, ac),
+            p.trans_a,
+            strided(&bt, p.b_offset, b_stride, br, bc),
+            p.trans_b,
+            alpha,
+            &mut c,
+            OutSlot {
+                offset: 0,
+                stride: p.m * p.n,
+            },
+        ),
+    )?;
+    let got = op("download", be.download(&c))?;
+    let (mut err2, mut ref2) = (0f64, 0f64);
+    for k in 0..p.batch {
+        let (a0, b0) = (p.a_offset + k * ar * ac, p.b_offset + k * b_stride);
+        for i in 0..p.m {
+            for j in 0..p.n {
+                let (mut sum, mut abs) = (0f64, 0f64);
+                for l in 0..p.inner {
+                    let x = a[a0 + if p.trans_a { l * ac + i } else { i * ac + l }] as f64;
+                    let y = b[b0 + if p.trans_b { j * bc + l } else { l * bc + j }] as f64;
+                    sum += x * y;
+                    abs += (x * y).abs();
+                }
+                let (want, abs) = (alpha as f64 * sum, alpha as f64 * abs);
+                let g = got[k * p.m * p.n + i * p.n + j] as f64;
+                // f32 accumulation in any order, the scale and the final rounding
+                let bound = 2.0 * 2f64.powi(-24) * (p.inner as f64 + 3.0) * abs + 1e-30;
+                if !((g - want).abs() <= bound) {
+                    return fail(format!(
+                        "{d} {p:?}: c[{k}, {i}, {j}] = {g}, float64 {want} (bound {bound:e})"
+                    ));
+                }
+                err2 += (g - want).powi(2);
+                ref2 += want * want;
+            }
+        }
+    }
+    let norm = (err2 / ref2.max(1e-300)).sqrt();
+    if !(norm <= 1e-6) {
+        return fail(format!("{d} {p:?}: norm-wise error {norm:e} > 1e-6"));
+    }
+    Ok(norm)
+}
+
+/// Every product of [`products`] in bf16 and f16, and the whole-tensor form; returns the
+/// worst norm-wise error.
+pub fn check_matmul(be: &dyn Backend, seed: u64) -> std::result::Result<f64, String> {
+    let mut rng = Rng::new(seed);
+    let mut worst = 0f64;
+    for d in HALVES {
+        for p in &products() {
+            worst = worst.max(check_product(be, p, d, &mut rng)?);
+        }
+    }
+    let a = op("upload_as", be.upload_as(&[4, 16], DType::BF16, &[0.5; 64]))?;
+    let c = op("matmul", ops::matmul(be, &a, &a, false, true, 1.0))?;
+    if c.dtype() != DType::F32 || op("download", be.download(&c))? != vec![4.0; 16] {
+        return fail("bf16 matmul of halves: c is not the f32 [4; 16]".into());
+    }
+    Ok(worst)
+}
+
+/// Mixed operand dtypes and f32-only ops given 16-bit tensors are errors naming the dtype.
+pub fn check_refusals(be: &dyn Backend) -> Check {
+    let h = op("upload_as", be.upload_as(&[2, 8], DType::BF16, &[1.0; 16]))?;
+    let f16 = op("upload_as", be.upload_as(&[2, 8], DType::F16, &[1.0; 16]))?;
+    let f = op("upload", be.upload(&[2, 8], &[1.0; 16]))?;
+    let refused = |r: crate::Result<Tensor>, what: &str, needle: &[&str]| match r {
+        Ok(_) => fail(format!("{what} was accepted")),
+        Err(e) if needle.iter().all(|n| e.to_string().contains(n)) => Ok(()),
+        Err(e) => fail(format!("{what}: the error does not say why: {e}")),
+    };
+    for (a, b, what) in [
+        (&h, &f, "bf16 x f32"),
+        (&f, &h, "f32 x bf16"),
+        (&h, &f16, "bf16 x f16"),
+    ] {
+        refused(
+            ops::matmul(be, a, b, false, true, 1.0),
+            what,
+            &["one dtype"],
+        )?;
+    }
+    refused(
+        ops::relu_forward(be, &h),
+        "relu_forward(bf16)",
+        &["bf16", "cast"],
+    )?;
+    refused(
+        ops::axpby(be, 1.0, &f, 1.0, &h),
+        "axpby(f32, bf16)",
+        &["bf16"],
+    )?;
+    refused(
+        ops::pairwise_sqdist(be, &f16),
+        "pairwise_sqdist(f16)",
+        &["f16"],
+    )?;
+    Ok("mixed operands and f32-only ops refused".into())
+}
