@@ -118,7 +118,7 @@ fn every_kernel_assembles_for_sm80_and_sm90_without_spills() {
 /// targets sm_80 with `.version 7.8`.
 #[test]
 fn kernel_files_declare_the_launched_entries() {
-    let expected: [(&str, &[&str]); 6] = [
+    let expected: [(&str, &[&str]); 7] = [
         ("lora.ptx", &["lora_forward"]),
         (
             "matmul.ptx",
@@ -147,6 +147,15 @@ fn kernel_files_declare_the_launched_entries() {
         (
             "softmax.ptx",
             &["softmax_xent_rows", "row_mean", "ensemble_stats"],
+        ),
+        (
+            "cast.ptx",
+            &[
+                "cast_f32_to_bf16",
+                "cast_f32_to_f16",
+                "cast_bf16_to_f32",
+                "cast_f16_to_f32",
+            ],
         ),
     ];
     for (file, entries) in expected {

@@ -4,6 +4,7 @@
 use super::launch::Run;
 use bella::backend::ptx::abi::Entry;
 use bella::backend::ptx::gemm_mma::HalfType;
+use bella::dtype::{pack_bits, unpack_bits, DType};
 
 /// Reads an example run by parameter name.
 struct Case<'a> {
@@ -112,6 +113,10 @@ pub fn check(e: &Entry, run: &Run) -> bool {
         "gemm_mma_bf16" => gemm_mma(&c, HalfType::Bf16),
         "gemm_mma_f16" => gemm_mma(&c, HalfType::F16),
         "lora_forward" | "lora_forward_64x32" => lora_forward_y_shared_x(&c),
+        "cast_f32_to_bf16" => cast_narrow(&c, DType::BF16),
+        "cast_f32_to_f16" => cast_narrow(&c, DType::F16),
+        "cast_bf16_to_f32" => cast_widen(&c, DType::BF16),
+        "cast_f16_to_f32" => cast_widen(&c, DType::F16),
         _ => return false,
     }
     true
@@ -353,4 +358,23 @@ fn lora_forward_y_shared_x(c: &Case) {
         }
     }
     c.expect("p_y", &want, 1e-5);
+}
+
+/// `p_dst` = the packed bits of `src` rounded by `src/dtype.rs`'s rule, bit for bit.
+fn cast_narrow(c: &Case, dtype: DType) {
+    let src = &c.run.inputs["p_src"][..c.u("p_n")];
+    let want = pack_bits(&src.iter().map(|&x| dtype.round_bits(x)).collect::<Vec<_>>());
+    let got: Vec<u32> = c.run.outputs["p_dst"].iter().map(|x| x.to_bits()).collect();
+    assert_eq!(got, want, "{}: `p_dst` bits", c.e.name);
+}
+
+/// `p_dst` = the exact f32 values of the first n packed 16-bit elements, bit for bit.
+fn cast_widen(c: &Case, dtype: DType) {
+    let n = c.u("p_n");
+    let want: Vec<u32> = unpack_bits(&c.bits("p_src"), n)
+        .into_iter()
+        .map(|b| dtype.widen_bits(b).to_bits())
+        .collect();
+    let got: Vec<u32> = c.run.outputs["p_dst"].iter().map(|x| x.to_bits()).collect();
+    assert_eq!(got, want, "{}: `p_dst` bits", c.e.name);
 }

@@ -214,7 +214,7 @@ fn agrees<B>(spec: &ParamSpec, p: &Param<'_, B>) -> bool {
 /// Checks a launch's arguments against the ABI entry of `kernel`: the same count and, in
 /// order, the same types (pointers for `u64`). The error names the kernel and the first
 /// mismatching parameter. `module` must be the entry's file (`kernels/<module>.ptx`) when it
-/// names one of the six families (tests load altered copies under other names).
+/// names one of the families (tests load altered copies under other names).
 pub fn check<B>(module: &str, kernel: &str, params: &[Param<'_, B>]) -> Result<()> {
     let e = lookup(kernel)?;
     let family = super::modules::MODULES.iter().any(|(m, _)| *m == module);

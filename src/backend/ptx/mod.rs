@@ -10,6 +10,7 @@ pub mod abi;
 pub mod driver;
 
 mod activation;
+mod cast;
 mod gemm;
 pub mod gemm_mma;
 mod lora;

@@ -9,15 +9,17 @@ pub const SVGD: &str = "svgd";
 pub const OPTIM: &str = "optim";
 pub const ACTIVATION: &str = "activation";
 pub const SOFTMAX: &str = "softmax";
+pub const CAST: &str = "cast";
 
 /// Every module, loaded once when the backend is created.
-pub const MODULES: [(&str, &str); 6] = [
+pub const MODULES: [(&str, &str); 7] = [
     (LORA, include_str!("../../../kernels/lora.ptx")),
     (MATMUL, include_str!("../../../kernels/matmul.ptx")),
     (SVGD, include_str!("../../../kernels/svgd.ptx")),
     (OPTIM, include_str!("../../../kernels/optim.ptx")),
     (ACTIVATION, include_str!("../../../kernels/activation.ptx")),
     (SOFTMAX, include_str!("../../../kernels/softmax.ptx")),
+    (CAST, include_str!("../../../kernels/cast.ptx")),
 ];
 
 /// Every kernel is written for 256-thread blocks (`.maxntid 256, 1, 1`).
