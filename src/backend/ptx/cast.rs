@@ -6,6 +6,8 @@ use super::modules::{grid_1d, u32_of, BLOCK, CAST};
 use super::{ptr, PtxBackend};
 use crate::dtype::DType;
 use crate::error::{BellaError, Result};
+use crate::tensor::Tensor;
+use crate::Backend;
 
 /// The `kernels/cast.ptx` entry for `from` → `to`: one of them f32, the other bf16 or f16.
 pub(crate) fn kernel(from: DType, to: DType) -> Result<&'static str> {
@@ -29,8 +31,6 @@ pub(crate) fn kernel(from: DType, to: DType) -> Result<&'static str> {
 /// The f32 side is `n` words, the 16-bit side `ceil(n / 2)` packed words (element `2i` in
 /// the low half of word `i`; an odd `n` leaves the last high half 0). Narrowing rounds to
 /// nearest even with NaN → `0x7fff`; widening is exact. `n = 0` launches nothing.
-// Wired into the Tensor-level cast by a later change; until then only the tests call it.
-#[allow(dead_code)]
 pub(crate) fn cast_buf<D: Driver>(
     be: &PtxBackend<D>,
     from: DType,
@@ -45,7 +45,6 @@ pub(crate) fn cast_buf<D: Driver>(
 /// [`cast_buf`] with the kernel of `module` (tests load altered copies under other names)
 /// and optionally a fixed grid of `ctas` CTAs instead of the host's pick.
 #[allow(clippy::too_many_arguments)]
-#[allow(dead_code)]
 pub(crate) fn launch_in<D: Driver>(
     be: &PtxBackend<D>,
     module: &str,
@@ -71,6 +70,15 @@ pub(crate) fn launch_in<D: Driver>(
         ("p_n", Param::U32(u32_of(name, "n", n)?)),
     ];
     be.launch_named(module, name, grid, params)
+}
+
+/// [`Backend::cast_unchecked`](crate::Backend::cast_unchecked) on PTX: `x` converted to `to`
+/// in a new tensor (one of the two dtypes f32, the other 16-bit).
+pub(crate) fn cast<D: Driver>(be: &PtxBackend<D>, x: &Tensor, to: DType) -> Result<Tensor> {
+    let n = x.numel();
+    let out = be.storage(to.words(n))?;
+    cast_buf(be, x.dtype(), to, &out.buf, be.buf(x)?, n)?;
+    Tensor::from_storage_as(x.shape(), to, be.kind(), Box::new(out))
 }
 
 #[cfg(all(test, feature = "ptx-sim"))]

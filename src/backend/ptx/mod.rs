@@ -28,6 +28,7 @@ use crate::backend::{
     checks, AdamW, Backend, BackendKind, EnsembleStats, GradTargets, LoraBackwardArgs,
     LoraForwardArgs, MatmulArgs, MemoryBudget,
 };
+use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::tensor::{numel, Tensor};
 use driver::{Driver, LaunchConfig, Param};
@@ -223,6 +224,10 @@ impl<D: Driver> Backend for PtxBackend<D> {
 
     unsafe fn matmul_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
         gemm::matmul(self, args, out)
+    }
+
+    unsafe fn cast_unchecked(&self, x: &Tensor, to: DType) -> Result<Tensor> {
+        cast::cast(self, x, to)
     }
 
     unsafe fn matmul_half_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
