@@ -158,6 +158,25 @@ fn on_device(kind: BackendKind, op: &str, ts: &[(&str, &Tensor)]) -> Result<()> 
     Ok(())
 }
 
+/// The tensors share one dtype (the first one's).
+fn one_dtype(kind: BackendKind, op: &str, ts: &[(&str, &Tensor)]) -> Result<()> {
+    let (first, t0) = ts[0];
+    for (name, t) in &ts[1..] {
+        if t.dtype() != t0.dtype() {
+            return Err(mismatch(
+                kind,
+                op,
+                format!(
+                    "`{name}` is {} and `{first}` is {}: these operands must have one dtype",
+                    t.dtype(),
+                    t0.dtype()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Each tensor lives on `kind`, whatever its dtype.
 fn on_device_any_dtype(kind: BackendKind, op: &str, ts: &[(&str, &Tensor)]) -> Result<()> {
     for (name, t) in ts {
@@ -296,11 +315,20 @@ pub(super) fn lora_forward(
         ("lora_a", a.a.tensor),
         ("lora_b", a.b.tensor),
     ];
+    // x, weight, lora_a, lora_b: all f32 or all one 16-bit type; bias f32 or that type.
+    one_dtype(kind, OP, &ts)?;
     if let Some(b) = a.bias {
         ts.push(("bias", b));
         holds(kind, OP, "bias", b, &[d.o])?;
+        if b.dtype() != DType::F32 && b.dtype() != a.x.dtype() {
+            return Err(mismatch(
+                kind,
+                OP,
+                format!("`bias` is {}, `x` {}: bias is f32 or x's dtype", b.dtype(), a.x.dtype()),
+            ));
+        }
     }
-    on_device(kind, OP, &ts)?;
+    on_device_any_dtype(kind, OP, &ts)?;
     let xk = if d.x_shared { 1 } else { d.k };
     holds(kind, OP, "x", a.x, &[xk, d.m, d.i])?;
     holds(kind, OP, "weight", a.weight, &[d.o, d.i])?;
@@ -396,17 +424,7 @@ pub(super) fn matmul(kind: BackendKind, a: &MatmulArgs, out: &Tensor) -> Result<
     // a and b: both f32, or both the same 16-bit type (f32 accumulation); c is f32.
     on_device_any_dtype(kind, OP, &[("a", a.a.tensor), ("b", a.b.tensor)])?;
     on_device(kind, OP, &[("c", out)])?;
-    if a.a.tensor.dtype() != a.b.tensor.dtype() {
-        return Err(mismatch(
-            kind,
-            OP,
-            format!(
-                "`a` is {} and `b` is {}: the operands must have one dtype",
-                a.a.tensor.dtype(),
-                a.b.tensor.dtype()
-            ),
-        ));
-    }
+    one_dtype(kind, OP, &[("a", a.a.tensor), ("b", a.b.tensor)])?;
     view_fits(
         kind,
         OP,

@@ -266,7 +266,13 @@ pub trait Backend: Send + Sync {
     fn lora_forward(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
         checks::lora_forward(self.kind(), &self.memory_budget(), args)?;
         // SAFETY: the sizes the kernel relies on were checked just above.
-        unsafe { self.lora_forward_unchecked(args) }
+        unsafe {
+            if args.x.dtype().is_half() {
+                self.lora_forward_half_unchecked(args)
+            } else {
+                self.lora_forward_unchecked(args)
+            }
+        }
     }
     /// [`lora_backward`](crate::ops::lora_backward): writes `d_lora_a`, `d_lora_b` into
     /// `grads` at `args.da` / `args.db`; returns `dx` when `args.need_dx`
@@ -520,6 +526,20 @@ pub trait Backend: Send + Sync {
     /// `args` passed [`checks`]: the sizes agree with `args.dims`, the views fit, every
     /// tensor is on this backend. (So for every `*_unchecked` method below.)
     unsafe fn lora_forward_unchecked(&self, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)>;
+    /// `lora_forward` with `x`, `weight`, `lora_a`, `lora_b` in one 16-bit type (bias f32
+    /// or that type): the f32 math on the exact 16-bit values, `y` and `h` f32. The default
+    /// widens the operands on the device ([`Backend::cast_unchecked`], temporary f32 copies)
+    /// and runs the f32 kernel; a backend with a 16-bit kernel overrides it where it can.
+    ///
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn lora_forward_half_unchecked(
+        &self,
+        args: &LoraForwardArgs,
+    ) -> Result<(Tensor, Tensor)> {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { lora_forward_half_widened(self, args) }
+    }
     /// # Safety
     /// As [`Backend::lora_forward_unchecked`].
     unsafe fn lora_backward_unchecked(
@@ -731,6 +751,52 @@ pub(crate) unsafe fn matmul_half_widened<B: Backend + ?Sized>(
             ..*args
         };
         be.matmul_unchecked(&wide, out)
+    }
+}
+
+/// `lora_forward` of 16-bit operands by widening them on the device and running the f32
+/// kernel: the default of [`Backend::lora_forward_half_unchecked`] and the fallback of a
+/// backend whose 16-bit kernel does not cover the case.
+///
+/// # Safety
+/// As [`Backend::lora_forward_unchecked`].
+pub(crate) unsafe fn lora_forward_half_widened<B: Backend + ?Sized>(
+    be: &B,
+    args: &LoraForwardArgs,
+) -> Result<(Tensor, Tensor)> {
+    // SAFETY: the caller's contract; widened tensors keep the element counts, so the
+    // checked views still fit. lora_a and lora_b in one arena are widened once.
+    unsafe {
+        let wide = |t: &Tensor| -> Result<Tensor> {
+            match t.dtype() {
+                DType::F32 => Ok(t.clone()),
+                _ => be.cast_unchecked(t, DType::F32),
+            }
+        };
+        let x = wide(args.x)?;
+        let w = wide(args.weight)?;
+        let a = wide(args.a.tensor)?;
+        let b = if args.b.tensor.same_storage(args.a.tensor) {
+            a.clone()
+        } else {
+            wide(args.b.tensor)?
+        };
+        let bias = args.bias.map(wide).transpose()?;
+        let f32_args = LoraForwardArgs {
+            x: &x,
+            weight: &w,
+            bias: bias.as_ref(),
+            a: Strided {
+                tensor: &a,
+                ..args.a
+            },
+            b: Strided {
+                tensor: &b,
+                ..args.b
+            },
+            ..*args
+        };
+        be.lora_forward_unchecked(&f32_args)
     }
 }
 
