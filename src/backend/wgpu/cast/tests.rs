@@ -185,7 +185,7 @@ fn narrowing_matches_round_bits_bit_for_bit() {
     let mut rng = Rng::new(seed);
     eprintln!("cast narrowing seed {seed}");
     let mut edges = edge_values();
-    if edges.len() % 2 == 0 {
+    if edges.len().is_multiple_of(2) {
         edges.push(-3.0); // an odd count
     }
     let random = random_values(&mut rng, 40_001);
@@ -374,6 +374,9 @@ fn mismatches(dt: DType, xs: &[f32], words: &[u32]) -> usize {
         .count()
 }
 
+/// A plant: the text replaced, its replacement, the entries (and types) it breaks.
+type Plant = (&'static str, &'static str, &'static [(DType, &'static str)]);
+
 /// Copies of the shader with one rounding step broken fail the comparison: ties rounded
 /// away from zero (the tie-to-even test dropped; both types), and the f16 underflow edge one
 /// binade too high ([2^-25, 2^-24) flushed to 0 instead of rounded to 2^-24). The unchanged
@@ -382,7 +385,7 @@ fn mismatches(dt: DType, xs: &[f32], words: &[u32]) -> usize {
 fn planted_rounding_bugs_are_caught() {
     let Some(gpu) = gpu_or_skip() else { return };
     let text = include_str!("../../../../shaders/cast.wgsl");
-    let plants: [(&str, &str, &[(DType, &str)]); 2] = [
+    let plants: [Plant; 2] = [
         (
             "(bits & rb) != 0u && (bits & (3u * rb - 1u)) != 0u",
             "(bits & rb) != 0u",
