@@ -47,7 +47,7 @@ fn abi_agrees_with_the_shaders() {
     let sources = shader_sources();
     assert_eq!(
         sources.len(),
-        6,
+        7,
         "shaders/*.wgsl: {:?}",
         sources.iter().map(|s| &s.0).collect::<Vec<_>>()
     );
@@ -61,7 +61,7 @@ fn abi_agrees_with_the_shaders() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert_eq!(entries.len(), 20);
+    assert_eq!(entries.len(), 24);
 }
 
 /// Each planted change to a shader text is caught, naming what changed.
@@ -148,6 +148,10 @@ fn example_buffers(entry: &Entry) -> BTreeMap<String, Vec<u32>> {
                         (rng.unit() * spec.below.expect("index fill has below") as f64) as u32
                     }
                     Fill::Nan => f32::NAN.to_bits(),
+                    Fill::Halves => {
+                        let half = |u: f64| (u * 65536.0) as u32 & 0xbfff;
+                        half(rng.unit()) | half(rng.unit()) << 16
+                    }
                 })
                 .collect();
             (b.var.clone(), words)

@@ -2,6 +2,7 @@
 //! `expected` gives each output the reference knows (by binding variable), as [`observed`]
 //! presents it; entries without a reference here are only checked for finite outputs.
 
+use bella::dtype::{unpack_bits, DType};
 use std::collections::BTreeMap;
 
 type Buffers = BTreeMap<String, Vec<f32>>;
@@ -19,9 +20,13 @@ fn gelu_grad(x: f64) -> f64 {
 }
 
 /// An output as its reference is stated: `sqdist_partial`'s rows of partial sums added up
-/// (one sum per pair; how D is cut into chunks and lanes is the kernel's business), any other
-/// output as it is.
+/// (one sum per pair; how D is cut into chunks and lanes is the kernel's business), a
+/// narrowing cast's packed halves widened to their values, any other output as it is.
 pub fn observed(name: &str, var: &str, got: &[f32], p: &Params) -> Vec<f64> {
+    if let Some(dt) = narrowed_to(name) {
+        // The packed halves, widened (exactly) to their values.
+        return halves(dt, got, p["n"] as usize);
+    }
     if name == "sqdist_partial" && var == "partial_out" {
         let pairs = p["pairs"] as usize;
         let rows = got.len() / pairs.max(1);
@@ -160,8 +165,38 @@ pub fn expected(name: &str, b: &Buffers, p: &Params) -> Option<BTreeMap<&'static
         }
         "lora_forward" | "lora_forward_128" => lora_forward(b, p),
         "lora_dx" | "lora_dx_128" => lora_dx(b, p),
+        "cast_f32_to_bf16" | "cast_f32_to_f16" => {
+            let dt = narrowed_to(name)?;
+            let src = &b["src"][..n];
+            map(
+                "dst",
+                src.iter()
+                    .map(|&x| dt.widen_bits(dt.round_bits(x)) as f64)
+                    .collect(),
+            )
+        }
+        "cast_bf16_to_f32" => map("dst", halves(DType::BF16, &b["src"], n)),
+        "cast_f16_to_f32" => map("dst", halves(DType::F16, &b["src"], n)),
         _ => None,
     }
+}
+
+/// The 16-bit type a narrowing cast writes.
+fn narrowed_to(name: &str) -> Option<DType> {
+    match name {
+        "cast_f32_to_bf16" => Some(DType::BF16),
+        "cast_f32_to_f16" => Some(DType::F16),
+        _ => None,
+    }
+}
+
+/// The first `n` halves of packed words (given as the f32s of their bits), widened.
+fn halves(dt: DType, words: &[f32], n: usize) -> Vec<f64> {
+    let bits: Vec<u32> = words.iter().map(|w| w.to_bits()).collect();
+    unpack_bits(&bits, n)
+        .into_iter()
+        .map(|h| dt.widen_bits(h) as f64)
+        .collect()
 }
 
 /// c[batch, row, col] by the stride formulas of matmul.wgsl's header.

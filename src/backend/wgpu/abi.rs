@@ -176,6 +176,10 @@ pub enum Fill {
     Index,
     /// NaN: an output the dispatch writes in full.
     Nan,
+    /// Two 16-bit floats per word, each a random bit pattern with bit 14 clear: finite as
+    /// bf16 and as f16 (|v| < 2, zeros and subnormals included), for the packed inputs of
+    /// the widening casts.
+    Halves,
 }
 
 /// The parsed `shaders/abi.json` (embedded at build time; its parsing is tested).

@@ -30,6 +30,7 @@ pub enum Family {
     Optim,
     Activation,
     Softmax,
+    Cast,
 }
 
 impl Family {
@@ -42,6 +43,7 @@ impl Family {
             "optim.wgsl" => Family::Optim,
             "activation.wgsl" => Family::Activation,
             "softmax.wgsl" => Family::Softmax,
+            "cast.wgsl" => Family::Cast,
             _ => return None,
         })
     }
@@ -54,6 +56,7 @@ impl Family {
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
             Family::Activation => include_str!("../../../shaders/activation.wgsl"),
             Family::Softmax => include_str!("../../../shaders/softmax.wgsl"),
+            Family::Cast => include_str!("../../../shaders/cast.wgsl"),
         }
     }
 }
@@ -81,6 +84,10 @@ pub enum Kernel {
     SoftmaxXentRows,
     RowMean,
     EnsembleStats,
+    CastF32ToBf16,
+    CastF32ToF16,
+    CastBf16ToF32,
+    CastF16ToF32,
 }
 
 /// Where a kernel lives, how it reads its parameters and how many read-only / read-write
@@ -117,6 +124,10 @@ impl Kernel {
             Kernel::SoftmaxXentRows => "softmax_xent_rows",
             Kernel::RowMean => "row_mean",
             Kernel::EnsembleStats => "ensemble_stats",
+            Kernel::CastF32ToBf16 => "cast_f32_to_bf16",
+            Kernel::CastF32ToF16 => "cast_f32_to_f16",
+            Kernel::CastBf16ToF32 => "cast_bf16_to_f32",
+            Kernel::CastF16ToF32 => "cast_f16_to_f32",
         }
     }
 

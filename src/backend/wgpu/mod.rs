@@ -34,6 +34,7 @@
 
 pub mod abi;
 mod activation;
+mod cast;
 mod gpu;
 mod kernels;
 mod lora;

@@ -11,7 +11,7 @@ use crate::rng::Rng;
 use crate::tensor::{OutSlot, Strided};
 use crate::testing::{rel_err, required};
 
-fn gpu_or_skip() -> Option<WgpuBackend> {
+pub(super) fn gpu_or_skip() -> Option<WgpuBackend> {
     match WgpuBackend::new() {
         Ok(b) => Some(b),
         Err(e) if required("wgpu") => {
@@ -367,6 +367,10 @@ fn every_kernel_resolves_in_the_abi() {
         SoftmaxXentRows,
         RowMean,
         EnsembleStats,
+        CastF32ToBf16,
+        CastF32ToF16,
+        CastBf16ToF32,
+        CastF16ToF32,
     ];
     for k in all {
         k.spec().unwrap_or_else(|e| panic!("{k:?}: {e}"));
