@@ -6,7 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The shader families DESIGN.md asks for; each must exist.
-const FAMILIES: [&str; 6] = ["lora", "matmul", "svgd", "optim", "activation", "softmax"];
+const FAMILIES: [&str; 7] = [
+    "lora",
+    "matmul",
+    "svgd",
+    "optim",
+    "activation",
+    "softmax",
+    "cast",
+];
 
 fn required() -> bool {
     std::env::var("BELLA_REQUIRE")

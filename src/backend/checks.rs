@@ -324,7 +324,11 @@ pub(super) fn lora_forward(
             return Err(mismatch(
                 kind,
                 OP,
-                format!("`bias` is {}, `x` {}: bias is f32 or x's dtype", b.dtype(), a.x.dtype()),
+                format!(
+                    "`bias` is {}, `x` {}: bias is f32 or x's dtype",
+                    b.dtype(),
+                    a.x.dtype()
+                ),
             ));
         }
     }

@@ -8,6 +8,7 @@ use super::{bind, WgpuBackend};
 use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::tensor::Storage;
+use crate::tensor::Tensor;
 
 const THREADS: usize = 256;
 
@@ -27,9 +28,6 @@ fn kernel(from: DType, to: DType) -> Option<Kernel> {
 ///
 /// `n = 0` dispatches nothing. An unsupported pair, storages shorter than
 /// `from.words(n)` / `to.words(n)`, or `n` past `u32::MAX` are `BellaError::Invalid`.
-// The Tensor-level cast (ops::cast) that calls this is wired in separately; until then only
-// the tests do.
-#[allow(dead_code)]
 pub(crate) fn cast_storage(
     be: &WgpuBackend,
     from: DType,
@@ -82,6 +80,15 @@ fn cast_in_groups(
         groups: groups.unwrap_or(words.div_ceil(THREADS) as u64),
     };
     be.run("cast", &[step])
+}
+
+/// [`Backend::cast_unchecked`](crate::Backend::cast_unchecked) on wgpu: `x` converted to `to`
+/// in a new tensor (one of the two dtypes f32, the other 16-bit).
+pub(crate) fn cast(be: &WgpuBackend, x: &Tensor, to: DType) -> Result<Tensor> {
+    let n = x.numel();
+    let out = be.alloc(to.words(n))?;
+    cast_storage(be, x.dtype(), to, &out, super::storage("cast", x)?, n)?;
+    Tensor::from_storage_as(x.shape(), to, crate::BackendKind::Wgpu, Box::new(out))
 }
 
 #[cfg(test)]

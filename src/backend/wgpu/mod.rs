@@ -317,6 +317,10 @@ impl Backend for WgpuBackend {
         matmul::matmul(self, args, out)
     }
 
+    unsafe fn cast_unchecked(&self, x: &Tensor, to: crate::dtype::DType) -> Result<Tensor> {
+        cast::cast(self, x, to)
+    }
+
     unsafe fn pairwise_sqdist_unchecked(
         &self,
         theta: &Tensor,
