@@ -33,6 +33,12 @@ macro_rules! half_tests {
             }
         }
         #[test]
+        fn half_lora_forward_matches_the_oracle() {
+            if let Some(be) = backend() {
+                half::check_lora_forward(be.as_ref(), bella::rng::Rng::fresh_seed()).unwrap();
+            }
+        }
+        #[test]
         fn refuses_mixed_dtypes_and_f32_only_ops() {
             if let Some(be) = backend() {
                 half::check_refusals(be.as_ref()).unwrap();

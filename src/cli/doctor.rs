@@ -30,7 +30,9 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
         None => BackendKind::ALL.to_vec(),
     };
     let mma_only = a.op.as_deref().is_some_and(|o| MMA_KERNELS.contains(&o));
-    let half_rows = a.op.as_deref().is_none_or(|o| o == "cast" || o == "matmul");
+    let half_rows =
+        a.op.as_deref()
+            .is_none_or(|o| matches!(o, "cast" | "matmul" | "lora_forward"));
     let ops: Vec<&str> = match &a.op {
         Some(_) if mma_only => Vec::new(),
         Some(o) if o == "cast" => Vec::new(),
@@ -117,7 +119,7 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
 /// The bf16/f16 checks of `bella::testing::half` on `be`, one row each; returns the failures.
 fn half_precision_rows(be: &dyn bella::Backend, seed: u64) -> usize {
     use bella::testing::half;
-    let rows: [(&str, Box<dyn Fn() -> std::result::Result<String, String>>); 3] = [
+    let rows: [(&str, Box<dyn Fn() -> std::result::Result<String, String>>); 4] = [
         (
             "cast",
             Box::new(|| {
@@ -134,6 +136,14 @@ fn half_precision_rows(be: &dyn bella::Backend, seed: u64) -> usize {
                          the f32-accumulation bound of the float64 sums",
                         half::products().len()
                     )
+                })
+            }),
+        ),
+        (
+            "lora_forward bf16/f16",
+            Box::new(|| {
+                half::check_lora_forward(be, seed).map(|e| {
+                    format!("4 shapes x 2 dtypes against the oracle, worst norm err {e:.1e}")
                 })
             }),
         ),

@@ -123,6 +123,12 @@ pub struct LoraForwardOut {
 /// `h_k = x_k A_kᵀ`, `y_k = x_k Wᵀ + bias + s · h_k B_kᵀ`.
 /// With a shared `x` the base product `x Wᵀ` is computed once for all K particles.
 ///
+/// **Dtypes.** `x`, `weight`, `lora_a` and `lora_b` are all f32, or all bf16 or all f16
+/// ([`crate::dtype`]; `bias` f32 or their type); `y` and `h` are f32: the f32 math on the
+/// exact 16-bit values, accumulated in f32. Today every backend widens 16-bit operands on the
+/// device (temporary f32 copies) and runs its f32 kernel; a tensor-core kernel is issue 14's
+/// next step.
+///
 /// # Errors
 /// [`BellaError::Shape`] if the shapes disagree (or a tensor is empty);
 /// [`BellaError::Invalid`] if K or r is 0, an adapter block does not fit its tensor, `scale`

@@ -172,8 +172,9 @@ fn out(be: &dyn Backend, name: &str, t: &Tensor) -> Result<(String, HostTensor)>
 pub const UTILITY_NAMES: [&str; 1] = ["cast"];
 
 /// Run op `name` on named inputs; returns the named outputs of its contract. Float inputs
-/// are read as f32 (bf16/f16 widened exactly), except `matmul`'s `a` and `b` when both are
-/// the same 16-bit type: those stay 16-bit (see [`matmul`]'s dtypes).
+/// are read as f32 (bf16/f16 widened exactly), except the 16-bit operands of the ops that
+/// take them when all of them are the same 16-bit type: `matmul`'s `a` and `b`,
+/// `lora_forward`'s `x`, `weight`, `lora_a` and `lora_b` stay 16-bit on the device.
 pub fn run_named(
     be: &dyn Backend,
     name: &str,
@@ -183,19 +184,19 @@ pub fn run_named(
 }
 
 /// [`run_named`] with a dtype for the ops that take 16-bit operands (`bella op --dtype`):
-/// `matmul`'s `a` and `b` are converted to it on the device (`cast`), and `cast` converts
-/// its `x` to it (output `y` in that dtype). Other ops take f32 only: a 16-bit `dtype` for
-/// them is an error.
+/// the operands of `matmul` and `lora_forward` are converted to it on the device (`cast`),
+/// and `cast` converts its `x` to it (output `y` in that dtype). Other ops take f32 only: a
+/// 16-bit `dtype` for them is an error.
 pub fn run_named_as(
     be: &dyn Backend,
     name: &str,
     inputs: &Named,
     dtype: Option<DType>,
 ) -> Result<Vec<(String, HostTensor)>> {
-    if !matches!(name, "matmul" | "cast") && dtype.is_some_and(DType::is_half) {
+    if !matches!(name, "matmul" | "lora_forward" | "cast") && dtype.is_some_and(DType::is_half) {
         return Err(BellaError::invalid(format!(
-            "{name} takes f32 tensors only; a 16-bit dtype is for matmul and cast (bf16/f16 \
-             inputs in the file are widened to f32 for {name})"
+            "{name} takes f32 tensors only; a 16-bit dtype is for matmul, lora_forward and cast \
+             (bf16/f16 inputs in the file are widened to f32 for {name})"
         )));
     }
     let i = Inputs {
@@ -207,11 +208,12 @@ pub fn run_named_as(
     };
     match name {
         "lora_forward" => {
+            let g = ["x", "weight", "lora_a", "lora_b"];
             let (x, w, a, b) = (
-                i.tensor("x")?,
-                i.tensor("weight")?,
-                i.tensor("lora_a")?,
-                i.tensor("lora_b")?,
+                i.operand("x", &g, dtype)?,
+                i.operand("weight", &g, dtype)?,
+                i.operand("lora_a", &g, dtype)?,
+                i.operand("lora_b", &g, dtype)?,
             );
             let bias = i.opt_tensor("bias")?;
             let adapter = Adapter::from_tensors(name, &a, &b)?;

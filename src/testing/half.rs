@@ -365,3 +365,61 @@ pub fn check_refusals(be: &dyn Backend) -> Check {
     )?;
     Ok("mixed operands and f32-only ops refused".into())
 }
+
+/// `lora_forward` with every operand in one 16-bit type (through the named interface, so the
+/// operands stay 16-bit on the device) against the float64 oracle on the same values:
+/// shared and per-particle `x`, K = 1 / r = 1 / M = 1, sizes past one tile, f32 and 16-bit
+/// bias. Returns the worst norm-wise error.
+pub fn check_lora_forward(be: &dyn Backend, seed: u64) -> std::result::Result<f64, String> {
+    use crate::host::{HostTensor, Named};
+    let mut rng = Rng::new(seed);
+    let mut worst = 0f64;
+    // (K, M, I, O, r, shared x, bias: None / Some(16-bit?))
+    let plans = [
+        (1, 1, 8, 1, 1, true, None),
+        (3, 37, 40, 67, 8, true, Some(false)),
+        (2, 19, 33, 21, 5, false, Some(true)),
+        (1, 5, 16, 130, 16, false, None),
+    ];
+    for d in HALVES {
+        for &(k, m, i, o, r, shared, bias) in &plans {
+            let mut half = |shape: &[usize], scale: f32| {
+                let n: usize = shape.iter().product();
+                let bits = (0..n)
+                    .map(|_| d.round_bits((rng.uniform() * 2.0 - 1.0) * scale))
+                    .collect();
+                HostTensor::half(shape, d, bits)
+            };
+            let mut named = Named::new();
+            let x_shape = if shared { vec![m, i] } else { vec![k, m, i] };
+            named.insert("x".into(), half(&x_shape, 1.0));
+            named.insert("weight".into(), half(&[o, i], 1.0 / (i as f32).sqrt()));
+            named.insert("lora_a".into(), half(&[k, r, i], 1.0 / (i as f32).sqrt()));
+            named.insert("lora_b".into(), half(&[k, o, r], 1.0));
+            match bias {
+                Some(true) => {
+                    named.insert("bias".into(), half(&[o], 1.0));
+                }
+                Some(false) => {
+                    let v = (0..o).map(|_| rng.uniform() - 0.5).collect();
+                    named.insert("bias".into(), HostTensor::float(&[o], v));
+                }
+                None => {}
+            }
+            named.insert("scale".into(), HostTensor::scalar(2.0 / r as f32));
+            let case = format!("{d} lora_forward K={k} M={m} I={i} O={o} r={r} shared={shared}");
+            let got = op(
+                &case,
+                crate::ops::named::run_named(be, "lora_forward", &named),
+            )?;
+            let want = op(&case, crate::oracle::run_f64("lora_forward", &named))?;
+            for c in super::compare_outputs(&case, &got, &want) {
+                if !c.passed() {
+                    return fail(c.describe());
+                }
+                worst = worst.max(c.rel_err);
+            }
+        }
+    }
+    Ok(worst)
+}

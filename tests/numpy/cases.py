@@ -75,6 +75,15 @@ def lora_cases(rng, s):
          "bias": n(5).astype(np.float32), "lora_a": n((2, 3, 6)).astype(np.float32),
          "lora_b": n((2, 5, 3)).astype(np.float16), "scale": np.array([0.5], np.float64)}
     out.append(Case("lora_forward", "mixed dtypes, 1-element scale", t, {"format": "pt"}))
+    # f32 files, `--dtype`: bella rounds x, weight, lora_a, lora_b on the device (`cast`, bias
+    # stays f32), the reference rounds them in NumPy.
+    t = {"x": n((s.m, 24)), "weight": n((s.o, 24)) / 5, "bias": n(s.o),
+         "lora_a": n((3, 4, 24)) / 5, "lora_b": n((3, s.o, 4)), "scale": np.array(2.0)}
+    t = {kk: v.astype(np.float32) for kk, v in t.items()}
+    for name, rnd in (("bf16", lambda x: BF16(x).values), ("f16", lambda x: x.astype(np.float16))):
+        ref = {kk: (rnd(v) if kk in ("x", "weight", "lora_a", "lora_b") else v) for kk, v in t.items()}
+        out.append(Case("lora_forward", f"f32 file, --dtype {name}", t, args=["--dtype", name],
+                        ref_tensors=ref))
     return out
 
 
