@@ -35,7 +35,15 @@ macro_rules! half_tests {
         #[test]
         fn half_lora_forward_matches_the_oracle() {
             if let Some(be) = backend() {
-                half::check_lora_forward(be.as_ref(), bella::rng::Rng::fresh_seed()).unwrap();
+                let seed = bella::rng::Rng::fresh_seed();
+                half::check_lora(be.as_ref(), "lora_forward", seed).unwrap();
+            }
+        }
+        #[test]
+        fn half_lora_backward_matches_the_oracle() {
+            if let Some(be) = backend() {
+                let seed = bella::rng::Rng::fresh_seed();
+                half::check_lora(be.as_ref(), "lora_backward", seed).unwrap();
             }
         }
         #[test]

@@ -380,7 +380,11 @@ pub(super) fn lora_backward(
         ("lora_b", a.b.tensor),
         ("h", a.h),
     ];
-    on_device(kind, OP, &inputs)?;
+    // x, weight, lora_a, lora_b: all f32 or all one 16-bit type (the forward's operands);
+    // dy and h are f32.
+    one_dtype(kind, OP, &inputs[1..5])?;
+    on_device_any_dtype(kind, OP, &inputs[1..5])?;
+    on_device(kind, OP, &[inputs[0], inputs[5]])?;
     let (ga, gb) = grads.tensors();
     on_device(kind, OP, &[("d_lora_a", ga), ("d_lora_b", gb)])?;
     let xk = if d.x_shared { 1 } else { d.k };

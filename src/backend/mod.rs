@@ -284,7 +284,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<Option<Tensor>> {
         checks::lora_backward(self.kind(), &self.memory_budget(), args, &grads)?;
         // SAFETY: checked above.
-        unsafe { self.lora_backward_unchecked(args, grads) }
+        unsafe {
+            if args.x.dtype().is_half() {
+                self.lora_backward_half_unchecked(args, grads)
+            } else {
+                self.lora_backward_unchecked(args, grads)
+            }
+        }
     }
     /// [`matmul`](crate::ops::matmul_into): writes each block of `c` into `out` at `args.out`.
     /// `a` and `b` are both f32 or both one 16-bit type; `c` is f32.
@@ -539,6 +545,42 @@ pub trait Backend: Send + Sync {
     ) -> Result<(Tensor, Tensor)> {
         // SAFETY: the caller's contract is this function's.
         unsafe { lora_forward_half_widened(self, args) }
+    }
+    /// `lora_backward` with `x`, `weight`, `lora_a`, `lora_b` in one 16-bit type (`dy`, `h`
+    /// and the gradients f32): the f32 math on the exact 16-bit values. The default widens
+    /// them on the device and runs the f32 kernels.
+    ///
+    /// # Safety
+    /// As [`Backend::lora_forward_unchecked`].
+    unsafe fn lora_backward_half_unchecked(
+        &self,
+        args: &LoraBackwardArgs,
+        grads: GradTargets<'_>,
+    ) -> Result<Option<Tensor>> {
+        // SAFETY: the caller's contract; widened tensors keep the element counts.
+        unsafe {
+            let wide = |t: &Tensor| self.cast_unchecked(t, DType::F32);
+            let (x, w, a) = (wide(args.x)?, wide(args.weight)?, wide(args.a.tensor)?);
+            let b = if args.b.tensor.same_storage(args.a.tensor) {
+                a.clone()
+            } else {
+                wide(args.b.tensor)?
+            };
+            let f32_args = LoraBackwardArgs {
+                x: &x,
+                weight: &w,
+                a: Strided {
+                    tensor: &a,
+                    ..args.a
+                },
+                b: Strided {
+                    tensor: &b,
+                    ..args.b
+                },
+                ..*args
+            };
+            self.lora_backward_unchecked(&f32_args, grads)
+        }
     }
     /// # Safety
     /// As [`Backend::lora_forward_unchecked`].

@@ -32,7 +32,7 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
     let mma_only = a.op.as_deref().is_some_and(|o| MMA_KERNELS.contains(&o));
     let half_rows =
         a.op.as_deref()
-            .is_none_or(|o| matches!(o, "cast" | "matmul" | "lora_forward"));
+            .is_none_or(|o| matches!(o, "cast" | "matmul" | "lora_forward" | "lora_backward"));
     let ops: Vec<&str> = match &a.op {
         Some(_) if mma_only => Vec::new(),
         Some(o) if o == "cast" => Vec::new(),
@@ -119,7 +119,7 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
 /// The bf16/f16 checks of `bella::testing::half` on `be`, one row each; returns the failures.
 fn half_precision_rows(be: &dyn bella::Backend, seed: u64) -> usize {
     use bella::testing::half;
-    let rows: [(&str, Box<dyn Fn() -> std::result::Result<String, String>>); 4] = [
+    let rows: [(&str, Box<dyn Fn() -> std::result::Result<String, String>>); 5] = [
         (
             "cast",
             Box::new(|| {
@@ -142,7 +142,15 @@ fn half_precision_rows(be: &dyn bella::Backend, seed: u64) -> usize {
         (
             "lora_forward bf16/f16",
             Box::new(|| {
-                half::check_lora_forward(be, seed).map(|e| {
+                half::check_lora(be, "lora_forward", seed).map(|e| {
+                    format!("4 shapes x 2 dtypes against the oracle, worst norm err {e:.1e}")
+                })
+            }),
+        ),
+        (
+            "lora_backward bf16/f16",
+            Box::new(|| {
+                half::check_lora(be, "lora_backward", seed).map(|e| {
                     format!("4 shapes x 2 dtypes against the oracle, worst norm err {e:.1e}")
                 })
             }),

@@ -21,8 +21,8 @@ pub struct OpArgs {
     /// cpu | wgpu | cuda | ptx-sim | auto
     #[arg(long, default_value = "cpu")]
     backend: String,
-    /// f32 | bf16 | f16: for `matmul` and `lora_forward`, the dtype of the operands on the
-    /// device (`a`, `b`; `x`, `weight`, `lora_a`, `lora_b`; converted there by `cast`;
+    /// f32 | bf16 | f16: for `matmul`, `lora_forward` and `lora_backward`, the dtype of the
+    /// operands on the device (`a`, `b`; `x`, `weight`, `lora_a`, `lora_b`; converted by `cast`;
     /// outputs f32); for `cast`, the dtype of `y`. Without it those operands stay 16-bit when
     /// the file holds them all in one 16-bit type. Other ops take f32.
     #[arg(long)]

@@ -137,6 +137,10 @@ pub struct LoraGrads {
 /// `d_lora_b_k = s · dy_kᵀ h_k`, `d_lora_a_k = s · g_kᵀ x_k`, `dx_k = dy_k W + s · g_k A_k`;
 /// for a shared `x`, `dx = Σ_k dx_k` (`[M, I]`).
 ///
+/// **Dtypes.** `x`, `weight`, `lora_a` and `lora_b` (the forward's operands) are all f32 or
+/// all one 16-bit type ([`crate::dtype`]); `dy`, `h` and every output are f32: the f32 math
+/// on the exact 16-bit values. Every backend widens 16-bit operands on the device today.
+///
 /// # Errors
 /// [`BellaError::Shape`] if the shapes disagree (or a tensor is empty);
 /// [`BellaError::Invalid`] if `scale` is not finite or a tensor is on another backend;

@@ -174,7 +174,8 @@ pub const UTILITY_NAMES: [&str; 1] = ["cast"];
 /// Run op `name` on named inputs; returns the named outputs of its contract. Float inputs
 /// are read as f32 (bf16/f16 widened exactly), except the 16-bit operands of the ops that
 /// take them when all of them are the same 16-bit type: `matmul`'s `a` and `b`,
-/// `lora_forward`'s `x`, `weight`, `lora_a` and `lora_b` stay 16-bit on the device.
+/// `lora_forward`'s and `lora_backward`'s `x`, `weight`, `lora_a` and `lora_b` stay 16-bit
+/// on the device.
 pub fn run_named(
     be: &dyn Backend,
     name: &str,
@@ -184,7 +185,8 @@ pub fn run_named(
 }
 
 /// [`run_named`] with a dtype for the ops that take 16-bit operands (`bella op --dtype`):
-/// the operands of `matmul` and `lora_forward` are converted to it on the device (`cast`),
+/// the operands of `matmul`, `lora_forward` and `lora_backward` are converted to it on the
+/// device (`cast`),
 /// and `cast` converts its `x` to it (output `y` in that dtype). Other ops take f32 only: a
 /// 16-bit `dtype` for them is an error.
 pub fn run_named_as(
@@ -193,10 +195,11 @@ pub fn run_named_as(
     inputs: &Named,
     dtype: Option<DType>,
 ) -> Result<Vec<(String, HostTensor)>> {
-    if !matches!(name, "matmul" | "lora_forward" | "cast") && dtype.is_some_and(DType::is_half) {
+    let takes_half = matches!(name, "matmul" | "lora_forward" | "lora_backward" | "cast");
+    if !takes_half && dtype.is_some_and(DType::is_half) {
         return Err(BellaError::invalid(format!(
-            "{name} takes f32 tensors only; a 16-bit dtype is for matmul, lora_forward and cast \
-             (bf16/f16 inputs in the file are widened to f32 for {name})"
+            "{name} takes f32 tensors only; a 16-bit dtype is for matmul, lora_forward, \
+             lora_backward and cast (bf16/f16 inputs in the file are widened to f32 for {name})"
         )));
     }
     let i = Inputs {
@@ -221,13 +224,17 @@ pub fn run_named_as(
             Ok(vec![out(be, "y", &r.y)?, out(be, "h", &r.h)?])
         }
         "lora_backward" => {
-            let (a, b) = (i.tensor("lora_a")?, i.tensor("lora_b")?);
+            let g = ["x", "weight", "lora_a", "lora_b"];
+            let (a, b) = (
+                i.operand("lora_a", &g, dtype)?,
+                i.operand("lora_b", &g, dtype)?,
+            );
             let adapter = Adapter::from_tensors(name, &a, &b)?;
             let g = lora_backward(
                 be,
                 &i.tensor("dy")?,
-                &i.tensor("x")?,
-                &i.tensor("weight")?,
+                &i.operand("x", &g, dtype)?,
+                &i.operand("weight", &g, dtype)?,
                 &adapter,
                 &i.tensor("h")?,
                 i.scalar("scale")?,

@@ -366,11 +366,12 @@ pub fn check_refusals(be: &dyn Backend) -> Check {
     Ok("mixed operands and f32-only ops refused".into())
 }
 
-/// `lora_forward` with every operand in one 16-bit type (through the named interface, so the
-/// operands stay 16-bit on the device) against the float64 oracle on the same values:
-/// shared and per-particle `x`, K = 1 / r = 1 / M = 1, sizes past one tile, f32 and 16-bit
-/// bias. Returns the worst norm-wise error.
-pub fn check_lora_forward(be: &dyn Backend, seed: u64) -> std::result::Result<f64, String> {
+/// `lora_forward` or `lora_backward` (`op`) with `x`, `weight`, `lora_a`, `lora_b` in one
+/// 16-bit type (through the named interface, so they stay 16-bit on the device; `dy`, `h`
+/// f32) against the float64 oracle on the same values: shared and per-particle `x`,
+/// K = 1 / r = 1 / M = 1, sizes past one tile, f32 and 16-bit bias. Returns the worst
+/// norm-wise error.
+pub fn check_lora(be: &dyn Backend, op_name: &str, seed: u64) -> std::result::Result<f64, String> {
     use crate::host::{HostTensor, Named};
     let mut rng = Rng::new(seed);
     let mut worst = 0f64;
@@ -396,7 +397,15 @@ pub fn check_lora_forward(be: &dyn Backend, seed: u64) -> std::result::Result<f6
             named.insert("weight".into(), half(&[o, i], 1.0 / (i as f32).sqrt()));
             named.insert("lora_a".into(), half(&[k, r, i], 1.0 / (i as f32).sqrt()));
             named.insert("lora_b".into(), half(&[k, o, r], 1.0));
-            match bias {
+            let backward = op_name == "lora_backward";
+            if backward {
+                // dy and h are f32: widen fresh 16-bit draws' values (any f32 values do).
+                let dy = half(&[k, m, o], 1.0).to_f32();
+                let h = half(&[k, m, r], 1.0).to_f32();
+                named.insert("dy".into(), HostTensor::float(&[k, m, o], dy));
+                named.insert("h".into(), HostTensor::float(&[k, m, r], h));
+            }
+            match bias.filter(|_| !backward) {
                 Some(true) => {
                     named.insert("bias".into(), half(&[o], 1.0));
                 }

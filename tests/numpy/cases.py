@@ -84,6 +84,12 @@ def lora_cases(rng, s):
         ref = {kk: (rnd(v) if kk in ("x", "weight", "lora_a", "lora_b") else v) for kk, v in t.items()}
         out.append(Case("lora_forward", f"f32 file, --dtype {name}", t, args=["--dtype", name],
                         ref_tensors=ref))
+        bw = {kk: v for kk, v in t.items() if kk != "bias"}
+        bw["dy"], bw["h"] = n((3, s.m, s.o)).astype(np.float32), n((3, s.m, 4)).astype(np.float32)
+        ref = {kk: v for kk, v in ref.items() if kk != "bias"}
+        ref["dy"], ref["h"] = bw["dy"], bw["h"]
+        out.append(Case("lora_backward", f"f32 file, --dtype {name}", bw, args=["--dtype", name],
+                        ref_tensors=ref))
     return out
 
 
