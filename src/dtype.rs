@@ -17,8 +17,11 @@ use half::{bf16, f16};
 use std::fmt;
 use std::str::FromStr;
 
-/// The element type of a tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+/// The element type of a tensor (`"f32"`, `"bf16"`, `"f16"` in `run.json`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum DType {
     /// IEEE binary32: every op's compute and accumulation type.
     #[default]

@@ -59,6 +59,7 @@ fn settings(method: Method, cfg: &TrainConfig) -> StepSettings {
         seed: cfg.seed,
         prior_std: cfg.prior_std,
         bandwidth: cfg.bandwidth,
+        dtype: cfg.dtype,
     }
 }
 

@@ -13,6 +13,7 @@ mod rules;
 pub(crate) use rules::frozen_forward;
 
 use crate::backend::Backend;
+use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::tensor::Tensor;
 
@@ -78,6 +79,8 @@ enum Rule {
     Leaf,
     Lora {
         x: Var,
+        /// `x`'s value as the product took it (the tape's dtype).
+        x_in: Tensor,
         weight: Tensor,
         params: Tensor,
         slots: LoraSlots,
@@ -150,15 +153,57 @@ impl Grads {
 pub struct Tape<'be> {
     be: &'be dyn Backend,
     nodes: Vec<Node>,
+    dtype: DType,
+    /// 16-bit copies of parameter arenas made by this tape (source, copy), one per arena.
+    half_params: Vec<(Tensor, Tensor)>,
 }
 
 impl<'be> Tape<'be> {
-    /// An empty tape whose ops run on `be`.
+    /// An empty tape whose ops run on `be`, in f32.
     pub fn new(be: &'be dyn Backend) -> Self {
+        Self::with_dtype(be, DType::F32)
+    }
+
+    /// An empty tape whose frozen-weight products (LoRA layers and frozen layers) take
+    /// `dtype` operands, as PyTorch's autocast does: the layer input, `W0` and the adapters
+    /// are converted (`ops::cast`; the f32 parameter arena stays the master copy, converted
+    /// once per tape), the products accumulate in f32 and every output, gradient and the
+    /// optimizer stay f32. The backward takes the same 16-bit operands with the f32 upstream
+    /// gradient. Dense (fully trained) layers stay f32.
+    pub fn with_dtype(be: &'be dyn Backend, dtype: DType) -> Self {
         Tape {
             be,
             nodes: Vec::new(),
+            dtype,
+            half_params: Vec::new(),
         }
+    }
+
+    /// The dtype of the frozen-weight products ([`Tape::with_dtype`]).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// `t` in the tape's product dtype.
+    fn in_dtype(&self, t: &Tensor) -> Result<Tensor> {
+        crate::ops::cast(self.be, t, self.dtype)
+    }
+
+    /// The arena's parameters in the tape's product dtype, converted once per tape.
+    fn params_in_dtype(&mut self, params: &Tensor) -> Result<Tensor> {
+        if params.dtype() == self.dtype {
+            return Ok(params.clone());
+        }
+        if let Some((_, c)) = self
+            .half_params
+            .iter()
+            .find(|(s, _)| s.same_storage(params))
+        {
+            return Ok(c.clone());
+        }
+        let c = self.in_dtype(params)?;
+        self.half_params.push((params.clone(), c.clone()));
+        Ok(c)
     }
 
     /// The backend the tape's ops run on.
@@ -195,11 +240,23 @@ impl<'be> Tape<'be> {
         slots: LoraSlots,
         scale: f32,
     ) -> Result<Var> {
-        let out = rules::lora_forward(self.be, self.value(x), base, arena, slots, scale)?;
+        let x_in = self.in_dtype(self.value(x))?;
+        let weight = self.in_dtype(base.weight)?;
+        let params = self.params_in_dtype(arena.params)?;
+        let base = FrozenRef {
+            weight: &weight,
+            bias: base.bias,
+        };
+        let arena = Arena {
+            params: &params,
+            ..arena
+        };
+        let out = rules::lora_forward(self.be, &x_in, base, arena, slots, scale)?;
         let rule = Rule::Lora {
             x,
-            weight: base.weight.clone(),
-            params: arena.params.clone(),
+            x_in,
+            weight: weight.clone(),
+            params: params.clone(),
             slots,
             k: arena.k,
             d: arena.d,
@@ -225,12 +282,15 @@ impl<'be> Tape<'be> {
     /// A frozen linear layer without adapters: `y = x W0ᵀ + bias` over the last axis, `x`
     /// `[M, I]` or `[K, M, I]` (the output keeps the leading axes). No parameter gradient.
     pub fn frozen(&mut self, x: Var, base: FrozenRef) -> Result<Var> {
-        let y = rules::frozen_forward(self.be, self.value(x), base)?;
-        let needs = self.nodes[x.0].needs_grad;
-        let rule = Rule::Frozen {
-            x,
-            weight: base.weight.clone(),
+        let x_in = self.in_dtype(self.value(x))?;
+        let weight = self.in_dtype(base.weight)?;
+        let frozen = FrozenRef {
+            weight: &weight,
+            bias: base.bias,
         };
+        let y = rules::frozen_forward(self.be, &x_in, frozen)?;
+        let needs = self.nodes[x.0].needs_grad;
+        let rule = Rule::Frozen { x, weight };
         Ok(self.push(y, rule, needs))
     }
 
@@ -276,6 +336,7 @@ impl<'be> Tape<'be> {
                 Rule::Leaf => continue,
                 Rule::Lora {
                     x,
+                    x_in,
                     weight,
                     params,
                     slots,
@@ -290,9 +351,8 @@ impl<'be> Tape<'be> {
                         d: *d,
                     };
                     let need_dx = self.nodes[x.0].needs_grad;
-                    let xv = &self.nodes[x.0].value;
                     let dx = rules::lora_backward(
-                        be, &dy, xv, weight, arena, *slots, *scale, h, need_dx, grad,
+                        be, &dy, x_in, weight, arena, *slots, *scale, h, need_dx, grad,
                     )?;
                     (*x, dx)
                 }
@@ -328,7 +388,9 @@ impl<'be> Tape<'be> {
                     if !self.nodes[x.0].needs_grad {
                         continue;
                     }
-                    (*x, Some(rules::frozen_backward(be, &dy, weight)?))
+                    // dy is f32: the product takes the 16-bit weight's exact values.
+                    let w = crate::ops::cast(be, weight, DType::F32)?;
+                    (*x, Some(rules::frozen_backward(be, &dy, &w)?))
                 }
             };
             if let Some(dx) = dx {

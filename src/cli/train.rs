@@ -53,6 +53,12 @@ pub struct TrainArgs {
     /// Epochs of base pre-training. [default: 30]
     #[arg(long)]
     pretrain_epochs: Option<usize>,
+    /// f32 | bf16 | f16: operand dtype of the LoRA methods' products with the frozen
+    /// weights (mixed precision as PyTorch autocast: 16-bit layer inputs, W0 and adapters,
+    /// f32 accumulation, f32 master parameters, gradients, SVGD and AdamW; pre-training,
+    /// full_ensemble and evaluation stay f32). [default: f32]
+    #[arg(long)]
+    dtype: Option<bella::DType>,
     /// Comma list of methods: single_lora,bella_ensemble,bella_svgd,full_ensemble [default:
     /// all; on --resume, the methods the run trains, as run.json records them].
     #[arg(long, value_delimiter = ',')]
@@ -147,7 +153,8 @@ fn config(a: &TrainArgs) -> Result<TrainConfig> {
         b_init,
         prior_std,
         per_class,
-        pretrain_epochs
+        pretrain_epochs,
+        dtype
     );
     if a.bandwidth.is_some() {
         c.bandwidth = a.bandwidth;

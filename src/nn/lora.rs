@@ -213,8 +213,9 @@ impl Particles for LoraParticles {
         let n = self.slots.len();
         let mut h = x;
         for (l, slots) in self.slots.iter().enumerate() {
+            let weight = self.base.weight_in(tape.backend(), l, tape.dtype())?;
             let base = FrozenRef {
-                weight: &self.base.weights[l],
+                weight: &weight,
                 bias: self.base.biases[l].as_ref(),
             };
             h = match slots {

@@ -3,6 +3,7 @@
 
 use crate::autograd::Activation;
 use crate::backend::Backend;
+use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::ops;
 use crate::tensor::Tensor;
@@ -93,6 +94,8 @@ pub struct FrozenMlp {
     pub weights: Vec<Tensor>,
     /// Per layer, `bias [O]` on the device, if any.
     pub biases: Vec<Option<Tensor>>,
+    /// The weights converted to a 16-bit dtype, made once on first use ([`Self::weight_in`]).
+    converted: std::sync::Mutex<Vec<(DType, Vec<Tensor>)>>,
 }
 
 impl FrozenMlp {
@@ -114,7 +117,29 @@ impl FrozenMlp {
             spec,
             weights,
             biases,
+            converted: Default::default(),
         })
+    }
+
+    /// Layer `l`'s weight in `dtype`: the f32 weight itself, or its conversion (`ops::cast`)
+    /// made on first use and kept, so mixed-precision training converts the frozen weights
+    /// once per run, not once per step.
+    pub fn weight_in(&self, be: &dyn Backend, l: usize, dtype: DType) -> Result<Tensor> {
+        if dtype == DType::F32 {
+            return Ok(self.weights[l].clone());
+        }
+        let mut cache = self.converted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, ws)) = cache.iter().find(|(d, _)| *d == dtype) {
+            return Ok(ws[l].clone());
+        }
+        let ws = self
+            .weights
+            .iter()
+            .map(|w| ops::cast(be, w, dtype))
+            .collect::<Result<Vec<_>>>()?;
+        let w = ws[l].clone();
+        cache.push((dtype, ws));
+        Ok(w)
     }
 
     /// Logits `[M, C]` of the base alone for `x [M, I]`, with ops only (no adapters).

@@ -1,5 +1,6 @@
 //! The methods and the run configuration.
 
+use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +97,10 @@ pub struct TrainConfig {
     /// The layers that get adapters, by the base file's module names; empty: every layer.
     #[serde(default)]
     pub target_modules: Vec<String>,
+    /// The operand dtype of the LoRA methods' frozen-weight products (mixed precision,
+    /// [`Tape::with_dtype`](crate::autograd::Tape::with_dtype)); f32 everywhere else.
+    #[serde(default)]
+    pub dtype: DType,
 }
 
 impl Default for TrainConfig {
@@ -118,6 +123,7 @@ impl Default for TrainConfig {
             pretrain_epochs: 30,
             pretrain_lr: 1e-3,
             target_modules: Vec::new(),
+            dtype: DType::F32,
         }
     }
 }

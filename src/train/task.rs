@@ -139,6 +139,7 @@ pub(crate) fn settings(method: Method, cfg: &TrainConfig) -> StepSettings {
         seed: cfg.seed,
         prior_std: cfg.prior_std,
         bandwidth: cfg.bandwidth,
+        dtype: cfg.dtype,
     }
 }
 
@@ -174,6 +175,7 @@ pub fn pretrain(
         seed: cfg.seed ^ 0xBA5E,
         prior_std: cfg.prior_std,
         bandwidth: None,
+        dtype: crate::dtype::DType::F32,
     };
     let n = source.len().div_ceil(cfg.batch_size.min(source.len()));
     let pb = bar(quiet, (n * cfg.pretrain_epochs) as u64, "pretrain base");

@@ -6,6 +6,7 @@ use super::method::Method;
 use super::split::Split;
 use crate::autograd::Tape;
 use crate::backend::{AdamW, Backend};
+use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::nn::Particles;
 use crate::ops;
@@ -63,6 +64,8 @@ pub struct StepSettings {
     pub prior_std: f32,
     /// SVGD: RBF bandwidth; `None` = the median heuristic of `rbf_kernel`.
     pub bandwidth: Option<f32>,
+    /// The tape's product dtype ([`Tape::with_dtype`]).
+    pub dtype: DType,
 }
 
 /// Called after every completed epoch (checkpointing); gets the state and the epoch's mean loss.
@@ -118,7 +121,7 @@ pub fn train(
             } else {
                 vec![k, m, data.features]
             };
-            let mut tape = Tape::new(be);
+            let mut tape = Tape::with_dtype(be, set.dtype);
             let xv = tape.input(be.upload(&shape, &x)?, false);
             let logits = model.forward(&mut tape, xv, &state.arena)?;
             let loss = tape.softmax_xent(logits, &labels)?;
