@@ -251,7 +251,7 @@ fn cublas_anchor(_: &Arc<dyn Backend>, _: &Budget, _: Scale) -> Result<Compariso
 }
 
 /// The tensor-core GEMMs (bf16, f16) against the f32 matmul of the same shape, on a CUDA
-/// backend of their own (they need its concrete type: they are not ops yet).
+/// backend of their own (the launch function on its concrete type, no op layer in between).
 #[cfg(feature = "cuda")]
 fn tensor_core_comparisons(budget: &Budget, scale: Scale) -> Result<Vec<Comparison>> {
     use crate::backend::ptx::gemm_mma::HalfType;

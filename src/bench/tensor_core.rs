@@ -1,6 +1,6 @@
 //! The tensor-core GEMM (`gemm_mma_bf16` / `gemm_mma_f16` of kernels/matmul.ptx) as a case of
-//! its own. It is not an op yet (tensors are f32; a dtype on tensors is issue 14's next
-//! step), so the case holds the concrete PTX backend: `bella profile --op gemm_mma_bf16`
+//! its own, the launch function on the concrete PTX backend (no op layer in between; the op
+//! `matmul` reaches the same kernel for bf16/f16 `a · bᵀ`): `bella profile --op gemm_mma_bf16`
 //! counts it on the simulator, and `bella bench` on cuda times it beside the f32 GEMM of
 //! the same shape (`tensor_core_vs_f32_gemm`).
 

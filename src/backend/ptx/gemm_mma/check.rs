@@ -1,6 +1,6 @@
 //! The tensor-core GEMM against a float64 loop over its rounded inputs, on any driver: what
-//! `bella doctor` runs on cuda and ptx-sim (the kernel is not an op yet, so the op table of
-//! the doctor does not reach it). The unit tests (`tests.rs`) cover more shapes and modes.
+//! `bella doctor` runs on cuda and ptx-sim on the kernel itself, at a shape past its tiles
+//! (the op-level 16-bit matmul rows reach it through `ops::matmul` too). The unit tests (`tests.rs`) cover more shapes and modes.
 
 use super::{gemm_mma, pack_half, HalfType, MmaGemm};
 use crate::backend::ptx::driver::Driver;
