@@ -3,6 +3,7 @@
 //! `bella bench` and `benches/ops.rs` (criterion) use the same list.
 
 use crate::backend::{AdamW, Backend, BackendKind};
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::ops::{self, Adapter};
 use crate::rng::Rng;
@@ -168,6 +169,16 @@ impl LoraShape {
             bytes: F32 * (read + write),
         }
     }
+    /// [`Self::forward_work`] with `x`, `W`, `A`, `B` in `dtype` (outputs f32).
+    pub fn forward_work_in(&self, dtype: DType) -> Work {
+        let (k, i, o, r) = (self.k as f64, self.i as f64, self.o as f64, self.r as f64);
+        let operands = self.x_rows() as f64 * i + o * i + k * (r * i + o * r);
+        let w = self.forward_work();
+        Work {
+            bytes: w.bytes - (F32 - dtype.size_bytes() as f64) * operands,
+            ..w
+        }
+    }
     /// `g = dy B`, `dB = s dyᵀ h`, `dA = s gᵀ x`, `dx = dy W + s g A` (summed for a shared x).
     pub fn backward_work(&self) -> Work {
         let (k, m, i, o, r) = (
@@ -186,6 +197,16 @@ impl LoraShape {
             bytes: F32 * (read + write),
         }
     }
+    /// [`Self::backward_work`] with `x`, `W`, `A`, `B` in `dtype` (`dy`, `h`, outputs f32).
+    pub fn backward_work_in(&self, dtype: DType) -> Work {
+        let (k, i, o, r) = (self.k as f64, self.i as f64, self.o as f64, self.r as f64);
+        let operands = self.x_rows() as f64 * i + o * i + k * (r * i + o * r);
+        let w = self.backward_work();
+        Work {
+            bytes: w.bytes - (F32 - dtype.size_bytes() as f64) * operands,
+            ..w
+        }
+    }
 }
 
 /// Inputs of one LoRA layer on the device.
@@ -198,6 +219,18 @@ pub struct LoraInputs {
 }
 
 impl LoraInputs {
+    /// [`Self::random`] with `x`, `weight`, `lora_a`, `lora_b` converted to `dtype` on the
+    /// device.
+    pub fn random_in(be: &dyn Backend, rng: &mut Rng, s: &LoraShape, dtype: DType) -> Result<Self> {
+        let f = Self::random(be, rng, s)?;
+        Ok(LoraInputs {
+            x: ops::cast(be, &f.x, dtype)?,
+            weight: ops::cast(be, &f.weight, dtype)?,
+            lora_a: ops::cast(be, &f.lora_a, dtype)?,
+            lora_b: ops::cast(be, &f.lora_b, dtype)?,
+            scale: f.scale,
+        })
+    }
     pub fn random(be: &dyn Backend, rng: &mut Rng, s: &LoraShape) -> Result<Self> {
         let x_shape = if s.x_shared {
             vec![s.m, s.i]
@@ -217,14 +250,22 @@ impl LoraInputs {
     }
 }
 
-fn lora_forward_case(s: LoraShape) -> OpCase {
+/// The shape label, with the operands' dtype when it is not f32.
+fn label_in(label: String, dtype: DType) -> String {
+    match dtype {
+        DType::F32 => label,
+        d => format!("{label} {d}"),
+    }
+}
+
+fn lora_forward_case(s: LoraShape, dtype: DType) -> OpCase {
     OpCase {
         op: "lora_forward",
-        shape: s.label(),
-        work: s.forward_work(),
+        shape: label_in(s.label(), dtype),
+        work: s.forward_work_in(dtype),
         single_submission: true,
         build: Box::new(move |be, rng| {
-            let inp = LoraInputs::random(be.as_ref(), rng, &s)?;
+            let inp = LoraInputs::random_in(be.as_ref(), rng, &s, dtype)?;
             let be = be.clone();
             Ok(Box::new(move || {
                 let ad = inp.adapter()?;
@@ -234,14 +275,14 @@ fn lora_forward_case(s: LoraShape) -> OpCase {
     }
 }
 
-fn lora_backward_case(s: LoraShape) -> OpCase {
+fn lora_backward_case(s: LoraShape, dtype: DType) -> OpCase {
     OpCase {
         op: "lora_backward",
-        shape: s.label(),
-        work: s.backward_work(),
+        shape: label_in(s.label(), dtype),
+        work: s.backward_work_in(dtype),
         single_submission: true,
         build: Box::new(move |be, rng| {
-            let inp = LoraInputs::random(be.as_ref(), rng, &s)?;
+            let inp = LoraInputs::random_in(be.as_ref(), rng, &s, dtype)?;
             let dy = random(be.as_ref(), rng, &[s.k, s.m, s.o], 1.0)?;
             let h = random(be.as_ref(), rng, &[s.k, s.m, s.r], 1.0)?;
             // The training form: gradients land in a [K, rI + Or] arena.
@@ -281,13 +322,22 @@ fn lora_backward_case(s: LoraShape) -> OpCase {
 /// `c = a bᵀ` for `batch` blocks of `a [m, inner]` and one shared `b [n, inner]`: the dense
 /// ensemble forward (`x_k W_kᵀ` without adapters).
 pub fn matmul_case(batch: usize, m: usize, n: usize, inner: usize) -> OpCase {
+    matmul_case_in(batch, m, n, inner, DType::F32)
+}
+
+/// [`matmul_case`] with `a` and `b` in `dtype` (converted on the device; `c` f32).
+pub fn matmul_case_in(batch: usize, m: usize, n: usize, inner: usize, dtype: DType) -> OpCase {
     let (bf, mf, nf, kf) = (batch as f64, m as f64, n as f64, inner as f64);
+    let operand_bytes = dtype.size_bytes() as f64;
     OpCase {
         op: "matmul",
-        shape: format!("Kb={batch} m={m} n={n} inner={inner} trans_b"),
+        shape: label_in(
+            format!("Kb={batch} m={m} n={n} inner={inner} trans_b"),
+            dtype,
+        ),
         work: Work {
             flops: 2.0 * bf * mf * nf * kf,
-            bytes: F32 * (bf * mf * kf + nf * kf + bf * mf * nf),
+            bytes: operand_bytes * (bf * mf * kf + nf * kf) + F32 * bf * mf * nf,
         },
         single_submission: true,
         build: Box::new(move |be, rng| {
@@ -296,8 +346,16 @@ pub fn matmul_case(batch: usize, m: usize, n: usize, inner: usize) -> OpCase {
             } else {
                 vec![batch, m, inner]
             };
-            let a = random(be.as_ref(), rng, &a_shape, 1.0)?;
-            let b = random(be.as_ref(), rng, &[n, inner], 1.0)?;
+            let a = ops::cast(
+                be.as_ref(),
+                &random(be.as_ref(), rng, &a_shape, 1.0)?,
+                dtype,
+            )?;
+            let b = ops::cast(
+                be.as_ref(),
+                &random(be.as_ref(), rng, &[n, inner], 1.0)?,
+                dtype,
+            )?;
             let be = be.clone();
             Ok(Box::new(move || {
                 ops::matmul(be.as_ref(), &a, &b, false, true, 1.0).map(drop)
@@ -560,8 +618,20 @@ pub fn target_svgd_shape(scale: Scale) -> (usize, usize) {
     }
 }
 
+/// The ops `bella bench --dtype bf16|f16` times (those that take 16-bit operands).
+pub const HALF_OPS: [&str; 3] = ["lora_forward", "lora_backward", "matmul"];
+
 /// Every case of `op` at this scale (`quick`: smaller shapes where they take long).
 pub fn cases(op: &str, scale: Scale, quick: bool) -> Vec<OpCase> {
+    cases_in(op, scale, quick, DType::F32)
+}
+
+/// [`cases`] with the 16-bit-capable ops' operands in `dtype` ([`HALF_OPS`]; no case of
+/// another op for a 16-bit dtype).
+pub fn cases_in(op: &str, scale: Scale, quick: bool, dtype: DType) -> Vec<OpCase> {
+    if dtype.is_half() && !HALF_OPS.contains(&op) {
+        return Vec::new();
+    }
     let lora = |shared| {
         let mut s = target_lora_shape(scale, shared);
         if quick && scale == Scale::Cpu {
@@ -584,16 +654,16 @@ pub fn cases(op: &str, scale: Scale, quick: bool) -> Vec<OpCase> {
     };
     match op {
         "lora_forward" => vec![
-            lora_forward_case(lora(true)),
-            lora_forward_case(lora(false)),
+            lora_forward_case(lora(true), dtype),
+            lora_forward_case(lora(false), dtype),
         ],
         "lora_backward" => vec![
-            lora_backward_case(lora(true)),
-            lora_backward_case(lora(false)),
+            lora_backward_case(lora(true), dtype),
+            lora_backward_case(lora(false), dtype),
         ],
         "matmul" => {
             let s = lora(true);
-            vec![matmul_case(s.k, s.m, s.o, s.i)]
+            vec![matmul_case_in(s.k, s.m, s.o, s.i, dtype)]
         }
         "pairwise_sqdist" | "rbf_kernel" | "svgd_direction" | "svgd_step" | "svgd_step_fused" => {
             let op = BENCH_OPS

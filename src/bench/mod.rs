@@ -25,6 +25,7 @@ pub mod tensor_core;
 pub mod timer;
 
 use crate::backend::{self, Backend, BackendKind};
+use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::rng::Rng;
 use baselines::Comparison;
@@ -46,6 +47,9 @@ pub struct Options {
     pub scale: Option<Scale>,
     /// The command line, recorded in the report.
     pub command: String,
+    /// The operand dtype of the ops that take 16-bit operands ([`cases::HALF_OPS`]); with
+    /// bf16/f16 only those are timed.
+    pub dtype: DType,
 }
 
 impl Options {
@@ -146,7 +150,7 @@ fn run_backend(
     let wall = WallClock::new(be.clone());
     let device_clock = op_timer(be);
     for op in &opts.ops {
-        for case in cases::cases(op, scale, opts.quick) {
+        for case in cases::cases_in(op, scale, opts.quick, opts.dtype) {
             let mut body = case.prepare(be, &mut rng)?;
             let timer: &dyn Timer = if case.single_submission {
                 device_clock.as_ref()
@@ -176,7 +180,9 @@ fn run_backend(
 
     let cpu_targets = kind == BackendKind::Cpu;
     let t = |v: f64| cpu_targets.then_some(v);
-    if opts.wants("lora_forward") {
+    // The comparisons are f32 baselines (the tensor-core one pairs both dtypes itself).
+    let f32_run = opts.dtype == DType::F32;
+    if opts.wants("lora_forward") && f32_run {
         for shared in [true, false] {
             let shape = cases::target_lora_shape(scale, shared);
             let targets = if shared {
@@ -207,7 +213,7 @@ fn run_backend(
                 .push(format!("tensor-core GEMM not measured: {e}")),
         }
     }
-    if opts.wants("svgd_step") {
+    if opts.wants("svgd_step") && f32_run {
         let (k, d) = cases::target_svgd_shape(scale);
         let c = baselines::svgd_step_vs_floor(
             be,

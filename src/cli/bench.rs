@@ -33,6 +33,11 @@ pub struct BenchArgs {
     /// hardware wgpu adapter, cpu on the CPU, small on the simulator and lavapipe).
     #[arg(long)]
     scale: Option<String>,
+    /// f32 | bf16 | f16: the operands of matmul, lora_forward and lora_backward (their outputs
+    /// f32); with bf16/f16 only those ops run. On PTX the 16-bit matmul `a · bᵀ` is the
+    /// tensor-core kernel; the rest widens its operands on the device. [default: f32]
+    #[arg(long, default_value = "f32")]
+    dtype: bella::DType,
 }
 
 fn backends(spec: &str) -> Result<Vec<BackendKind>> {
@@ -56,6 +61,7 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         seed: a.seed.unwrap_or_else(Rng::fresh_seed),
         scale,
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        dtype: a.dtype,
     };
     opts.check()?;
     if opts.backends.is_empty() {
