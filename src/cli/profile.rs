@@ -30,6 +30,10 @@ pub struct ProfileArgs {
     /// The particle count K of the SVGD cases (default: `bella bench`'s); D stays the scale's.
     #[arg(long, value_name = "K")]
     particles: Option<usize>,
+    /// f32 | bf16 | f16: the operands of matmul, lora_forward and lora_backward (as `bella
+    /// bench --dtype`); with bf16/f16 only those run, modelled against the `mma.sync` peak.
+    #[arg(long, default_value = "f32")]
+    dtype: bella::DType,
     /// Write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<String>,
@@ -75,6 +79,7 @@ pub fn run(a: ProfileArgs) -> Result<i32> {
         return Err(BellaError::invalid("--particles is at least 1"));
     }
     opts.particles = a.particles;
+    opts.dtype = a.dtype;
     println!(
         "bella profile{} — counted on the PTX simulator; times are modelled from public peaks (A100, H100 SXM, H200), not measured",
         if a.quick { " --quick" } else { "" }

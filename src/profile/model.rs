@@ -43,7 +43,8 @@ sampled launch each buffer's sampled distinct sectors scaled to the grid and cap
 buffer's size, an estimate, marked ~); op = sum \
 of its launches; no launch latency, occupancy not modelled; \
 roofline_pct = max(useful FLOPs / FP32 peak (the mma.sync tensor peak for the tensor-core \
-GEMMs gemm_mma_*), minimum bytes / DRAM bandwidth) / modelled op time";
+GEMMs gemm_mma_* and for ops on 16-bit operands, --dtype bf16/f16), minimum bytes / DRAM \
+bandwidth) / modelled op time";
 
 /// What the model needs of one launch's counters (scaled to the whole grid when sampled).
 #[derive(Clone, Copy, Debug, Default, Serialize)]

@@ -8,7 +8,7 @@ use super::ptxas::{KernelInfo, Ptxas};
 use super::{SAMPLE_BUDGET_INST, SIM_MAX_BYTES, SIM_MAX_FLOPS};
 use crate::backend::ptx_sim::profile::{Class, Counters, LaunchProfile, Sample};
 use crate::backend::ptx_sim::{ProfileOptions, Profiler};
-use crate::bench::cases::{cases, matmul_case, OpCase, Scale, BENCH_OPS};
+use crate::bench::cases::{cases_in, matmul_case_in, OpCase, Scale, BENCH_OPS};
 use crate::bench::tensor_core::{self, gemm_mma_case, half_type};
 use crate::error::{BellaError, Result};
 use crate::rng::Rng;
@@ -149,6 +149,9 @@ pub struct Options {
     pub budget_inst: u64,
     /// the particle count of the SVGD cases (None: `bella bench`'s)
     pub particles: Option<usize>,
+    /// the operand dtype of the ops that take 16-bit operands (`bella bench --dtype`); with
+    /// bf16/f16 those are modelled against the card's `mma.sync` peak
+    pub dtype: crate::dtype::DType,
 }
 
 impl Options {
@@ -163,6 +166,7 @@ impl Options {
             max_ctas: None,
             budget_inst: SAMPLE_BUDGET_INST,
             particles: None,
+            dtype: crate::dtype::DType::F32,
         }
     }
 }
@@ -313,7 +317,7 @@ fn profile_case(
         .iter()
         .map(|c| {
             let ls: Vec<&LaunchModelled> = launches.iter().map(|l| &l.modelled[c.key]).collect();
-            let peak = if half_type(case.op).is_some() {
+            let peak = if half_type(case.op).is_some() || opts.dtype.is_half() {
                 FlopPeak::MmaSync
             } else {
                 FlopPeak::Fp32
@@ -349,7 +353,13 @@ fn profile_case(
 
 /// The cases of `op` profiled at `scale`: `bella bench`'s, plus at `--scale gpu` the single
 /// 4096³ GEMM of issue 11's targets next to bench's batched one.
-pub fn profile_cases(op: &str, scale: Scale, quick: bool, particles: Option<usize>) -> Vec<OpCase> {
+pub fn profile_cases(
+    op: &str,
+    scale: Scale,
+    quick: bool,
+    particles: Option<usize>,
+    dtype: crate::dtype::DType,
+) -> Vec<OpCase> {
     const SVGD_OPS: [&str; 5] = [
         "pairwise_sqdist",
         "rbf_kernel",
@@ -366,9 +376,9 @@ pub fn profile_cases(op: &str, scale: Scale, quick: bool, particles: Option<usiz
         };
         return vec![crate::bench::cases::svgd_case(svgd_op, k, d)];
     }
-    let mut v = cases(op, scale, quick);
+    let mut v = cases_in(op, scale, quick, dtype);
     if op == "matmul" && scale == Scale::Gpu {
-        v.push(matmul_case(1, 4096, 4096, 4096));
+        v.push(matmul_case_in(1, 4096, 4096, 4096, dtype));
     }
     v
 }
@@ -439,7 +449,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
                 dtype,
                 tensor_core::size(opts.scale),
             )],
-            None => profile_cases(op, opts.scale, opts.quick, opts.particles),
+            None => profile_cases(op, opts.scale, opts.quick, opts.particles, opts.dtype),
         };
         let be: Arc<dyn crate::Backend> = be.clone();
         for case in cases {
