@@ -100,7 +100,9 @@ fn words(offset: usize, bits: &[u16]) -> Vec<f32> {
 }
 
 fn run(dtype: DType, c: &Case, module: Option<&str>) -> Outcome {
-    let be = PtxBackend::new(SimDriver::new()).expect("simulator loads kernels/");
+    // 2 SMs: a grid of at most 2 CTAs (1 per SM), so multi-tile shapes loop over tiles
+    // (tile += nctaid.x) whatever this machine's core count
+    let be = PtxBackend::new(SimDriver::with_sm_count(2)).expect("simulator loads kernels/");
     if let Some(text) = module {
         be.driver().load_module("planted", text).expect("loads");
     }
