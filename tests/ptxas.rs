@@ -118,8 +118,12 @@ fn every_kernel_assembles_for_sm80_and_sm90_without_spills() {
 /// targets sm_80 with `.version 7.8`.
 #[test]
 fn kernel_files_declare_the_launched_entries() {
-    let expected: [(&str, &[&str]); 7] = [
+    let expected: [(&str, &[&str]); 8] = [
         ("lora.ptx", &["lora_forward"]),
+        (
+            "lora_mma.ptx",
+            &["lora_forward_mma_bf16", "lora_forward_mma_f16"],
+        ),
         (
             "matmul.ptx",
             &["gemm_tiled", "gemm_tiled_128", "gemm_narrow_splitk"],

@@ -113,6 +113,8 @@ pub fn check(e: &Entry, run: &Run) -> bool {
         "gemm_mma_bf16" => gemm_mma(&c, HalfType::Bf16),
         "gemm_mma_f16" => gemm_mma(&c, HalfType::F16),
         "lora_forward" | "lora_forward_64x32" => lora_forward_y_shared_x(&c),
+        "lora_forward_mma_bf16" => lora_forward_mma(&c, HalfType::Bf16),
+        "lora_forward_mma_f16" => lora_forward_mma(&c, HalfType::F16),
         "cast_f32_to_bf16" => cast_narrow(&c, DType::BF16),
         "cast_f32_to_f16" => cast_narrow(&c, DType::F16),
         "cast_bf16_to_f32" => cast_widen(&c, DType::BF16),
@@ -354,6 +356,30 @@ fn lora_forward_y_shared_x(c: &Case) {
                     .map(|rr| h[(p * m + row) * r + rr] * b[p * b_ps + col * r + rr])
                     .sum();
                 want[(p * m + row) * o + col] = base + bias[col] + scale * rank;
+            }
+        }
+    }
+    c.expect("p_y", &want, 1e-5);
+}
+
+/// y_k = x W^T (+ bias) + s h_k B_k^T with x, W, B 16-bit (packed) and h f32, shared x.
+fn lora_forward_mma(c: &Case, t: HalfType) {
+    let (m, o, i, r, k) = (c.u("p_m"), c.u("p_o"), c.u("p_i"), c.u("p_r"), c.u("p_k"));
+    let (b_ps, scale, flags) = (c.u("p_b_ps"), c.f("p_scale"), c.u("p_flags"));
+    let (x, w, b) = (c.bits("p_x"), c.bits("p_w"), c.bits("p_b"));
+    let (bias, h) = (c.input("p_bias"), c.input("p_h"));
+    let mut want = vec![0.0; k * m * o];
+    for p in 0..k {
+        for row in 0..m {
+            for col in 0..o {
+                let base: f64 = (0..i)
+                    .map(|q| half_at(t, &x, row * i + q) * half_at(t, &w, col * i + q))
+                    .sum();
+                let rank: f64 = (0..r)
+                    .map(|q| h[(p * m + row) * r + q] * half_at(t, &b, p * b_ps + col * r + q))
+                    .sum();
+                let bv = if flags & 1 != 0 { bias[col] } else { 0.0 };
+                want[(p * m + row) * o + col] = base + bv + scale * rank;
             }
         }
     }

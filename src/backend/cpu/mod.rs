@@ -5,6 +5,7 @@
 //! parallel with rayon.
 
 mod activation;
+mod cast;
 mod gemm;
 mod lora;
 mod matmul;
@@ -277,5 +278,8 @@ impl Backend for CpuBackend {
     ) -> Result<Tensor> {
         let out = activation::zip(data(x)?, data(y)?, |a, b| alpha * a + beta * b);
         tensor(x.shape(), out)
+    }
+    unsafe fn cast_unchecked(&self, x: &Tensor, to: crate::dtype::DType) -> Result<Tensor> {
+        cast::cast(x, to)
     }
 }

@@ -14,6 +14,7 @@ mod cast;
 mod gemm;
 pub mod gemm_mma;
 mod lora;
+pub mod lora_mma;
 mod modules;
 mod optim;
 mod softmax;

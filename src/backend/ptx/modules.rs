@@ -10,9 +10,10 @@ pub const OPTIM: &str = "optim";
 pub const ACTIVATION: &str = "activation";
 pub const SOFTMAX: &str = "softmax";
 pub const CAST: &str = "cast";
+pub const LORA_MMA: &str = "lora_mma";
 
 /// Every module, loaded once when the backend is created.
-pub const MODULES: [(&str, &str); 7] = [
+pub const MODULES: [(&str, &str); 8] = [
     (LORA, include_str!("../../../kernels/lora.ptx")),
     (MATMUL, include_str!("../../../kernels/matmul.ptx")),
     (SVGD, include_str!("../../../kernels/svgd.ptx")),
@@ -20,6 +21,7 @@ pub const MODULES: [(&str, &str); 7] = [
     (ACTIVATION, include_str!("../../../kernels/activation.ptx")),
     (SOFTMAX, include_str!("../../../kernels/softmax.ptx")),
     (CAST, include_str!("../../../kernels/cast.ptx")),
+    (LORA_MMA, include_str!("../../../kernels/lora_mma.ptx")),
 ];
 
 /// Every kernel is written for 256-thread blocks (`.maxntid 256, 1, 1`).

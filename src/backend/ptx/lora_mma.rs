@@ -1,0 +1,182 @@
+//! `lora_forward_mma_bf16` / `lora_forward_mma_f16` (kernels/lora_mma.ptx): the tensor-core
+//! fused LoRA forward for a shared x, all K particles in one launch:
+//!
+//! `y_k[M, O] (f32) = x[M, I] · W[O, I]ᵀ (+ bias[O]) + s · h_k[M, r] · B_k[O, r]ᵀ`, k < K.
+//!
+//! x, W and B are bf16 or f16 in bella's packed storage (two per 32-bit word, element `2i`
+//! in the low half: `crate::dtype`), h, bias and y are f32. The base product `x Wᵀ` runs
+//! gemm_mma's mainloop once per 128 × 128 output tile; the rank term of every particle is an
+//! mma epilogue on top of it, with h split into two 16-bit terms (hi + lo) so that it keeps
+//! about 16 significant bits (see the kernel's header).
+//!
+//! **Not wired into the ops yet**: `ops::lora_forward` still runs `lora_forward`; the
+//! integrator decides where this one takes over (shared x, 16-bit weights).
+
+use super::driver::{Driver, Param};
+use super::modules::{grid_1d, u32_of, LORA_MMA};
+use super::{ptr_at, PtxBackend};
+use crate::cards::{occupancy, SM_LIMITS};
+use crate::dtype::DType;
+use crate::error::{BellaError, Result};
+
+use super::modules::BLOCK;
+
+/// One launch. Offsets of the 16-bit operands are in 32-bit words (x and W: multiples of 4,
+/// 16-byte aligned rows), of the f32 operands in floats.
+pub struct LoraMma<'a, B> {
+    /// the format of x, W and B ([`DType::BF16`] or [`DType::F16`]; selects the kernel)
+    pub dtype: DType,
+    /// rows of x and of each y_k
+    pub m: usize,
+    /// rows of W and B_k, columns of y_k
+    pub o: usize,
+    /// the inner dimension of x Wᵀ: at least 8 and a multiple of 8
+    pub i: usize,
+    /// the rank r (≥ 1)
+    pub r: usize,
+    /// particles K (≥ 1)
+    pub k: usize,
+    /// x `[m, i]`, packed
+    pub x: &'a B,
+    /// words before x's first element (a multiple of 4)
+    pub x_offset: usize,
+    /// W `[o, i]`, packed
+    pub w: &'a B,
+    /// words before W's first element (a multiple of 4)
+    pub w_offset: usize,
+    /// `Some((buffer, float offset))`: bias `[o]`, f32; `None`: no bias (not read)
+    pub bias: Option<(&'a B, usize)>,
+    /// h `[k, m, r]`, f32
+    pub h: &'a B,
+    /// floats before h's first element
+    pub h_offset: usize,
+    /// B_k `[o, r]` at element `k · b_ps` from `b_offset`, packed
+    pub b: &'a B,
+    /// words before B_0's first element
+    pub b_offset: usize,
+    /// 16-bit elements between the starts of B_k and B_k+1 (any; usually ≥ o·r)
+    pub b_ps: usize,
+    /// y `[k, m, o]`, f32
+    pub y: &'a B,
+    /// floats before y's first element
+    pub y_offset: usize,
+    /// the LoRA scale s
+    pub scale: f32,
+}
+
+/// Output tile of one CTA (square).
+pub const TILE: usize = 128;
+/// Registers per thread, the larger of ptxas' sm_80 (248) and sm_90 (247) reports.
+pub const REGS: u32 = 248;
+/// Static shared memory per CTA (gemm_mma's 3 stages).
+pub const SMEM: u32 = 49152;
+
+/// The kernel entry for `dtype`.
+pub fn kernel(dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::BF16 => Ok("lora_forward_mma_bf16"),
+        DType::F16 => Ok("lora_forward_mma_f16"),
+        DType::F32 => Err(BellaError::invalid(
+            "lora_forward_mma: x, W and B must be bf16 or f16, not f32",
+        )),
+    }
+}
+
+/// CTAs resident per SM on both sm_80 and sm_90 (1: registers), the grid's CTAs per SM.
+pub fn blocks_per_sm() -> u32 {
+    SM_LIMITS
+        .iter()
+        .map(|l| occupancy(l, BLOCK, Some(REGS), SMEM).blocks_per_sm)
+        .min()
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Launch `l` on `be` (the `lora_mma` module).
+pub fn lora_forward_mma<D: Driver>(be: &PtxBackend<D>, l: &LoraMma<'_, D::Buf>) -> Result<()> {
+    launch_in(be, LORA_MMA, l)
+}
+
+/// Launch `l` with the kernel of `module` (tests load altered copies under other names).
+pub(crate) fn launch_in<D: Driver>(
+    be: &PtxBackend<D>,
+    module: &str,
+    l: &LoraMma<'_, D::Buf>,
+) -> Result<()> {
+    let name = kernel(l.dtype)?;
+    check(be.driver(), name, l)?;
+    let tiles = l.m.div_ceil(TILE) * l.o.div_ceil(TILE);
+    u32_of(name, "tile count", tiles)?;
+    // without a bias the pointer is not read; pass y's so that every argument is a buffer
+    let (bias_buf, bias_offset) = l.bias.unwrap_or((l.y, l.y_offset));
+    let params = vec![
+        ("p_y", ptr_at(l.y, l.y_offset)),
+        ("p_x", ptr_at(l.x, l.x_offset)),
+        ("p_w", ptr_at(l.w, l.w_offset)),
+        ("p_bias", ptr_at(bias_buf, bias_offset)),
+        ("p_h", ptr_at(l.h, l.h_offset)),
+        ("p_b", ptr_at(l.b, l.b_offset)),
+        ("p_m", Param::U32(u32_of(name, "m", l.m)?)),
+        ("p_o", Param::U32(u32_of(name, "o", l.o)?)),
+        ("p_i", Param::U32(u32_of(name, "i", l.i)?)),
+        ("p_r", Param::U32(u32_of(name, "r", l.r)?)),
+        ("p_k", Param::U32(u32_of(name, "k", l.k)?)),
+        ("p_b_ps", Param::U32(u32_of(name, "b_ps", l.b_ps)?)),
+        ("p_scale", Param::F32(l.scale)),
+        ("p_flags", Param::U32(u32::from(l.bias.is_some()))),
+    ];
+    let grid = grid_1d(be.props(), tiles, blocks_per_sm());
+    be.launch_named(module, name, grid, params)
+}
+
+/// The kernel's preconditions, as errors naming it.
+fn check<D: Driver>(d: &D, name: &str, l: &LoraMma<'_, D::Buf>) -> Result<()> {
+    let bad = |msg: String| Err(BellaError::invalid(format!("{name}: {msg}")));
+    if l.m == 0 || l.o == 0 || l.r == 0 || l.k == 0 {
+        return bad(format!(
+            "empty shape m = {}, o = {}, r = {}, k = {} (all must be >= 1)",
+            l.m, l.o, l.r, l.k
+        ));
+    }
+    if l.i < 8 || l.i % 8 != 0 {
+        return bad(format!(
+            "i = {} must be a positive multiple of 8 (x and W rows are copied in 16-byte cp.async chunks)",
+            l.i
+        ));
+    }
+    if l.x_offset % 4 != 0 || l.w_offset % 4 != 0 {
+        return bad(format!(
+            "x and W offsets {} and {} words must be multiples of 4 (16-byte aligned rows)",
+            l.x_offset, l.w_offset
+        ));
+    }
+    // every element index the kernel forms (u32 arithmetic) must fit
+    u32_of(name, "m·i", l.m * l.i)?;
+    u32_of(name, "o·i", l.o * l.i)?;
+    u32_of(name, "k·m·r", l.k * l.m * l.r)?;
+    u32_of(name, "k·m·o", l.k * l.m * l.o)?;
+    let b_elems = (l.k - 1) * l.b_ps + l.o * l.r;
+    u32_of(name, "(k-1)·b_ps + o·r", b_elems)?;
+    let mut need = vec![
+        ("x", l.x, l.x_offset, l.m * l.i / 2),
+        ("W", l.w, l.w_offset, l.o * l.i / 2),
+        ("h", l.h, l.h_offset, l.k * l.m * l.r),
+        ("B", l.b, l.b_offset, b_elems.div_ceil(2)),
+        ("y", l.y, l.y_offset, l.k * l.m * l.o),
+    ];
+    if let Some((bias, offset)) = l.bias {
+        need.push(("bias", bias, offset, l.o));
+    }
+    for (what, buf, offset, words) in need {
+        let len = d.buf_len(buf);
+        if offset + words > len {
+            return bad(format!(
+                "{what} needs {words} words at offset {offset}, the buffer has {len}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(all(test, feature = "ptx-sim"))]
+mod tests;

@@ -1,0 +1,421 @@
+//! The tensor-core LoRA forward on the PTX simulator against a float64 loop over the exact
+//! 16-bit x, W, B and the f32 h: minimal, edge, odd-rank and multi-step-rank shapes, bias,
+//! offsets and a strided B; y outside the output untouched; planted bugs (a swapped B
+//! fragment, the lo term of the split dropped) caught; the two entries' texts in step;
+//! preconditions refused.
+use super::*;
+use crate::backend::ptx::modules::MODULES;
+use crate::backend::ptx_sim::SimDriver;
+use crate::dtype::pack_bits;
+use crate::rng::Rng;
+
+const TYPES: [DType; 2] = [DType::BF16, DType::F16];
+
+fn text() -> &'static str {
+    MODULES.iter().find(|(n, _)| *n == LORA_MMA).unwrap().1
+}
+
+/// The text of entry `name` in `src`: from its `.visible .entry` line to the closing `}`.
+fn entry_text<'s>(src: &'s str, name: &str) -> &'s str {
+    let start = src
+        .find(&format!(".visible .entry {name}("))
+        .expect("entry");
+    let end = start + src[start..].find("\n}\n").expect("entry end") + 3;
+    &src[start..end]
+}
+
+#[derive(Clone, Copy)]
+struct Case {
+    m: usize,
+    o: usize,
+    i: usize,
+    r: usize,
+    k: usize,
+    bias: bool,
+    /// words in front of x (a multiple of 4), h, B and y; extra elements between B_k blocks
+    x_offset: usize,
+    h_offset: usize,
+    b_offset: usize,
+    b_gap: usize,
+    y_offset: usize,
+}
+
+fn case(m: usize, o: usize, i: usize, r: usize, k: usize) -> Case {
+    Case {
+        m,
+        o,
+        i,
+        r,
+        k,
+        bias: false,
+        x_offset: 0,
+        h_offset: 0,
+        b_offset: 0,
+        b_gap: 0,
+        y_offset: 0,
+    }
+}
+
+/// The kernel's output, the float64 reference and each element's error bound.
+struct Outcome {
+    got: Vec<f32>,
+    want: Vec<f64>,
+    bound: Vec<f64>,
+}
+
+impl Outcome {
+    /// Indices of elements outside their bound (a NaN counts as outside).
+    fn bad(&self) -> Vec<usize> {
+        (0..self.got.len())
+            .filter(|&i| {
+                let e = (self.got[i] as f64 - self.want[i]).abs();
+                e.is_nan() || e > self.bound[i]
+            })
+            .collect()
+    }
+
+    /// ‖got − want‖₂ / ‖want‖₂.
+    fn rel_norm(&self) -> f64 {
+        let (mut d, mut w) = (0f64, 0f64);
+        for (g, r) in self.got.iter().zip(&self.want) {
+            d += (*g as f64 - r).powi(2);
+            w += r * r;
+        }
+        (d / w.max(1e-300)).sqrt()
+    }
+}
+
+/// Values rounded to `dtype` (their bits and exact values).
+fn halves(dtype: DType, v: &[f32]) -> (Vec<u16>, Vec<f64>) {
+    let bits: Vec<u16> = v.iter().map(|&x| dtype.round_bits(x)).collect();
+    let vals = bits.iter().map(|&b| dtype.widen_bits(b) as f64).collect();
+    (bits, vals)
+}
+
+/// Packed words of `bits` after `offset` zero words.
+fn words(offset: usize, bits: &[u16]) -> Vec<f32> {
+    let mut w = vec![0f32; offset];
+    w.extend(pack_bits(bits).into_iter().map(f32::from_bits));
+    w
+}
+
+fn run(dtype: DType, c: &Case, module: Option<&str>) -> Outcome {
+    // 2 SMs: a grid of at most 2 CTAs (1 per SM), so multi-tile shapes loop over tiles
+    // (tile += nctaid.x) whatever this machine's core count
+    let be = PtxBackend::new(SimDriver::with_sm_count(2)).expect("simulator loads kernels/");
+    if let Some(text) = module {
+        be.driver().load_module("planted", text).expect("loads");
+    }
+    let mut rng = Rng::new(Rng::fresh_seed());
+    let (m, o, i, r, k) = (c.m, c.o, c.i, c.r, c.k);
+    let b_ps = o * r + c.b_gap;
+    let (xb, x) = halves(dtype, &rng.normal_vec(m * i));
+    let (wb, w) = halves(dtype, &rng.normal_vec(o * i));
+    // B: k blocks of o·r elements b_ps apart (the gaps hold other values, never read)
+    let (bb, b) = halves(dtype, &rng.normal_vec((k - 1) * b_ps + o * r));
+    // h: full f32 mantissas (the split has work to do), scale not a power of two
+    let h: Vec<f32> = rng.normal_vec(k * m * r);
+    let bias: Vec<f32> = rng.normal_vec(o);
+    let scale = 0.3f32;
+    let d = be.driver();
+    let mut h_words = vec![0f32; c.h_offset];
+    h_words.extend(&h);
+    // y: NaN before, inside (written in full) and after the output
+    let tail = 5;
+    let y0 = vec![f32::NAN; c.y_offset + k * m * o + tail];
+    let (xbuf, wbuf, hbuf, bbuf, biasbuf, ybuf) = (
+        d.upload(&words(c.x_offset, &xb)).unwrap(),
+        d.upload(&words(0, &wb)).unwrap(),
+        d.upload(&h_words).unwrap(),
+        d.upload(&words(c.b_offset, &bb)).unwrap(),
+        d.upload(&bias).unwrap(),
+        d.upload(&y0).unwrap(),
+    );
+    let l = LoraMma {
+        dtype,
+        m,
+        o,
+        i,
+        r,
+        k,
+        x: &xbuf,
+        x_offset: c.x_offset,
+        w: &wbuf,
+        w_offset: 0,
+        bias: c.bias.then_some((&biasbuf, 0)),
+        h: &hbuf,
+        h_offset: c.h_offset,
+        b: &bbuf,
+        b_offset: c.b_offset,
+        b_ps,
+        y: &ybuf,
+        y_offset: c.y_offset,
+        scale,
+    };
+    match module {
+        Some(_) => launch_in(&be, "planted", &l),
+        None => lora_forward_mma(&be, &l),
+    }
+    .expect("the kernel runs");
+    let out = d.download(&ybuf, y0.len()).unwrap();
+    let n = k * m * o;
+    assert!(
+        out[..c.y_offset].iter().all(|v| v.is_nan())
+            && out[c.y_offset + n..].iter().all(|v| v.is_nan()),
+        "y outside the output was written"
+    );
+    let eps = f64::powi(2.0, -24);
+    // the split keeps 16 (bf16) / 19 (f16) significant bits of s·h; f16's subnormals
+    // cost at most 2^-24 absolute per element
+    let (split, sub) = match dtype {
+        DType::BF16 => (f64::powi(2.0, -16), 0.0),
+        _ => (f64::powi(2.0, -19), f64::powi(2.0, -24)),
+    };
+    let (mut want, mut bound) = (Vec::new(), Vec::new());
+    let s = scale as f64;
+    for p in 0..k {
+        for row in 0..m {
+            for col in 0..o {
+                let (mut base, mut base_abs) = (0f64, 0f64);
+                for q in 0..i {
+                    let v = x[row * i + q] * w[col * i + q];
+                    base += v;
+                    base_abs += v.abs();
+                }
+                let (mut rank, mut rank_abs, mut b_abs) = (0f64, 0f64, 0f64);
+                for q in 0..r {
+                    let bv = b[p * b_ps + col * r + q];
+                    let v = h[(p * m + row) * r + q] as f64 * bv;
+                    rank += v;
+                    rank_abs += v.abs();
+                    b_abs += bv.abs();
+                }
+                let bv = if c.bias { bias[col] as f64 } else { 0.0 };
+                want.push(base + bv + s * rank);
+                // f32 accumulation: one rounding per mma (i/16 base, 2 per k16 step of r),
+                // the bias add and s·h, of partial sums bounded by the sum of magnitudes
+                // (a factor 2 of slack); plus the split's error on the rank term
+                let steps = i as f64 / 16.0 + 2.0 * r.div_ceil(16) as f64 + 5.0;
+                let mag = base_abs + bv.abs() + s * rank_abs;
+                bound.push(
+                    2.0 * eps * steps * mag
+                        + 2.0 * split * s * rank_abs
+                        + 2.0 * sub * b_abs
+                        + 1e-30,
+                );
+            }
+        }
+    }
+    Outcome {
+        got: out[c.y_offset..c.y_offset + n].to_vec(),
+        want,
+        bound,
+    }
+}
+
+fn check(dtype: DType, c: &Case) {
+    let o = run(dtype, c, None);
+    let bad = o.bad();
+    let shape = format!(
+        "{dtype:?} m {} o {} i {} r {} k {}",
+        c.m, c.o, c.i, c.r, c.k
+    );
+    assert!(
+        bad.is_empty(),
+        "{shape}: {} elements off, first at {} ({} vs {}, bound {})",
+        bad.len(),
+        bad[0],
+        o.got[bad[0]],
+        o.want[bad[0]],
+        o.bound[bad[0]]
+    );
+    let rel = o.rel_norm();
+    assert!(rel <= 1e-6, "{shape}: relative error {rel}");
+}
+
+#[test]
+fn minimal_shape() {
+    for dtype in TYPES {
+        check(dtype, &case(1, 1, 8, 1, 1));
+    }
+}
+
+#[test]
+fn edge_tiles_odd_rank_three_particles_with_bias_and_offsets() {
+    for dtype in TYPES {
+        check(
+            dtype,
+            &Case {
+                bias: true,
+                x_offset: 4,
+                h_offset: 3,
+                b_offset: 1,
+                b_gap: 3,
+                y_offset: 3,
+                ..case(130, 129, 40, 5, 3)
+            },
+        );
+    }
+}
+
+#[test]
+fn rank_16_wide_output() {
+    for dtype in TYPES {
+        check(dtype, &case(19, 257, 24, 16, 2));
+    }
+}
+
+#[test]
+fn rank_24_two_k16_steps_tall_output() {
+    for dtype in TYPES {
+        check(
+            dtype,
+            &Case {
+                bias: true,
+                ..case(257, 17, 64, 24, 1)
+            },
+        );
+    }
+}
+
+/// The planted text must fail the check, the unaltered text (loaded the same way) pass.
+fn caught(planted_entry: impl Fn(&str) -> String, c: &Case, what: &str) {
+    let src = text();
+    let entry = entry_text(src, "lora_forward_mma_bf16");
+    let planted = planted_entry(entry);
+    assert_ne!(entry, planted, "{what}: the plant changed nothing");
+    let o = run(DType::BF16, c, Some(&src.replace(entry, &planted)));
+    assert!(!o.bad().is_empty(), "{what} went unnoticed");
+    let o = run(DType::BF16, c, Some(src));
+    assert!(o.bad().is_empty());
+}
+
+#[test]
+fn a_swapped_b_fragment_in_the_rank_update_is_caught() {
+    // the rank mma of m16 tile 0, n8 tile 0 take {b0, b1} as {b1, b0}: ranks 0-7 and 8-15
+    // trade places
+    caught(
+        |e| e.replace("{%fb0, %fb1}, {%u0,", "{%fb1, %fb0}, {%u0,"),
+        &case(32, 16, 16, 5, 2),
+        "the swap",
+    );
+}
+
+#[test]
+fn a_dropped_lo_term_is_caught() {
+    // lo := 0: s·h rounded once to bf16 (8 significant bits)
+    caught(
+        |e| {
+            e.replace(
+                "sub.rn.f32 %hv0, %hv0, %vp0;",
+                "sub.rn.f32 %hv0, %hv0, %hv0;",
+            )
+            .replace(
+                "sub.rn.f32 %hv1, %hv1, %vp1;",
+                "sub.rn.f32 %hv1, %hv1, %hv1;",
+            )
+        },
+        &case(32, 16, 16, 5, 2),
+        "the dropped lo",
+    );
+}
+
+#[test]
+fn the_f16_entry_is_the_bf16_entry_with_its_type_replaced() {
+    let src = text();
+    let bf = entry_text(src, "lora_forward_mma_bf16");
+    assert_eq!(
+        bf.replace("bf16", "f16"),
+        entry_text(src, "lora_forward_mma_f16")
+    );
+}
+
+#[test]
+fn preconditions_are_refused() {
+    let be = PtxBackend::new(SimDriver::new()).unwrap();
+    let buf = be.driver().alloc_zeroed(4096).unwrap();
+    let l = |dtype: DType, i: usize, x_offset: usize| LoraMma {
+        dtype,
+        m: 4,
+        o: 4,
+        i,
+        r: 2,
+        k: 2,
+        x: &buf,
+        x_offset,
+        w: &buf,
+        w_offset: 0,
+        bias: None,
+        h: &buf,
+        h_offset: 0,
+        b: &buf,
+        b_offset: 0,
+        b_ps: 8,
+        y: &buf,
+        y_offset: 0,
+        scale: 1.0,
+    };
+    for i in [4, 12] {
+        let e = lora_forward_mma(&be, &l(DType::F16, i, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lora_forward_mma_f16") && e.contains("multiple of 8"),
+            "{e}"
+        );
+    }
+    let e = lora_forward_mma(&be, &l(DType::BF16, 16, 2))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lora_forward_mma_bf16") && e.contains("multiples of 4"),
+        "{e}"
+    );
+    let e = lora_forward_mma(&be, &l(DType::F32, 16, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bf16 or f16"), "{e}");
+    let e = lora_forward_mma(
+        &be,
+        &LoraMma {
+            m: 1024,
+            ..l(DType::BF16, 16, 0)
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("x needs"), "{e}");
+    let e = lora_forward_mma(
+        &be,
+        &LoraMma {
+            r: 0,
+            ..l(DType::BF16, 16, 0)
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("empty shape"), "{e}");
+}
+
+/// The registers and shared memory the grid is sized from are ptxas' (when installed).
+#[test]
+fn resources_match_ptxas() {
+    // 248 registers: 1 CTA of 256 threads per SM
+    assert_eq!(blocks_per_sm(), 1);
+    let mut ptxas = crate::profile::ptxas::Ptxas::new();
+    if !ptxas.available() {
+        println!("notice: ptxas not found; skipping");
+        return;
+    }
+    for dtype in TYPES {
+        let mut regs = 0;
+        for arch in ["sm_80", "sm_90"] {
+            let info = ptxas
+                .info(LORA_MMA, kernel(dtype).unwrap(), arch)
+                .expect("ptxas assembles lora_mma.ptx");
+            regs = regs.max(info.registers);
+            assert_eq!(info.smem, SMEM, "{dtype:?} {arch} shared memory");
+        }
+        assert_eq!(regs, REGS, "{dtype:?} registers (max of sm_80, sm_90)");
+    }
+}
