@@ -9,15 +9,19 @@
 //! mma epilogue on top of it, with h split into two 16-bit terms (hi + lo) so that it keeps
 //! about 16 significant bits (see the kernel's header).
 //!
-//! **Not wired into the ops yet**: `ops::lora_forward` still runs `lora_forward`; the
-//! integrator decides where this one takes over (shared x, 16-bit weights).
+//! **In the ops**: `ops::lora_forward` on PTX runs it for a shared 16-bit `x` where it
+//! [`covers`] the case ([`forward`]: h by `gemm_mma`, one launch per particle, then this
+//! kernel); other 16-bit cases widen their operands on the device.
 
 use super::driver::{Driver, Param};
+use super::gemm_mma::{gemm_mma, HalfType, MmaGemm};
 use super::modules::{grid_1d, u32_of, LORA_MMA};
 use super::{ptr_at, PtxBackend};
+use crate::backend::LoraForwardArgs;
 use crate::cards::{occupancy, SM_LIMITS};
 use crate::dtype::DType;
 use crate::error::{BellaError, Result};
+use crate::tensor::Tensor;
 
 use super::modules::BLOCK;
 
@@ -176,6 +180,91 @@ fn check<D: Driver>(d: &D, name: &str, l: &LoraMma<'_, D::Buf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether [`forward`] computes this 16-bit `lora_forward`: a shared `x`, I a multiple of
+/// 8, `lora_a` blocks 16-byte aligned (element offset and stride multiples of 8, for the h
+/// GEMMs), `lora_b` at an even element offset (B_k is addressed from a word).
+pub(crate) fn covers(args: &LoraForwardArgs) -> bool {
+    let d = args.dims;
+    d.x_shared
+        && d.i % 8 == 0
+        && args.a.offset % 8 == 0
+        && args.a.stride % 8 == 0
+        && args.b.offset % 2 == 0
+}
+
+/// `ops::lora_forward` on 16-bit operands with a shared `x` (the caller checked [`covers`]
+/// and the op's checks): `h_k = x A_kᵀ` by the tensor-core GEMM (one `gemm_mma` launch per
+/// particle, into `h [K, M, r]`), then `y` by [`lora_forward_mma`] in one launch.
+pub(crate) fn forward<D: Driver>(
+    be: &PtxBackend<D>,
+    args: &LoraForwardArgs,
+) -> Result<(Tensor, Tensor)> {
+    let d = args.dims;
+    let dtype = args.x.dtype();
+    let half = match dtype {
+        DType::BF16 => HalfType::Bf16,
+        DType::F16 => HalfType::F16,
+        DType::F32 => return Err(BellaError::invalid("lora_forward_mma: f32 operands")),
+    };
+    let h = be.storage(d.k * d.m * d.r)?;
+    let y = be.storage(d.k * d.m * d.o)?;
+    let (x, w) = (be.buf(args.x)?, be.buf(args.weight)?);
+    let (a, b) = (be.buf(args.a.tensor)?, be.buf(args.b.tensor)?);
+    for k in 0..d.k {
+        gemm_mma(
+            be,
+            &MmaGemm {
+                dtype: half,
+                m: d.m,
+                n: d.r,
+                k: d.i,
+                a: x,
+                a_offset: 0,
+                b: a,
+                b_offset: (args.a.offset + k * args.a.stride) / 2,
+                c: &h.buf,
+                c_offset: k * d.m * d.r,
+                alpha: 1.0,
+                beta: None,
+            },
+        )?;
+    }
+    // a 16-bit bias is widened (O values)
+    let bias = match args.bias {
+        Some(t) if t.dtype().is_half() => Some(super::cast::cast(be, t, DType::F32)?),
+        other => other.cloned(),
+    };
+    let bias_buf = bias.as_ref().map(|t| be.buf(t)).transpose()?;
+    lora_forward_mma(
+        be,
+        &LoraMma {
+            dtype,
+            m: d.m,
+            o: d.o,
+            i: d.i,
+            r: d.r,
+            k: d.k,
+            x,
+            x_offset: 0,
+            w,
+            w_offset: 0,
+            bias: bias_buf.map(|b| (b, 0)),
+            h: &h.buf,
+            h_offset: 0,
+            b,
+            b_offset: args.b.offset / 2,
+            b_ps: args.b.stride,
+            y: &y.buf,
+            y_offset: 0,
+            scale: args.scale,
+        },
+    )?;
+    Ok((
+        be.tensor(&[d.k, d.m, d.o], y)?,
+        be.tensor(&[d.k, d.m, d.r], h)?,
+    ))
 }
 
 #[cfg(all(test, feature = "ptx-sim"))]

@@ -227,6 +227,18 @@ impl<D: Driver> Backend for PtxBackend<D> {
         gemm::matmul(self, args, out)
     }
 
+    unsafe fn lora_forward_half_unchecked(
+        &self,
+        args: &LoraForwardArgs,
+    ) -> Result<(Tensor, Tensor)> {
+        if lora_mma::covers(args) {
+            lora_mma::forward(self, args)
+        } else {
+            // SAFETY: the caller's contract is this function's.
+            unsafe { crate::backend::lora_forward_half_widened(self, args) }
+        }
+    }
+
     unsafe fn cast_unchecked(&self, x: &Tensor, to: DType) -> Result<Tensor> {
         cast::cast(self, x, to)
     }
