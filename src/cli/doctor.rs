@@ -119,7 +119,8 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
 /// The bf16/f16 checks of `bella::testing::half` on `be`, one row each; returns the failures.
 fn half_precision_rows(be: &dyn bella::Backend, seed: u64) -> usize {
     use bella::testing::half;
-    let rows: [(&str, Box<dyn Fn() -> std::result::Result<String, String>>); 5] = [
+    type Row<'a> = (&'a str, Box<dyn Fn() -> half::Check + 'a>);
+    let rows: [Row; 5] = [
         (
             "cast",
             Box::new(|| {

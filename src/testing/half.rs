@@ -292,7 +292,8 @@ pub fn check_product(
                 let g = got[k * p.m * p.n + i * p.n + j] as f64;
                 // f32 accumulation in any order, the scale and the final rounding
                 let bound = 2.0 * 2f64.powi(-24) * (p.inner as f64 + 3.0) * abs + 1e-30;
-                if !((g - want).abs() <= bound) {
+                let within = (g - want).abs() <= bound; // false for NaN too
+                if !within {
                     return fail(format!(
                         "{d} {p:?}: c[{k}, {i}, {j}] = {g}, float64 {want} (bound {bound:e})"
                     ));
@@ -303,7 +304,8 @@ pub fn check_product(
         }
     }
     let norm = (err2 / ref2.max(1e-300)).sqrt();
-    if !(norm <= 1e-6) {
+    let within = norm <= 1e-6; // false for NaN too
+    if !within {
         return fail(format!("{d} {p:?}: norm-wise error {norm:e} > 1e-6"));
     }
     Ok(norm)

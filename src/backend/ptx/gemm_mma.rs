@@ -8,8 +8,8 @@
 //! bits of word `i`, element `2i + 1` in the high 16 bits (the bit pattern, not a value;
 //! [`pack_half`] builds such a buffer from f32 values). C is an ordinary f32 buffer.
 //!
-//! **In the ops**: `ops::matmul` with bf16/f16 operands runs it where it [`covers`] the
-//! case ([`matmul`]: `a · bᵀ`, K a multiple of 8, 16-byte aligned blocks), one launch per
+//! **In the ops**: `ops::matmul` with bf16/f16 operands runs it where it `covers` the
+//! case (`matmul`: `a · bᵀ`, K a multiple of 8, 16-byte aligned blocks), one launch per
 //! batch block; other half-precision products widen on the device. The tests below run it
 //! on the PTX simulator, `bella profile` models it at 4096³, and `bella doctor` checks it on
 //! cuda and ptx-sim ([`check`]).
@@ -189,8 +189,12 @@ fn check<D: Driver>(d: &D, g: &MmaGemm<'_, D::Buf>) -> Result<()> {
 /// (`trans_a` false, `trans_b` true: both operands K-contiguous), K a multiple of 8, and
 /// every operand block starting 16-byte aligned (element offset and stride multiples of 8).
 pub(crate) fn covers(args: &MatmulArgs) -> bool {
-    let aligned = |v: &Strided| v.offset % 8 == 0 && v.stride % 8 == 0;
-    !args.trans_a && args.trans_b && args.inner % 8 == 0 && aligned(&args.a) && aligned(&args.b)
+    let aligned = |v: &Strided| v.offset.is_multiple_of(8) && v.stride.is_multiple_of(8);
+    !args.trans_a
+        && args.trans_b
+        && args.inner.is_multiple_of(8)
+        && aligned(&args.a)
+        && aligned(&args.b)
 }
 
 /// `matmul` of bf16/f16 operands on tensor cores, one `gemm_mma_*` launch per batch block

@@ -10,7 +10,7 @@
 //! about 16 significant bits (see the kernel's header).
 //!
 //! **In the ops**: `ops::lora_forward` on PTX runs it for a shared 16-bit `x` where it
-//! [`covers`] the case ([`forward`]: h by `gemm_mma`, one launch per particle, then this
+//! `covers` the case (`forward`: h by `gemm_mma`, one launch per particle, then this
 //! kernel); other 16-bit cases widen their operands on the device.
 
 use super::driver::{Driver, Param};
@@ -188,10 +188,10 @@ fn check<D: Driver>(d: &D, name: &str, l: &LoraMma<'_, D::Buf>) -> Result<()> {
 pub(crate) fn covers(args: &LoraForwardArgs) -> bool {
     let d = args.dims;
     d.x_shared
-        && d.i % 8 == 0
-        && args.a.offset % 8 == 0
-        && args.a.stride % 8 == 0
-        && args.b.offset % 2 == 0
+        && d.i.is_multiple_of(8)
+        && args.a.offset.is_multiple_of(8)
+        && args.a.stride.is_multiple_of(8)
+        && args.b.offset.is_multiple_of(2)
 }
 
 /// `ops::lora_forward` on 16-bit operands with a shared `x` (the caller checked [`covers`]
