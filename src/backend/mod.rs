@@ -557,30 +557,8 @@ pub trait Backend: Send + Sync {
         args: &LoraBackwardArgs,
         grads: GradTargets<'_>,
     ) -> Result<Option<Tensor>> {
-        // SAFETY: the caller's contract; widened tensors keep the element counts.
-        unsafe {
-            let wide = |t: &Tensor| self.cast_unchecked(t, DType::F32);
-            let (x, w, a) = (wide(args.x)?, wide(args.weight)?, wide(args.a.tensor)?);
-            let b = if args.b.tensor.same_storage(args.a.tensor) {
-                a.clone()
-            } else {
-                wide(args.b.tensor)?
-            };
-            let f32_args = LoraBackwardArgs {
-                x: &x,
-                weight: &w,
-                a: Strided {
-                    tensor: &a,
-                    ..args.a
-                },
-                b: Strided {
-                    tensor: &b,
-                    ..args.b
-                },
-                ..*args
-            };
-            self.lora_backward_unchecked(&f32_args, grads)
-        }
+        // SAFETY: the caller's contract is this function's.
+        unsafe { lora_backward_half_widened(self, args, grads) }
     }
     /// # Safety
     /// As [`Backend::lora_forward_unchecked`].
@@ -761,6 +739,41 @@ pub(crate) unsafe fn svgd_step_two_ops<B: Backend + ?Sized>(
     }
 }
 
+/// `t` widened to f32 on the device (itself if it is f32).
+///
+/// # Safety
+/// `t` is on `be` (the op's checks passed).
+unsafe fn widened<B: Backend + ?Sized>(be: &B, t: &Tensor) -> Result<Tensor> {
+    match t.dtype() {
+        DType::F32 => Ok(t.clone()),
+        // SAFETY: the caller's contract.
+        _ => unsafe { be.cast_unchecked(t, DType::F32) },
+    }
+}
+
+/// The two operand views `a`, `b` over widened copies of their tensors (one copy when they
+/// share a storage, as `lora_a` and `lora_b` in one arena do); views keep their offsets and
+/// strides, which the element counts keep valid.
+///
+/// # Safety
+/// As [`widened`].
+unsafe fn widened_pair<B: Backend + ?Sized>(
+    be: &B,
+    a: &Strided,
+    b: &Strided,
+) -> Result<(Tensor, Tensor)> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let wa = widened(be, a.tensor)?;
+        let wb = if b.tensor.same_storage(a.tensor) {
+            wa.clone()
+        } else {
+            widened(be, b.tensor)?
+        };
+        Ok((wa, wb))
+    }
+}
+
 /// `matmul` of bf16/f16 operands by widening both on the device and running the f32 kernel:
 /// the default of [`Backend::matmul_half_unchecked`], and the fallback of a backend whose
 /// 16-bit kernel does not cover the case.
@@ -772,15 +785,9 @@ pub(crate) unsafe fn matmul_half_widened<B: Backend + ?Sized>(
     args: &MatmulArgs,
     out: &mut Tensor,
 ) -> Result<()> {
-    // SAFETY: the caller's contract; the widened tensors have the operands' element counts,
-    // so the checked views still fit.
+    // SAFETY: the caller's contract; the widened views still fit.
     unsafe {
-        let a = be.cast_unchecked(args.a.tensor, DType::F32)?;
-        let b = if args.b.tensor.same_storage(args.a.tensor) {
-            a.clone()
-        } else {
-            be.cast_unchecked(args.b.tensor, DType::F32)?
-        };
+        let (a, b) = widened_pair(be, &args.a, &args.b)?;
         let wide = MatmulArgs {
             a: Strided {
                 tensor: &a,
@@ -806,24 +813,11 @@ pub(crate) unsafe fn lora_forward_half_widened<B: Backend + ?Sized>(
     be: &B,
     args: &LoraForwardArgs,
 ) -> Result<(Tensor, Tensor)> {
-    // SAFETY: the caller's contract; widened tensors keep the element counts, so the
-    // checked views still fit. lora_a and lora_b in one arena are widened once.
+    // SAFETY: the caller's contract; the widened views still fit.
     unsafe {
-        let wide = |t: &Tensor| -> Result<Tensor> {
-            match t.dtype() {
-                DType::F32 => Ok(t.clone()),
-                _ => be.cast_unchecked(t, DType::F32),
-            }
-        };
-        let x = wide(args.x)?;
-        let w = wide(args.weight)?;
-        let a = wide(args.a.tensor)?;
-        let b = if args.b.tensor.same_storage(args.a.tensor) {
-            a.clone()
-        } else {
-            wide(args.b.tensor)?
-        };
-        let bias = args.bias.map(wide).transpose()?;
+        let (x, w) = (widened(be, args.x)?, widened(be, args.weight)?);
+        let (a, b) = widened_pair(be, &args.a, &args.b)?;
+        let bias = args.bias.map(|t| widened(be, t)).transpose()?;
         let f32_args = LoraForwardArgs {
             x: &x,
             weight: &w,
@@ -839,6 +833,37 @@ pub(crate) unsafe fn lora_forward_half_widened<B: Backend + ?Sized>(
             ..*args
         };
         be.lora_forward_unchecked(&f32_args)
+    }
+}
+
+/// `lora_backward` of 16-bit operands by widening them on the device and running the f32
+/// kernels: the default of [`Backend::lora_backward_half_unchecked`].
+///
+/// # Safety
+/// As [`Backend::lora_forward_unchecked`].
+pub(crate) unsafe fn lora_backward_half_widened<B: Backend + ?Sized>(
+    be: &B,
+    args: &LoraBackwardArgs,
+    grads: GradTargets<'_>,
+) -> Result<Option<Tensor>> {
+    // SAFETY: the caller's contract; the widened views still fit.
+    unsafe {
+        let (x, w) = (widened(be, args.x)?, widened(be, args.weight)?);
+        let (a, b) = widened_pair(be, &args.a, &args.b)?;
+        let f32_args = LoraBackwardArgs {
+            x: &x,
+            weight: &w,
+            a: Strided {
+                tensor: &a,
+                ..args.a
+            },
+            b: Strided {
+                tensor: &b,
+                ..args.b
+            },
+            ..*args
+        };
+        be.lora_backward_unchecked(&f32_args, grads)
     }
 }
 
