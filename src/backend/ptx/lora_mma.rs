@@ -6,8 +6,8 @@
 //! x, W and B are bf16 or f16 in bella's packed storage (two per 32-bit word, element `2i`
 //! in the low half: `crate::dtype`), h, bias and y are f32. The base product `x Wᵀ` runs
 //! gemm_mma's mainloop once per 128 × 128 output tile; the rank term of every particle is an
-//! mma epilogue on top of it, with h split into two 16-bit terms (hi + lo) so that it keeps
-//! about 16 significant bits (see the kernel's header).
+//! mma epilogue on top of it, with `s·h` split exactly into three 16-bit terms (hi + mid +
+//! lo, three mma per k16 step) so that the rank term is f32 math (see the kernel's header).
 //!
 //! **In the ops**: `ops::lora_forward` on PTX runs it for a shared 16-bit `x` where it
 //! `covers` the case (`forward`: h by `gemm_mma`, one launch per particle, then this
@@ -70,8 +70,8 @@ pub struct LoraMma<'a, B> {
 
 /// Output tile of one CTA (square).
 pub const TILE: usize = 128;
-/// Registers per thread, the larger of ptxas' sm_80 (248) and sm_90 (247) reports.
-pub const REGS: u32 = 248;
+/// Registers per thread, the larger of ptxas' sm_80 (246) and sm_90 (249) reports.
+pub const REGS: u32 = 249;
 /// Static shared memory per CTA (gemm_mma's 3 stages).
 pub const SMEM: u32 = 49152;
 
