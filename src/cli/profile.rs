@@ -34,6 +34,9 @@ pub struct ProfileArgs {
     /// bench --dtype`); with bf16/f16 only those run, modelled against the `mma.sync` peak.
     #[arg(long, default_value = "f32")]
     dtype: bella::DType,
+    /// Only the cases whose shape label contains TEXT (e.g. "shared x", "per-particle x").
+    #[arg(long, value_name = "TEXT")]
+    shape: Option<String>,
     /// Write the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<String>,
@@ -80,6 +83,7 @@ pub fn run(a: ProfileArgs) -> Result<i32> {
     }
     opts.particles = a.particles;
     opts.dtype = a.dtype;
+    opts.shape_filter = a.shape.clone();
     println!(
         "bella profile{} — counted on the PTX simulator; times are modelled from public peaks (A100, H100 SXM, H200), not measured",
         if a.quick { " --quick" } else { "" }

@@ -152,6 +152,8 @@ pub struct Options {
     /// the operand dtype of the ops that take 16-bit operands (`bella bench --dtype`); with
     /// bf16/f16 those are modelled against the card's `mma.sync` peak
     pub dtype: crate::dtype::DType,
+    /// only the cases whose shape label contains this text (e.g. `shared x`)
+    pub shape_filter: Option<String>,
 }
 
 impl Options {
@@ -167,6 +169,7 @@ impl Options {
             budget_inst: SAMPLE_BUDGET_INST,
             particles: None,
             dtype: crate::dtype::DType::F32,
+            shape_filter: None,
         }
     }
 }
@@ -452,7 +455,12 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             None => profile_cases(op, opts.scale, opts.quick, opts.particles, opts.dtype),
         };
         let be: Arc<dyn crate::Backend> = be.clone();
-        for case in cases {
+        let wanted = |c: &OpCase| {
+            opts.shape_filter
+                .as_ref()
+                .is_none_or(|f| c.shape.contains(f))
+        };
+        for case in cases.into_iter().filter(wanted) {
             let p = profile_case(&case, opts, &be, &prof, &mut rng, &mut ptxas)?;
             for line in table(&p) {
                 progress(&line);
