@@ -106,12 +106,15 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * b.abs().max(1e-6)
 }
 
-/// Every method, a few epochs: parameters and loss curve as the CPU's.
-fn parameters_match_cpu(kind: BackendKind) {
+/// Every method, a few epochs: parameters and loss curve as the CPU's (products in
+/// `dtype`: with bf16 the LoRA methods train in mixed precision on both sides, the same
+/// 16-bit operands, so the drift is f32 accumulation's as before; on ptx-sim the shared-x
+/// LoRA forward of bella_svgd runs the tensor-core kernels).
+fn parameters_match_cpu(kind: BackendKind, dtype: bella::DType) {
     let Some(be) = backend_for_test(kind) else {
         return;
     };
-    let cfg = tiny();
+    let cfg = TrainConfig { dtype, ..tiny() };
     let task = digits_task(cfg.per_class).unwrap();
     let cpu = CpuBackend::new();
     for method in Method::ALL {
@@ -220,7 +223,12 @@ fn report_matches_cpu(kind: BackendKind) {
 
 #[test]
 fn wgpu_parameters_match_cpu() {
-    parameters_match_cpu(BackendKind::Wgpu);
+    parameters_match_cpu(BackendKind::Wgpu, bella::DType::F32);
+}
+
+#[test]
+fn wgpu_bf16_parameters_match_cpu() {
+    parameters_match_cpu(BackendKind::Wgpu, bella::DType::BF16);
 }
 
 #[test]
@@ -230,7 +238,12 @@ fn wgpu_report_matches_cpu() {
 
 #[test]
 fn ptx_sim_parameters_match_cpu() {
-    parameters_match_cpu(BackendKind::PtxSim);
+    parameters_match_cpu(BackendKind::PtxSim, bella::DType::F32);
+}
+
+#[test]
+fn ptx_sim_bf16_parameters_match_cpu() {
+    parameters_match_cpu(BackendKind::PtxSim, bella::DType::BF16);
 }
 
 #[test]
