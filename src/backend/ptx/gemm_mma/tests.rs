@@ -156,7 +156,9 @@ fn run(dtype: HalfType, c: &Case, module: Option<&str>) -> Outcome {
     }
     Outcome {
         // in (i, j) order, as the reference
-        got: (0..m * n).map(|x| out[c.c_offset + at(x / n, x % n)]).collect(),
+        got: (0..m * n)
+            .map(|x| out[c.c_offset + at(x / n, x % n)])
+            .collect(),
         want,
         bound,
     }
