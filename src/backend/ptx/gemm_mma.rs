@@ -108,7 +108,7 @@ pub struct MmaGemm<'a, B> {
 
 /// Output tile of one CTA (square).
 pub const TILE: usize = 128;
-/// Registers per thread, the larger of ptxas' sm_80 (122) and sm_90 (120) reports.
+/// Registers per thread, the larger of ptxas' sm_80 (122) and sm_90 (121) reports.
 pub const REGS: u32 = 122;
 /// Static shared memory per CTA: 3 stages × (A + B) × 128 rows × 64 bytes.
 pub const SMEM: u32 = 49152;
