@@ -72,6 +72,7 @@ pub fn gemm_mma_case<D: Driver>(be: Arc<PtxBackend<D>>, dtype: HalfType, n: usiz
                         c_offset: 0,
                         alpha: 1.0,
                         beta: None,
+                        c_block: None,
                     },
                 )
             }))

@@ -98,11 +98,17 @@ pub struct MmaGemm<'a, B> {
     pub alpha: f32,
     /// `Some(beta)`: add `beta · C` (C is read); `None`: overwrite C (C is not read).
     pub beta: Option<f32>,
+    /// C's layout: `None`, row-major `[m, n]`; `Some(blk)`, blocked `[n / blk, m, blk]`
+    /// (element `(row, col)` at word `((col / blk) · m + row) · blk + col % blk`: the column
+    /// blocks of width `blk` stored one after another, each row-major `[m, blk]`). `1 ≤ blk`,
+    /// `n % blk == 0`, `blk < 2²⁴` (it travels in bits 8..31 of the kernel's flags). beta reads
+    /// the same layout.
+    pub c_block: Option<usize>,
 }
 
 /// Output tile of one CTA (square).
 pub const TILE: usize = 128;
-/// Registers per thread, the larger of ptxas' sm_80 (122) and sm_90 (120) reports.
+/// Registers per thread, the larger of ptxas' sm_80 (122) and sm_90 (121) reports.
 pub const REGS: u32 = 122;
 /// Static shared memory per CTA: 3 stages × (A + B) × 128 rows × 64 bytes.
 pub const SMEM: u32 = 49152;
@@ -141,10 +147,20 @@ pub(crate) fn launch_in<D: Driver>(
         ("p_k", Param::U32(u32_of(name, "k", g.k)?)),
         ("p_alpha", Param::F32(g.alpha)),
         ("p_beta", Param::F32(g.beta.unwrap_or(0.0))),
-        ("p_flags", Param::U32(u32::from(g.beta.is_some()))),
+        ("p_flags", Param::U32(flags(g))),
     ];
     let grid = grid_1d(be.props(), tiles, blocks_per_sm());
     be.launch_named(module, name, grid, params)
+}
+
+/// The kernel's `p_flags`: bit 0 beta, bit 1 blocked C, bits 8..31 the block width (`check`
+/// bounds it below 2²⁴).
+fn flags<B>(g: &MmaGemm<'_, B>) -> u32 {
+    let beta = u32::from(g.beta.is_some());
+    match g.c_block {
+        None => beta,
+        Some(blk) => beta | 2 | (blk as u32) << 8,
+    }
 }
 
 /// The kernel's preconditions, as errors naming it.
@@ -165,6 +181,14 @@ fn check<D: Driver>(d: &D, g: &MmaGemm<'_, D::Buf>) -> Result<()> {
             "operand offsets {} and {} words must be multiples of 4 (16-byte aligned rows)",
             g.a_offset, g.b_offset
         ));
+    }
+    if let Some(blk) = g.c_block {
+        if blk == 0 || blk >= 1 << 24 || g.n % blk != 0 {
+            return bad(format!(
+                "blocked C: block width {blk} must be in 1..2^24 and divide n = {}",
+                g.n
+            ));
+        }
     }
     // every element index (halves of A and B, floats of C) must fit the kernel's u32 math
     u32_of(name, "m·k", g.m * g.k)?;
@@ -232,6 +256,7 @@ pub(crate) fn matmul<D: Driver>(
                 c_offset: args.out.offset + k * args.out.stride,
                 alpha: args.alpha,
                 beta: None,
+                c_block: None,
             },
         )?;
     }

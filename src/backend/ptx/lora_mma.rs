@@ -228,6 +228,7 @@ pub(crate) fn forward<D: Driver>(
                 c_offset: k * d.m * d.r,
                 alpha: 1.0,
                 beta: None,
+                c_block: None,
             },
         )?;
     }

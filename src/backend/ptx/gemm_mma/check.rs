@@ -66,6 +66,7 @@ pub fn check<D: Driver>(
             c_offset: 0,
             alpha,
             beta: None,
+            c_block: None,
         },
     )?;
     let got = d.download(&cb, m * n)?;

@@ -1,6 +1,7 @@
 //! The tensor-core GEMM on the PTX simulator against a float64 loop over the bf16/f16-rounded
 //! inputs: minimal, edge, skinny and multi-tile shapes, beta and offsets, both formats; a
-//! planted fragment swap that the comparison must catch; the two entries' texts in step.
+//! planted fragment swap that the comparison must catch; the two entries' texts in step;
+//! the blocked C layout (`c_block`) with and without beta, and a planted index swap in it.
 use super::*;
 use crate::backend::ptx::modules::MODULES;
 use crate::backend::ptx_sim::SimDriver;
@@ -29,7 +30,12 @@ struct Case {
     /// f32 words in front of A (a multiple of 4) and of C
     a_offset: usize,
     c_offset: usize,
+    /// C blocked `[n / blk, m, blk]` (`MmaGemm::c_block`)
+    c_block: Option<usize>,
 }
+
+/// C tail words after the output, NaN: must stay untouched.
+const TAIL: usize = 5;
 
 /// The kernel's output, the float64 reference and each element's error bound.
 struct Outcome {
@@ -76,13 +82,19 @@ fn run(dtype: HalfType, c: &Case, module: Option<&str>) -> Outcome {
     let mut a_words = vec![0f32; c.a_offset];
     a_words.extend(pack_half(dtype, &a));
     let b_words = pack_half(dtype, &b);
-    // C: NaN before the offset (never touched), then random when beta reads it, NaN when it
-    // must not be read
+    // C: NaN before the offset and after the output (never touched), then random when beta
+    // reads it, NaN when it must not be read
     let mut c0 = vec![f32::NAN; c.c_offset];
     c0.extend(match c.beta {
         Some(_) => rng.normal_vec(m * n),
         None => vec![f32::NAN; m * n],
     });
+    c0.extend([f32::NAN; TAIL]);
+    // word of element (i, j) after the offset, in C's layout
+    let at = |i: usize, j: usize| match c.c_block {
+        None => i * n + j,
+        Some(blk) => ((j / blk) * m + i) * blk + j % blk,
+    };
     let d = be.driver();
     let (ab, bb, cb) = (
         d.upload(&a_words).unwrap(),
@@ -103,6 +115,7 @@ fn run(dtype: HalfType, c: &Case, module: Option<&str>) -> Outcome {
         c_offset: c.c_offset,
         alpha,
         beta: c.beta,
+        c_block: c.c_block,
     };
     match module {
         Some(_) => launch_in(&be, "planted", &g),
@@ -113,6 +126,10 @@ fn run(dtype: HalfType, c: &Case, module: Option<&str>) -> Outcome {
     assert!(
         out[..c.c_offset].iter().all(|x| x.is_nan()),
         "C before its offset was written"
+    );
+    assert!(
+        out[c.c_offset + m * n..].iter().all(|x| x.is_nan()),
+        "C after the output was written"
     );
     let eps = f64::powi(2.0, -24);
     let (mut want, mut bound) = (Vec::new(), Vec::new());
@@ -127,7 +144,7 @@ fn run(dtype: HalfType, c: &Case, module: Option<&str>) -> Outcome {
             let mut v = alpha as f64 * s;
             let mut scale = alpha as f64 * s_abs;
             if let Some(beta) = c.beta {
-                let cv = beta as f64 * c0[c.c_offset + i * n + j] as f64;
+                let cv = beta as f64 * c0[c.c_offset + at(i, j)] as f64;
                 v += cv;
                 scale += cv.abs();
             }
@@ -138,7 +155,10 @@ fn run(dtype: HalfType, c: &Case, module: Option<&str>) -> Outcome {
         }
     }
     Outcome {
-        got: out[c.c_offset..].to_vec(),
+        // in (i, j) order, as the reference
+        got: (0..m * n)
+            .map(|x| out[c.c_offset + at(x / n, x % n)])
+            .collect(),
         want,
         bound,
     }
@@ -152,6 +172,7 @@ fn case(m: usize, n: usize, k: usize) -> Case {
         beta: None,
         a_offset: 0,
         c_offset: 0,
+        c_block: None,
     }
 }
 
@@ -255,6 +276,7 @@ fn k_not_a_multiple_of_8_and_misaligned_offsets_are_refused() {
         c_offset: 0,
         alpha: 1.0,
         beta: None,
+        c_block: None,
     };
     for k in [4, 12] {
         let e = gemm_mma(&be, &g(k, 0)).unwrap_err().to_string();
@@ -291,5 +313,86 @@ fn resources_match_ptxas() {
             assert_eq!(info.smem, SMEM, "{dtype:?} {arch} shared memory");
         }
         assert_eq!(regs, REGS, "{dtype:?} registers (max of sm_80, sm_90)");
+    }
+}
+
+#[test]
+fn blocked_c_layout() {
+    for dtype in TYPES {
+        for (m, n, k, blk, beta) in [
+            (1, 8, 8, 1, None),
+            (130, 48, 40, 16, None),
+            (257, 130, 264, 5, Some(-0.5)),
+            (130, 48, 40, 16, Some(1.5)),
+            // blk = n: the blocked layout is row-major
+            (33, 128, 16, 128, None),
+        ] {
+            check(
+                dtype,
+                &Case {
+                    beta,
+                    c_offset: 3,
+                    c_block: Some(blk),
+                    ..case(m, n, k)
+                },
+            );
+        }
+    }
+}
+
+#[test]
+fn a_swapped_block_index_is_caught() {
+    // the column part of the blocked address with the block index and the in-block index
+    // trading places: (col % blk) * M * blk + col / blk
+    let src = matmul_text();
+    let entry = entry_text(src, "gemm_mma_bf16");
+    let mut planted_entry = entry.to_string();
+    for c in 0..8 {
+        planted_entry = planted_entry.replace(
+            &format!("mad.lo.u32 %cw{c}, %r1, %r3, %r5;"),
+            &format!("mad.lo.u32 %cw{c}, %r5, %r3, %r1;"),
+        );
+    }
+    assert_ne!(entry, planted_entry);
+    let planted = src.replace(entry, &planted_entry);
+    // 64 x 64, blk 8: the swapped addresses stay inside C
+    let c = Case {
+        c_block: Some(8),
+        ..case(64, 64, 32)
+    };
+    let o = run(HalfType::Bf16, &c, Some(&planted));
+    assert!(!o.bad().is_empty(), "the swap went unnoticed");
+    let o = run(HalfType::Bf16, &c, Some(src));
+    assert!(o.bad().is_empty());
+}
+
+#[test]
+fn bad_block_widths_are_refused() {
+    let be = PtxBackend::new(SimDriver::new()).unwrap();
+    let buf = be.driver().alloc_zeroed(1024).unwrap();
+    let g = |c_block: Option<usize>| MmaGemm {
+        dtype: HalfType::Bf16,
+        m: 4,
+        n: 12,
+        k: 8,
+        a: &buf,
+        a_offset: 0,
+        b: &buf,
+        b_offset: 0,
+        c: &buf,
+        c_offset: 0,
+        alpha: 1.0,
+        beta: None,
+        c_block,
+    };
+    for blk in [0, 5, 24, 1 << 24] {
+        let e = gemm_mma(&be, &g(Some(blk))).unwrap_err().to_string();
+        assert!(
+            e.contains("gemm_mma_bf16") && e.contains("block width"),
+            "{blk}: {e}"
+        );
+    }
+    for blk in [1, 3, 12] {
+        gemm_mma(&be, &g(Some(blk))).expect("a divisor of n runs");
     }
 }
