@@ -10,8 +10,8 @@
 //! lo, three mma per k16 step) so that the rank term is f32 math (see the kernel's header).
 //!
 //! **In the ops**: `ops::lora_forward` on PTX runs it for a shared 16-bit `x` where it
-//! `covers` the case (`forward`: h by `gemm_mma`, one launch per particle, then this
-//! kernel); other 16-bit cases widen their operands on the device.
+//! `covers` the case (`forward`: h by `gemm_mma`, one blocked-store launch for stacked
+//! `lora_a` blocks, then this kernel); other 16-bit cases widen their operands on the device.
 
 use super::driver::{Driver, Param};
 use super::gemm_mma::{gemm_mma, HalfType, MmaGemm};
@@ -195,8 +195,9 @@ pub(crate) fn covers(args: &LoraForwardArgs) -> bool {
 }
 
 /// `ops::lora_forward` on 16-bit operands with a shared `x` (the caller checked [`covers`]
-/// and the op's checks): `h_k = x A_kᵀ` by the tensor-core GEMM (one `gemm_mma` launch per
-/// particle, into `h [K, M, r]`), then `y` by [`lora_forward_mma`] in one launch.
+/// and the op's checks): `h_k = x A_kᵀ` by the tensor-core GEMM (one `gemm_mma` launch for
+/// all particles with its blocked store writing `h [K, M, r]`, or one per particle when the
+/// `lora_a` blocks are not contiguous), then `y` by [`lora_forward_mma`] in one launch.
 pub(crate) fn forward<D: Driver>(
     be: &PtxBackend<D>,
     args: &LoraForwardArgs,
@@ -212,13 +213,18 @@ pub(crate) fn forward<D: Driver>(
     let y = be.storage(d.k * d.m * d.o)?;
     let (x, w) = (be.buf(args.x)?, be.buf(args.weight)?);
     let (a, b) = (be.buf(args.a.tensor)?, be.buf(args.b.tensor)?);
-    for k in 0..d.k {
+    // h [K, M, r] = x · [A_0; …; A_K-1]ᵀ: one GEMM of N = K·r stored in r-wide blocks when
+    // the A_k are stacked contiguously (a whole lora_a tensor), else one GEMM per particle
+    // (an arena's blocks are D apart).
+    let stacked = args.a.stride == d.r * d.i;
+    let launches = if stacked { 1 } else { d.k };
+    for k in 0..launches {
         gemm_mma(
             be,
             &MmaGemm {
                 dtype: half,
                 m: d.m,
-                n: d.r,
+                n: if stacked { d.k * d.r } else { d.r },
                 k: d.i,
                 a: x,
                 a_offset: 0,
@@ -228,7 +234,7 @@ pub(crate) fn forward<D: Driver>(
                 c_offset: k * d.m * d.r,
                 alpha: 1.0,
                 beta: None,
-                c_block: None,
+                c_block: stacked.then_some(d.r),
             },
         )?;
     }
