@@ -264,6 +264,26 @@ fn edge_tiles_odd_rank_three_particles_with_bias_and_offsets() {
 }
 
 #[test]
+fn even_o_stores_pairs_aligned_and_not() {
+    // O even: with y 8-byte aligned every lane's column pairs go out as st.global.v2.f32
+    // (the last column tile partial: O = 130); with y at an odd word offset, and with O
+    // odd, the scalar stores
+    for dtype in TYPES {
+        for y_offset in [0, 2, 1] {
+            check(
+                dtype,
+                &Case {
+                    bias: true,
+                    y_offset,
+                    ..case(67, 130, 24, 16, 2)
+                },
+            );
+        }
+        check(dtype, &case(9, 2, 8, 3, 3));
+    }
+}
+
+#[test]
 fn rank_16_wide_output() {
     for dtype in TYPES {
         check(dtype, &case(19, 257, 24, 16, 2));
