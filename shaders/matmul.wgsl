@@ -561,3 +561,150 @@ fn gemm_narrow_splitk(
         store4(c_base, r0 + 3u, c0, acc[3]);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// gemm_tiled_bf16 / gemm_tiled_f16: the same product (GemmParams, the stride formulas of
+// the header, c f32 and written, never accumulated) with a and b 16-bit tensors read as
+// they are stored (src/dtype.rs): ceil(len / 2) u32 words, element e in the low (e even) or
+// high (e odd) 16 bits of word e >> 1. All offsets and strides are element indices of the
+// 16-bit tensors. Each element is widened to f32 exactly as it is staged (bf16: the bits
+// moved to the top half; f16: integer widening, subnormals, inf and NaN kept, as in
+// cast.wgsl), and the products are accumulated in f32: no f32 copy of an operand is made.
+//
+// A plain workgroup-memory tiled GEMM, correctness first: 64×64 output tiles, 16×16
+// invocations of 4×4 outputs (rows ty·4 + i, columns tx·4 + j), k staged 16 deep. Each
+// slice is 64 rows (columns) × 16 k per operand, stored k-major as scalars (sh_a[k·64 +
+// row], sh_b[k·64 + col], 4 KiB each); every invocation stages 4 elements of each operand,
+// one 16-bit load and widening each, out-of-range elements as 0. Workgroups are numbered
+// linearly (batch, tile row, tile column), folded into 2-D by the host as for gemm_tiled.
+// PTX has no counterpart: its 16-bit GEMM is gemm_mma_* on the tensor cores.
+//
+// a and b are bound again here as u32 arrays (ah, bh) at the bindings of a and b; each
+// entry point uses only one pair, so no entry sees two variables at one binding.
+
+@group(0) @binding(1) var<storage, read> ah: array<u32>;
+@group(0) @binding(2) var<storage, read> bh: array<u32>;
+
+const H_TK: u32 = 16u;
+
+var<workgroup> sh_a: array<f32, 1024>;
+var<workgroup> sh_b: array<f32, 1024>;
+
+// f16 bits (low 16 of h) -> f32 bits, exactly (cast.wgsl's f16_to_f32_bits).
+fn f16_widen(h: u32) -> u32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0x1fu) {
+        // inf, or a NaN (kept quiet, its payload shifted into place).
+        if (m == 0u) {
+            return sign | 0x7f800000u;
+        }
+        return sign | 0x7fc00000u | (m << 13u);
+    }
+    if (e == 0u) {
+        if (m == 0u) {
+            return sign;
+        }
+        // A subnormal m · 2^-24 with its top bit at q (0..9) is 1.f · 2^(q - 24).
+        let q = 31u - countLeadingZeros(m);
+        return sign | ((q + 103u) << 23u) | ((m << (23u - q)) & 0x7fffffu);
+    }
+    return sign | ((e + 112u) << 23u) | (m << 13u);
+}
+
+// The 16 bits of element e of packed words w.
+fn half_bits(w: u32, e: u32) -> u32 {
+    return (w >> ((e & 1u) * 16u)) & 0xffffu;
+}
+
+// A 16-bit element's bits widened to its f32 value, exactly.
+fn widen(bits: u32, is_f16: bool) -> f32 {
+    if (is_f16) {
+        return bitcast<f32>(f16_widen(bits));
+    }
+    return bitcast<f32>(bits << 16u);
+}
+
+// op(a)[row, k] of the batch block at a_base, widened (0 out of range).
+fn ah_at(a_base: u32, row: u32, k: u32, is_f16: bool) -> f32 {
+    if (row >= p.m || k >= p.inner) {
+        return 0.0;
+    }
+    let e = a_base + row * p.a_rs + k * p.a_ks;
+    return widen(half_bits(ah[e >> 1u], e), is_f16);
+}
+
+// op(b)[k, col] of the batch block at b_base, widened (0 out of range).
+fn bh_at(b_base: u32, k: u32, col: u32, is_f16: bool) -> f32 {
+    if (col >= p.n || k >= p.inner) {
+        return 0.0;
+    }
+    let e = b_index(b_base, k, col);
+    return widen(half_bits(bh[e >> 1u], e), is_f16);
+}
+
+fn gemm_half(wid: vec3<u32>, nwg: vec3<u32>, li: u32, is_f16: bool) {
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= p.tiles_m * p.tiles_n * p.batch) {
+        return;
+    }
+    let t = tile_of(group, 64u, 64u);
+    let a_base = p.a_off + t.x * p.a_bs;
+    let b_base = p.b_off + t.x * p.b_bs;
+    let tx = li % 16u;
+    let ty = li / 16u;
+    var hacc: array<vec4<f32>, 4>;
+    hacc[0] = vec4<f32>(0.0);
+    hacc[1] = vec4<f32>(0.0);
+    hacc[2] = vec4<f32>(0.0);
+    hacc[3] = vec4<f32>(0.0);
+    // Staging: element s = li + 256·j (j = 0..3) of a slice is row (column) s % 64, k s / 64.
+    let rc = li % 64u;
+    let kr = li / 64u;
+    for (var k0 = 0u; k0 < p.inner; k0 += H_TK) {
+        for (var j = 0u; j < 4u; j++) {
+            let kk = kr + 4u * j;
+            sh_a[kk * 64u + rc] = ah_at(a_base, t.y + rc, k0 + kk, is_f16);
+            sh_b[kk * 64u + rc] = bh_at(b_base, k0 + kk, t.z + rc, is_f16);
+        }
+        workgroupBarrier();
+        let depth = min(H_TK, p.inner - k0);
+        for (var kk = 0u; kk < depth; kk++) {
+            let ar = kk * 64u + ty * 4u;
+            let bc = kk * 64u + tx * 4u;
+            let bv = vec4<f32>(sh_b[bc], sh_b[bc + 1u], sh_b[bc + 2u], sh_b[bc + 3u]);
+            hacc[0] = fma(vec4<f32>(sh_a[ar]), bv, hacc[0]);
+            hacc[1] = fma(vec4<f32>(sh_a[ar + 1u]), bv, hacc[1]);
+            hacc[2] = fma(vec4<f32>(sh_a[ar + 2u]), bv, hacc[2]);
+            hacc[3] = fma(vec4<f32>(sh_a[ar + 3u]), bv, hacc[3]);
+        }
+        workgroupBarrier();
+    }
+
+    let c_base = p.c_off + t.x * p.c_bs;
+    let r0 = t.y + ty * 4u;
+    let c0 = t.z + tx * 4u;
+    store4(c_base, r0, c0, hacc[0]);
+    store4(c_base, r0 + 1u, c0, hacc[1]);
+    store4(c_base, r0 + 2u, c0, hacc[2]);
+    store4(c_base, r0 + 3u, c0, hacc[3]);
+}
+
+@compute @workgroup_size(256)
+fn gemm_tiled_bf16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    gemm_half(wid, nwg, li, false);
+}
+
+@compute @workgroup_size(256)
+fn gemm_tiled_f16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    gemm_half(wid, nwg, li, true);
+}

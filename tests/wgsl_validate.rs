@@ -162,8 +162,16 @@ fn entries(text: &str, wgsl: bool) -> Vec<String> {
 #[test]
 fn wgsl_entries_carry_the_ptx_names() {
     // WGSL-only: the PTX `lora_forward` is one entry with modes and its `dx` runs on
-    // `gemm_tiled`; the WGSL splits them (and a 128-tile variant of each).
-    const WGSL_ONLY: [&str; 3] = ["lora_dx", "lora_forward_128", "lora_dx_128"];
+    // `gemm_tiled`; the WGSL splits them (and a 128-tile variant of each). The 16-bit GEMMs
+    // `gemm_tiled_bf16` / `gemm_tiled_f16` read packed halves on the CUDA cores; PTX's 16-bit
+    // GEMM is `gemm_mma_*`, on the tensor cores, a different kernel.
+    const WGSL_ONLY: [&str; 5] = [
+        "lora_dx",
+        "lora_forward_128",
+        "lora_dx_128",
+        "gemm_tiled_bf16",
+        "gemm_tiled_f16",
+    ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for f in FAMILIES {
         let read = |p: PathBuf| {

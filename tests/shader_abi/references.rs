@@ -88,6 +88,16 @@ pub fn expected(name: &str, b: &Buffers, p: &Params) -> Option<BTreeMap<&'static
         "gemm_tiled" | "gemm_tiled_128" | "gemm_narrow_splitk" => {
             map("c", gemm(&v("a"), &v("b"), p))
         }
+        "gemm_tiled_bf16" | "gemm_tiled_f16" => {
+            // The packed operands widened (exactly) to their values: every half of every word.
+            let dt = if name == "gemm_tiled_bf16" {
+                DType::BF16
+            } else {
+                DType::F16
+            };
+            let wide = |k: &str| halves(dt, &b[k], 2 * b[k].len());
+            map("c", gemm(&wide("ah"), &wide("bh"), p))
+        }
         "softmax_xent_rows" => {
             let (k, m, c) = (u("k"), u("m"), u("c"));
             let z = v("logits");

@@ -4,11 +4,16 @@
 //! One dispatch per product, on one of three kernels (see the shader's header):
 //! `gemm_narrow_splitk` for products at most 16 columns wide (or, computed as `cᵀ = op(b)ᵀ
 //! op(a)ᵀ`, at most 16 rows tall), `gemm_tiled_128` for big ones, `gemm_tiled` otherwise.
+//!
+//! A product of 16-bit operands (both bf16 or both f16, `c` f32) runs on `gemm_tiled_bf16` /
+//! `gemm_tiled_f16` ([`matmul_half`]), which read the packed halves directly and widen them
+//! in registers: no f32 copy of an operand is made.
 
 use super::kernels::{Binding, Kernel, Params, Step};
 use super::{bind4, storage, storage_mut, WgpuBackend};
 use crate::backend::MatmulArgs;
-use crate::error::Result;
+use crate::dtype::DType;
+use crate::error::{BellaError, Result};
 use crate::tensor::Tensor;
 
 /// Output tiles (rows × columns) of each kernel.
@@ -130,12 +135,23 @@ pub fn step_with<'a>(
         (Kernel::GemmTiled, TILE)
     };
     let (tiles_m, tiles_n) = (m.div_ceil(tm), n.div_ceil(tn));
+    let params = gemm_params(&layout, g, tiles_m, tiles_n);
+    Step {
+        kernel,
+        params,
+        bindings: vec![ab, bb, c.binding],
+        groups: (tiles_m * tiles_n * g.batch) as u64,
+    }
+}
+
+/// The kernels' `GemmParams` for `layout` (with the shape's `inner`, `batch` and `alpha`).
+fn gemm_params(layout: &Layout, g: &Gemm, tiles_m: usize, tiles_n: usize) -> Params {
     let [a_off, a_bs, a_rs, a_ks] = layout.a;
     let [b_off, b_bs, b_ks, b_cs, b_grp, b_gs] = layout.b;
     let [c_off, c_bs, c_rs, c_cs, c_grp, c_gs] = layout.c;
-    let params = Params::named()
-        .set_u("m", m)
-        .set_u("n", n)
+    Params::named()
+        .set_u("m", layout.m)
+        .set_u("n", layout.n)
         .set_u("inner", g.inner)
         .set_u("batch", g.batch)
         .set_u("a_off", a_off)
@@ -156,13 +172,7 @@ pub fn step_with<'a>(
         .set_u("c_cs", c_cs)
         .set_f("alpha", g.alpha)
         .set_u("tiles_m", tiles_m)
-        .set_u("tiles_n", tiles_n);
-    Step {
-        kernel,
-        params,
-        bindings: vec![ab, bb, c.binding],
-        groups: (tiles_m * tiles_n * g.batch) as u64,
-    }
+        .set_u("tiles_n", tiles_n)
 }
 
 /// 128×128 tiles (8×8 per invocation) rather than 64×64 ones when they waste at most 1/8
@@ -174,12 +184,8 @@ pub fn prefers_128(m: usize, n: usize, batch: usize, min_tiles: usize) -> bool {
     m >= 128 && n >= 128 && tiles >= min_tiles && 8 * padded(128) <= 9 * padded(64)
 }
 
-pub fn matmul(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
-    let op = "matmul";
-    let a = storage(op, args.a.tensor)?;
-    let b = storage(op, args.b.tensor)?;
-    let c = storage_mut(op, out)?;
-    let gemm = Gemm {
+fn gemm_of(args: &MatmulArgs) -> Gemm {
+    Gemm {
         batch: args.batch,
         m: args.m,
         n: args.n,
@@ -187,7 +193,15 @@ pub fn matmul(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<(
         trans_a: args.trans_a,
         trans_b: args.trans_b,
         alpha: args.alpha,
-    };
+    }
+}
+
+pub fn matmul(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+    let op = "matmul";
+    let a = storage(op, args.a.tensor)?;
+    let b = storage(op, args.b.tensor)?;
+    let c = storage_mut(op, out)?;
+    let gemm = gemm_of(args);
     let s = step(
         be,
         &gemm,
@@ -209,3 +223,65 @@ pub fn matmul(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<(
     );
     be.run(op, &[s])
 }
+
+/// The dispatch of a 16-bit product: `gemm_tiled_bf16` or `gemm_tiled_f16` on 64×64 tiles,
+/// `a` and `b` bound as the packed words they are stored as (offsets and strides element
+/// indices of the 16-bit tensors), `c` f32.
+fn half_step<'a>(
+    kernel: Kernel,
+    g: &Gemm,
+    a: Operand<'a>,
+    b: Operand<'a>,
+    c: Operand<'a>,
+) -> Step<'a> {
+    let layout = Layout::new(g, &a, &b, &c, None);
+    let (tiles_m, tiles_n) = (layout.m.div_ceil(TILE.0), layout.n.div_ceil(TILE.1));
+    Step {
+        kernel,
+        params: gemm_params(&layout, g, tiles_m, tiles_n),
+        bindings: vec![a.binding, b.binding, c.binding],
+        groups: (tiles_m * tiles_n * g.batch) as u64,
+    }
+}
+
+/// `matmul` of 16-bit operands (both bf16 or both f16; `out` f32), read as they are stored:
+/// each element is widened to f32 exactly in the kernel and the products accumulate in f32,
+/// with no f32 copy of either operand.
+pub fn matmul_half(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+    let op = "matmul";
+    let kernel = match (args.a.tensor.dtype(), args.b.tensor.dtype()) {
+        (DType::BF16, DType::BF16) => Kernel::GemmTiledBf16,
+        (DType::F16, DType::F16) => Kernel::GemmTiledF16,
+        (da, db) => {
+            return Err(BellaError::invalid(format!(
+                "{op}: the 16-bit kernels need a and b both bf16 or both f16, not {da} and {db}"
+            )))
+        }
+    };
+    let a = storage(op, args.a.tensor)?;
+    let b = storage(op, args.b.tensor)?;
+    let c = storage_mut(op, out)?;
+    let s = half_step(
+        kernel,
+        &gemm_of(args),
+        Operand {
+            binding: super::bind(a),
+            offset: args.a.offset,
+            stride: args.a.stride,
+        },
+        Operand {
+            binding: super::bind(b),
+            offset: args.b.offset,
+            stride: args.b.stride,
+        },
+        Operand {
+            binding: super::bind(c),
+            offset: args.out.offset,
+            stride: args.out.stride,
+        },
+    );
+    be.run(op, &[s])
+}
+
+#[cfg(test)]
+mod tests;

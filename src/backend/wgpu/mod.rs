@@ -317,6 +317,10 @@ impl Backend for WgpuBackend {
         matmul::matmul(self, args, out)
     }
 
+    unsafe fn matmul_half_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
+        matmul::matmul_half(self, args, out)
+    }
+
     unsafe fn cast_unchecked(&self, x: &Tensor, to: crate::dtype::DType) -> Result<Tensor> {
         cast::cast(self, x, to)
     }

@@ -354,6 +354,8 @@ fn every_kernel_resolves_in_the_abi() {
         GemmTiled,
         GemmTiled128,
         GemmNarrowSplitK,
+        GemmTiledBf16,
+        GemmTiledF16,
         SqdistPartial,
         SqdistFinalize,
         RbfFromSqdist,
