@@ -28,15 +28,7 @@ fn operand(
     rows: usize,
     cols: usize,
 ) -> MatmulOperand<'_> {
-    MatmulOperand {
-        view: Strided {
-            tensor: t,
-            offset,
-            stride,
-        },
-        rows,
-        cols,
-    }
+    MatmulOperand::strided(t, offset, stride, rows, cols)
 }
 
 /// A `[rows, cols]` tensor of ones (bias products and particle sums).

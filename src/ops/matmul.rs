@@ -19,6 +19,26 @@ pub struct MatmulOperand<'a> {
 }
 
 impl<'a> MatmulOperand<'a> {
+    /// `rows × cols` blocks of `tensor` from element `offset`, `stride` elements apart (0:
+    /// one block shared by every product).
+    pub fn strided(
+        tensor: &'a Tensor,
+        offset: usize,
+        stride: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Self {
+        MatmulOperand {
+            view: Strided {
+                tensor,
+                offset,
+                stride,
+            },
+            rows,
+            cols,
+        }
+    }
+
     /// A whole `[m, n]` (shared, stride 0) or `[Kb, m, n]` tensor; also returns the batch
     /// `Some(Kb)` for a 3-D tensor, `None` for a shared one. `name` is used in errors.
     ///

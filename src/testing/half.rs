@@ -9,7 +9,7 @@ use crate::backend::Backend;
 use crate::dtype::DType;
 use crate::ops::{self, MatmulOperand};
 use crate::rng::Rng;
-use crate::tensor::{OutSlot, Strided, Tensor};
+use crate::tensor::{OutSlot, Tensor};
 
 /// The 16-bit types.
 pub const HALVES: [DType; 2] = [DType::BF16, DType::F16];
@@ -208,24 +208,6 @@ pub fn products() -> Vec<Product> {
     ]
 }
 
-fn strided(
-    t: &Tensor,
-    offset: usize,
-    stride: usize,
-    rows: usize,
-    cols: usize,
-) -> MatmulOperand<'_> {
-    MatmulOperand {
-        view: Strided {
-            tensor: t,
-            offset,
-            stride,
-        },
-        rows,
-        cols,
-    }
-}
-
 /// `p` in dtype `d` against float64 sums of the same 16-bit values: each element within
 /// the f32-accumulation bound, and ‖c − ref‖ ≤ 1e-6 ‖Σ|a b|‖ (the absolute sums: cancelling
 /// products keep no relative accuracy of their own); returns that norm-wise error.
@@ -264,9 +246,9 @@ pub fn check_product(
         ops::matmul_into(
             be,
             p.batch,
-            strided(&at, p.a_offset, ar * ac, ar, ac),
+            MatmulOperand::strided(&at, p.a_offset, ar * ac, ar, ac),
             p.trans_a,
-            strided(&bt, p.b_offset, b_stride, br, bc),
+            MatmulOperand::strided(&bt, p.b_offset, b_stride, br, bc),
             p.trans_b,
             alpha,
             &mut c,

@@ -9,10 +9,9 @@
 //! per launch (the rule is on it).
 
 use super::driver::{Driver, Param};
-use super::modules::{grid_1d, u32_of, BLOCK, MATMUL};
+use super::modules::{grid_1d, resident_ctas, u32_of, MATMUL};
 use super::{ptr_at, PtxBackend};
 use crate::backend::MatmulArgs;
-use crate::cards::{occupancy, SM_LIMITS};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -113,12 +112,7 @@ impl Kernel {
     /// Resident 256-thread CTAs per SM on sm_80 and sm_90 (the smaller), from the
     /// kernel's registers and shared memory: the grid holds that many CTAs per SM.
     pub fn blocks_per_sm(&self) -> u32 {
-        SM_LIMITS
-            .iter()
-            .map(|l| occupancy(l, BLOCK, Some(self.regs), self.smem).blocks_per_sm)
-            .min()
-            .unwrap_or(1)
-            .max(1)
+        resident_ctas(self.regs, self.smem)
     }
 }
 

@@ -15,10 +15,9 @@
 //! cuda and ptx-sim ([`check`]).
 
 use super::driver::{Driver, Param};
-use super::modules::{grid_1d, u32_of, BLOCK, MATMUL};
+use super::modules::{grid_1d, resident_ctas, u32_of, MATMUL};
 use super::{ptr_at, PtxBackend};
 use crate::backend::MatmulArgs;
-use crate::cards::{occupancy, SM_LIMITS};
 use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::tensor::{Strided, Tensor};
@@ -115,12 +114,7 @@ pub const SMEM: u32 = 49152;
 
 /// CTAs resident per SM on both sm_80 and sm_90 (2: registers), the grid's CTAs per SM.
 pub fn blocks_per_sm() -> u32 {
-    SM_LIMITS
-        .iter()
-        .map(|l| occupancy(l, BLOCK, Some(REGS), SMEM).blocks_per_sm)
-        .min()
-        .unwrap_or(1)
-        .max(1)
+    resident_ctas(REGS, SMEM)
 }
 
 /// Launch `g` on `be` (the `matmul` module).

@@ -1,4 +1,4 @@
-//! `lora_forward_mma_bf16` / `lora_forward_mma_f16` (kernels/lora_mma.ptx): the tensor-core
+//! `lora_forward_mma_bf16` / `lora_forward_mma_f16` (kernels/lora.ptx): the tensor-core
 //! fused LoRA forward for a shared x, all K particles in one launch:
 //!
 //! `y_k[M, O] (f32) = x[M, I] · W[O, I]ᵀ (+ bias[O]) + s · h_k[M, r] · B_k[O, r]ᵀ`, k < K.
@@ -15,15 +15,12 @@
 
 use super::driver::{Driver, Param};
 use super::gemm_mma::{gemm_mma, HalfType, MmaGemm};
-use super::modules::{grid_1d, u32_of, LORA_MMA};
+use super::modules::{grid_1d, resident_ctas, u32_of, LORA};
 use super::{ptr_at, PtxBackend};
 use crate::backend::LoraForwardArgs;
-use crate::cards::{occupancy, SM_LIMITS};
 use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::tensor::Tensor;
-
-use super::modules::BLOCK;
 
 /// One launch. Offsets of the 16-bit operands are in 32-bit words (x and W: multiples of 4,
 /// 16-byte aligned rows), of the f32 operands in floats.
@@ -88,17 +85,12 @@ pub fn kernel(dtype: DType) -> Result<&'static str> {
 
 /// CTAs resident per SM on both sm_80 and sm_90 (1: registers), the grid's CTAs per SM.
 pub fn blocks_per_sm() -> u32 {
-    SM_LIMITS
-        .iter()
-        .map(|l| occupancy(l, BLOCK, Some(REGS), SMEM).blocks_per_sm)
-        .min()
-        .unwrap_or(1)
-        .max(1)
+    resident_ctas(REGS, SMEM)
 }
 
-/// Launch `l` on `be` (the `lora_mma` module).
+/// Launch `l` on `be` (the `lora` module).
 pub fn lora_forward_mma<D: Driver>(be: &PtxBackend<D>, l: &LoraMma<'_, D::Buf>) -> Result<()> {
-    launch_in(be, LORA_MMA, l)
+    launch_in(be, LORA, l)
 }
 
 /// Launch `l` with the kernel of `module` (tests load altered copies under other names).

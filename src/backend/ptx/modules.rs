@@ -1,6 +1,7 @@
 //! The PTX modules (one per kernel family, `kernels/<family>.ptx`) and launch sizing.
 
 use super::driver::{DeviceProps, LaunchConfig};
+use crate::cards::{occupancy, SM_LIMITS};
 use crate::error::{BellaError, Result};
 
 pub const LORA: &str = "lora";
@@ -10,10 +11,9 @@ pub const OPTIM: &str = "optim";
 pub const ACTIVATION: &str = "activation";
 pub const SOFTMAX: &str = "softmax";
 pub const CAST: &str = "cast";
-pub const LORA_MMA: &str = "lora_mma";
 
 /// Every module, loaded once when the backend is created.
-pub const MODULES: [(&str, &str); 8] = [
+pub const MODULES: [(&str, &str); 7] = [
     (LORA, include_str!("../../../kernels/lora.ptx")),
     (MATMUL, include_str!("../../../kernels/matmul.ptx")),
     (SVGD, include_str!("../../../kernels/svgd.ptx")),
@@ -21,7 +21,6 @@ pub const MODULES: [(&str, &str); 8] = [
     (ACTIVATION, include_str!("../../../kernels/activation.ptx")),
     (SOFTMAX, include_str!("../../../kernels/softmax.ptx")),
     (CAST, include_str!("../../../kernels/cast.ptx")),
-    (LORA_MMA, include_str!("../../../kernels/lora_mma.ptx")),
 ];
 
 /// Every kernel is written for 256-thread blocks (`.maxntid 256, 1, 1`).
@@ -39,6 +38,18 @@ pub fn grid_1d(props: &DeviceProps, units: usize, per_sm: u32) -> LaunchConfig {
         block: [BLOCK, 1, 1],
         shared_bytes: 0,
     }
+}
+
+/// Resident 256-thread CTAs per SM on both sm_80 and sm_90 (the smaller, at least 1) for a
+/// kernel of `regs` registers per thread and `smem` bytes of static shared memory: how many
+/// CTAs per SM a grid holds.
+pub(crate) fn resident_ctas(regs: u32, smem: u32) -> u32 {
+    SM_LIMITS
+        .iter()
+        .map(|l| occupancy(l, BLOCK, Some(regs), smem).blocks_per_sm)
+        .min()
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// A size or offset as the kernels' `.u32` parameter. Tensors are limited to 2^31 elements

@@ -13,7 +13,7 @@ use crate::rng::Rng;
 const TYPES: [DType; 2] = [DType::BF16, DType::F16];
 
 fn text() -> &'static str {
-    MODULES.iter().find(|(n, _)| *n == LORA_MMA).unwrap().1
+    MODULES.iter().find(|(n, _)| *n == LORA).unwrap().1
 }
 
 /// The text of entry `name` in `src`: from its `.visible .entry` line to the closing `}`.
@@ -489,8 +489,8 @@ fn resources_match_ptxas() {
         let mut regs = 0;
         for arch in ["sm_80", "sm_90"] {
             let info = ptxas
-                .info(LORA_MMA, kernel(dtype).unwrap(), arch)
-                .expect("ptxas assembles lora_mma.ptx");
+                .info(LORA, kernel(dtype).unwrap(), arch)
+                .expect("ptxas assembles lora.ptx");
             regs = regs.max(info.registers);
             assert_eq!(info.smem, SMEM, "{dtype:?} {arch} shared memory");
         }
