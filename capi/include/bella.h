@@ -7,11 +7,11 @@
  * boundary (it is BELLA_ERR_PANIC). Outputs are written through the `*_out` pointers only on
  * success; each tensor handle returned is the caller's, freed with bella_tensor_free().
  * In-place ops (bella_adamw_step, bella_svgd_step) update the tensors they are given. Null
- * handles and pointers are refused with BELLA_ERR_INVALID. Tensors are f32, row-major,
- * owned by the library; the op contracts are the Rust ones (`bella::ops`, DESIGN.md).
- *
- * Not here yet: ops on caller-owned device pointers (a CUDA data_ptr() on the caller's
- * stream) and half-precision tensors.
+ * handles and pointers are refused with BELLA_ERR_INVALID. Tensors are row-major, owned by
+ * the library (or, on cuda, over the caller's device memory), f32, bf16 or f16; the op
+ * contracts are the Rust ones (`bella::ops`, DESIGN.md, README "Half precision"): matmul,
+ * lora_forward and lora_backward take bf16/f16 operands (one type; outputs f32), the
+ * other ops refuse 16-bit tensors (bella_cast them first).
  */
 #ifndef BELLA_H
 #define BELLA_H
@@ -34,7 +34,10 @@ typedef int32_t BellaStatus;
 #define BELLA_ERR_PANIC 6       /* a panic inside the library, caught */
 #define BELLA_ERR_OTHER 7
 
+/* Element types. 16-bit tensors travel as bit patterns, one uint16_t per element. */
 #define BELLA_F32 0
+#define BELLA_BF16 1 /* bfloat16: 1 sign, 8 exponent, 7 mantissa bits */
+#define BELLA_F16 2  /* IEEE binary16 (_Float16, NumPy float16) */
 
 typedef struct BellaBackend BellaBackend;
 typedef struct BellaTensor BellaTensor;
@@ -62,13 +65,25 @@ BellaStatus bella_tensor_upload(const BellaBackend *be, const float *data, const
                                 size_t rank, BellaTensor **out);
 BellaStatus bella_tensor_zeros(const BellaBackend *be, const size_t *shape, size_t rank,
                                BellaTensor **out);
-/* len must be the tensor's element count. */
+/* dtype BELLA_BF16 or BELLA_F16: bits holds numel(shape) bit patterns, kept as they are. */
+BellaStatus bella_tensor_upload_bits(const BellaBackend *be, const uint16_t *bits,
+                                     const size_t *shape, size_t rank, int32_t dtype,
+                                     BellaTensor **out);
+/* len must be the tensor's element count; a bf16/f16 tensor is widened (exactly). */
 BellaStatus bella_tensor_download(const BellaBackend *be, const BellaTensor *t, float *data,
                                   size_t len);
+/* A bf16/f16 tensor's bit patterns; len must be its element count (f32 is refused). */
+BellaStatus bella_tensor_download_bits(const BellaBackend *be, const BellaTensor *t,
+                                       uint16_t *bits, size_t len);
+/* x converted to dtype on the device: to bf16/f16 rounds to nearest, ties to even (NaN to
+ * 0x7fff); to f32 is exact. */
+BellaStatus bella_cast(const BellaBackend *be, const BellaTensor *x, int32_t dtype,
+                       BellaTensor **out);
 size_t bella_tensor_rank(const BellaTensor *t);
 /* Writes up to cap dimensions; returns the rank. */
 size_t bella_tensor_shape(const BellaTensor *t, size_t *shape, size_t cap);
 size_t bella_tensor_numel(const BellaTensor *t);
+/* BELLA_F32, BELLA_BF16 or BELLA_F16; -1 for a null handle. */
 int32_t bella_tensor_dtype(const BellaTensor *t);
 void bella_tensor_free(BellaTensor *t);
 
@@ -78,6 +93,11 @@ void bella_tensor_free(BellaTensor *t);
  * device 0), used in place and never freed by bella; ptr must outlive the handle. */
 BellaStatus bella_tensor_from_device_ptr(const BellaBackend *be, uint64_t ptr,
                                          const size_t *shape, size_t rank, BellaTensor **out);
+/* The same with an element type: a bf16/f16 tensor (a PyTorch bfloat16/float16 tensor's
+ * memory) needs an even element count and a 4-byte aligned ptr. */
+BellaStatus bella_tensor_from_device_ptr_as(const BellaBackend *be, uint64_t ptr,
+                                            const size_t *shape, size_t rank, int32_t dtype,
+                                            BellaTensor **out);
 /* The device address of a tensor's data, valid while the handle lives. */
 BellaStatus bella_tensor_device_ptr(const BellaBackend *be, const BellaTensor *t,
                                     uint64_t *out);

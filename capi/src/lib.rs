@@ -14,13 +14,20 @@
 //! On the `cuda` backend, tensors may also wrap the caller's device memory (a PyTorch
 //! `data_ptr()`), never freed by bella, and work may be queued on the caller's stream
 //! ([`bella_tensor_from_device_ptr`], [`bella_tensor_device_ptr`],
-//! [`bella_cuda_set_stream`]; not run on a GPU yet: no session had one). Not here yet:
-//! half-precision tensors; tensors are f32.
+//! [`bella_cuda_set_stream`]; not run on a GPU yet: no session had one).
+//!
+//! Tensors are f32, bf16 or f16 (`BELLA_F32`, `BELLA_BF16`, `BELLA_F16`): 16-bit tensors
+//! come in as bit patterns ([`bella_tensor_upload_bits`], or a device pointer with
+//! [`bella_tensor_from_device_ptr_as`]), go out as bits ([`bella_tensor_download_bits`]) or
+//! widened ([`bella_tensor_download`]), and convert on the device ([`bella_cast`]). Which
+//! ops take them, and the rounding rule, are the Rust ones (README "Half precision"):
+//! `matmul`, `lora_forward`, `lora_backward` take 16-bit operands (f32 outputs); the other
+//! ops refuse them with an error saying to cast.
 
 #![allow(clippy::missing_safety_doc)] // the safety contract is the header's, stated once above
 
 use bella::backend::{AdamW, Backend};
-use bella::{ops, BellaError, Tensor};
+use bella::{ops, BellaError, DType, Tensor};
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -67,6 +74,34 @@ pub const BELLA_ERR_NON_FINITE: BellaStatus = 5;
 pub const BELLA_ERR_PANIC: BellaStatus = 6;
 /// Anything else (I/O).
 pub const BELLA_ERR_OTHER: BellaStatus = 7;
+
+/// Element types (`bella_tensor_dtype`, `bella_tensor_upload_bits`, `bella_cast`).
+pub const BELLA_F32: i32 = 0;
+/// bfloat16: 1 sign, 8 exponent, 7 mantissa bits.
+pub const BELLA_BF16: i32 = 1;
+/// IEEE binary16 (`_Float16`, NumPy's `float16`).
+pub const BELLA_F16: i32 = 2;
+
+/// The dtype of a `BELLA_*` element-type code.
+fn dtype_of(code: i32) -> bella::Result<DType> {
+    match code {
+        BELLA_F32 => Ok(DType::F32),
+        BELLA_BF16 => Ok(DType::BF16),
+        BELLA_F16 => Ok(DType::F16),
+        other => Err(BellaError::invalid(format!(
+            "dtype code {other}: BELLA_F32 (0), BELLA_BF16 (1) or BELLA_F16 (2)"
+        ))),
+    }
+}
+
+/// The `BELLA_*` code of a dtype.
+fn code_of(dtype: DType) -> i32 {
+    match dtype {
+        DType::F32 => BELLA_F32,
+        DType::BF16 => BELLA_BF16,
+        DType::F16 => BELLA_F16,
+    }
+}
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -286,7 +321,7 @@ pub unsafe extern "C" fn bella_tensor_zeros(
 }
 
 /// Copies the tensor's values (row-major) into `data`, which holds `len` f32: `len` must be
-/// the tensor's element count.
+/// the tensor's element count. A bf16/f16 tensor is widened (exactly).
 #[no_mangle]
 pub unsafe extern "C" fn bella_tensor_download(
     be: *const BellaBackend,
@@ -345,10 +380,96 @@ pub unsafe extern "C" fn bella_tensor_numel(t: *const BellaTensor) -> usize {
     unsafe { t.as_ref() }.map_or(0, |t| t.0.numel())
 }
 
-/// The element type: `BELLA_F32` (0), the only one so far.
+/// The element type: `BELLA_F32`, `BELLA_BF16` or `BELLA_F16` (-1 for a null handle).
 #[no_mangle]
-pub extern "C" fn bella_tensor_dtype(_t: *const BellaTensor) -> i32 {
-    0
+pub unsafe extern "C" fn bella_tensor_dtype(t: *const BellaTensor) -> i32 {
+    unsafe { t.as_ref() }.map_or(-1, |t| code_of(t.0.dtype()))
+}
+
+/// A bf16 or f16 tensor (`dtype` `BELLA_BF16` / `BELLA_F16`) of `shape[0..rank]` from the
+/// bit patterns `bits` (row-major, one `uint16_t` per element: NumPy's `float16` or
+/// `ml_dtypes.bfloat16` viewed as `uint16`, a PyTorch tensor's `.view(torch.int16)`), kept
+/// as they are (not widened).
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_upload_bits(
+    be: *const BellaBackend,
+    bits: *const u16,
+    shape_ptr: *const usize,
+    rank: usize,
+    dtype: i32,
+    out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| {
+        outs(&[(out, "out")])?;
+        let (be, shape) = (unsafe { backend(be) }?, unsafe { shape(shape_ptr, rank) }?);
+        let dtype = dtype_of(dtype)?;
+        if !dtype.is_half() {
+            return Err(BellaError::invalid(
+                "bella_tensor_upload_bits takes BELLA_BF16 or BELLA_F16 (f32 data: \
+                 bella_tensor_upload)",
+            ));
+        }
+        let n: usize = shape.iter().product();
+        if bits.is_null() && n > 0 {
+            return Err(null("bits"));
+        }
+        let bits = if n == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(bits, n) }
+        };
+        let t = be.upload_bits(shape, dtype, bits)?;
+        unsafe { put(out, t) };
+        Ok(())
+    })
+}
+
+/// Copies a bf16/f16 tensor's bit patterns (row-major, one `uint16_t` per element) into
+/// `bits`, which holds `len` of them: `len` must be the element count. (An f32 tensor is
+/// refused: `bella_tensor_download`, which also widens a 16-bit tensor exactly.)
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_download_bits(
+    be: *const BellaBackend,
+    t: *const BellaTensor,
+    bits: *mut u16,
+    len: usize,
+) -> BellaStatus {
+    guard(|| {
+        let (be, t) = (unsafe { backend(be) }?, unsafe { tensor(t, "tensor") }?);
+        if len != t.numel() {
+            return Err(BellaError::invalid(format!(
+                "download_bits: the buffer holds {len} values, the tensor {} ({:?})",
+                t.numel(),
+                t.shape()
+            )));
+        }
+        if bits.is_null() && len > 0 {
+            return Err(null("bits"));
+        }
+        let v = be.download_bits(t)?;
+        if len > 0 {
+            unsafe { std::slice::from_raw_parts_mut(bits, len) }.copy_from_slice(&v);
+        }
+        Ok(())
+    })
+}
+
+/// `cast`: `x` converted to `dtype` on the device (f32 to bf16/f16 rounds to nearest, ties
+/// to even, as `ops::cast`; a 16-bit type to f32 is exact; the same dtype is a copy of the
+/// handle's data reference).
+#[no_mangle]
+pub unsafe extern "C" fn bella_cast(
+    be: *const BellaBackend,
+    x: *const BellaTensor,
+    dtype: i32,
+    out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| unsafe {
+        outs(&[(out, "out")])?;
+        let y = ops::cast(backend(be)?, tensor(x, "x")?, dtype_of(dtype)?)?;
+        put(out, y);
+        Ok(())
+    })
 }
 
 /// `cuda` only: a tensor of `shape[0..rank]` over the caller's device memory at `ptr`
@@ -377,6 +498,38 @@ pub unsafe extern "C" fn bella_tensor_from_device_ptr(
         #[cfg(not(feature = "cuda"))]
         {
             let _ = (ptr, shape);
+            match *cuda {}
+        }
+    })
+}
+
+/// `cuda` only: as [`bella_tensor_from_device_ptr`] with an element type (`BELLA_F32`,
+/// `BELLA_BF16`, `BELLA_F16`): a PyTorch `bfloat16` / `float16` tensor's memory used in
+/// place. A 16-bit tensor needs an even element count (bella's storage is 32-bit words of
+/// two values) and a 4-byte aligned `ptr`.
+#[no_mangle]
+pub unsafe extern "C" fn bella_tensor_from_device_ptr_as(
+    be: *const BellaBackend,
+    ptr: u64,
+    shape_ptr: *const usize,
+    rank: usize,
+    dtype: i32,
+    out: *mut *mut BellaTensor,
+) -> BellaStatus {
+    guard(|| {
+        outs(&[(out, "out")])?;
+        let cuda = unsafe { cuda(be, "bella_tensor_from_device_ptr_as") }?;
+        let shape = unsafe { shape(shape_ptr, rank) }?;
+        let dtype = dtype_of(dtype)?;
+        #[cfg(feature = "cuda")]
+        {
+            let t = unsafe { cuda.tensor_from_device_ptr_as(ptr, shape, dtype) }?;
+            unsafe { put(out, t) };
+            Ok(())
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (ptr, shape, dtype);
             match *cuda {}
         }
     })

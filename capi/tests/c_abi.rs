@@ -1,6 +1,7 @@
 //! The C ABI from outside: `include/bella.h` declares exactly the library's exported
 //! `bella_*` symbols; a C program compiled with the system `cc` against the header and
-//! `libbella_capi.so` runs `lora_forward` and an SVGD step on cpu and ptx-sim and checks
+//! `libbella_capi.so` runs `lora_forward`, an SVGD step and bf16 tensors (bits, cast, a bf16
+//! matmul) on cpu and ptx-sim and checks
 //! them (`tests/c/check.c`); the README's Python `ctypes` example runs as written.
 
 use std::collections::BTreeSet;
@@ -153,6 +154,7 @@ fn readme_ctypes_example_runs() {
         .args(["-c", code])
         .env("BELLA_CAPI_LIB", lib_dir().join("libbella_capi.so")));
     assert!(text.contains("lora_forward matches numpy"), "{text}");
+    assert!(text.contains("f16 matmul matches numpy"), "{text}");
 }
 
 /// The CUDA interop calls on a backend that is not cuda: a clear error, no output written.
@@ -178,6 +180,16 @@ fn device_pointer_calls_need_the_cuda_backend() {
     assert_eq!(st, BELLA_ERR_INVALID);
     assert!(t.is_null(), "no handle on failure");
     assert!(last().contains("needs the cuda backend"), "{}", last());
+    let st = unsafe {
+        bella_tensor_from_device_ptr_as(be, 0x1000, shape.as_ptr(), 2, BELLA_BF16, &mut t)
+    };
+    assert_eq!(st, BELLA_ERR_INVALID);
+    assert!(t.is_null(), "no handle on failure");
+    assert!(
+        last().contains("bella_tensor_from_device_ptr_as"),
+        "{}",
+        last()
+    );
 
     let data = [1.0f32; 6];
     let mut cpu_t = std::ptr::null_mut();

@@ -1,7 +1,7 @@
 /*
  * A C program on the C ABI alone: `check BACKEND` runs lora_forward against a plain C
- * reference, an SVGD step (fused op) against the three ops it stands for, and the error
- * paths. Exit status 0 when everything holds; each failure is printed.
+ * reference, an SVGD step (fused op) against the three ops it stands for, bf16 tensors
+ * (bits in and out, cast, a bf16 matmul against a double reference), and the error paths. Exit status 0 when everything holds; each failure is printed.
  */
 #include "bella.h"
 
@@ -144,6 +144,117 @@ static void check_svgd_step(BellaBackend *be) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bella_tensor_free(all[i]);
 }
 
+/* bfloat16 bits of x, rounded to nearest, ties to even (NaN to 0x7fff): written here from
+ * the format's definition, independent of the library. */
+static uint16_t bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fff;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static float bf16_value(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* 16-bit tensors: bits in and out, cast, a bf16 matmul (a b^T and a b) against a double
+ * reference on the exact bf16 values, and the refusals. */
+static void check_half(BellaBackend *be) {
+    enum { M = 5, N = 7, KK = 24 };
+    float af[M * KK], bf[N * KK];
+    fill(af, M * KK, 11), fill(bf, N * KK, 12);
+    uint16_t a[M * KK], bt[N * KK], b[KK * N];
+    for (int i = 0; i < M * KK; i++) a[i] = bf16_bits(af[i]);
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < KK; k++) {
+            bt[n * KK + k] = bf16_bits(bf[n * KK + k]);
+            b[k * N + n] = bt[n * KK + k];
+        }
+    size_t sa[] = {M, KK}, sbt[] = {N, KK}, sb[] = {KK, N};
+    BellaTensor *ta = NULL, *tbt = NULL, *tb = NULL;
+    OK(bella_tensor_upload_bits(be, a, sa, 2, BELLA_BF16, &ta));
+    OK(bella_tensor_upload_bits(be, bt, sbt, 2, BELLA_BF16, &tbt));
+    OK(bella_tensor_upload_bits(be, b, sb, 2, BELLA_BF16, &tb));
+    CHECK(bella_tensor_dtype(ta) == BELLA_BF16, "dtype of an uploaded bf16 tensor");
+    CHECK(bella_tensor_dtype(NULL) == -1, "dtype of a null handle");
+
+    /* The bits come back as they went in; download widens them exactly. */
+    uint16_t back[M * KK];
+    OK(bella_tensor_download_bits(be, ta, back, M * KK));
+    CHECK(memcmp(back, a, sizeof a) == 0, "download_bits returns the uploaded bits");
+    float *wide = download(be, ta);
+    int exact = 1;
+    for (int i = 0; i < M * KK; i++) exact &= wide[i] == bf16_value(a[i]);
+    CHECK(exact, "download widens bf16 exactly");
+    free(wide);
+
+    for (int tb_case = 0; tb_case < 2; tb_case++) {
+        BellaTensor *c = NULL;
+        OK(bella_matmul(be, ta, tb_case ? tbt : tb, false, tb_case != 0, 0.5f, &c));
+        if (!c) continue;
+        CHECK(bella_tensor_dtype(c) == BELLA_F32, "a 16-bit product is f32");
+        float *got = download(be, c);
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                double want = 0.0, mag = 0.0;
+                for (int k = 0; k < KK; k++) {
+                    double p = (double)bf16_value(a[m * KK + k]) * bf16_value(bt[n * KK + k]);
+                    want += p, mag += fabs(p);
+                }
+                want *= 0.5, mag *= 0.5;
+                float g = got[m * N + n];
+                CHECK(fabs(g - want) <= 2e-6 * mag + 1e-12, "bf16 matmul (trans_b %d) c[%d,%d] = %g, want %g",
+                      tb_case, m, n, g, want);
+            }
+        free(got);
+        bella_tensor_free(c);
+    }
+
+    /* cast f32 -> bf16 rounds as bf16_bits (a tie included), bf16 -> f32 is exact. */
+    float xs[6] = {1.0f, -0.1f, 3.14159265f, 1.00390625f /* tie: 1 + 2^-8 */, 1e-40f, -65504.0f};
+    size_t s6[] = {6};
+    BellaTensor *tx = upload(be, xs, s6, 1), *th = NULL, *tw = NULL;
+    OK(bella_cast(be, tx, BELLA_BF16, &th));
+    if (th) {
+        uint16_t hb[6];
+        OK(bella_tensor_download_bits(be, th, hb, 6));
+        for (int i = 0; i < 6; i++)
+            CHECK(hb[i] == bf16_bits(xs[i]), "cast %g: bits %04x, want %04x", xs[i], hb[i],
+                  bf16_bits(xs[i]));
+        OK(bella_cast(be, th, BELLA_F32, &tw));
+        if (tw) {
+            float *w = download(be, tw);
+            for (int i = 0; i < 6; i++)
+                CHECK(w[i] == bf16_value(hb[i]), "cast back %d: %g", i, w[i]);
+            free(w);
+        }
+    }
+
+    /* Refusals: an unknown dtype code, f32 through upload_bits, bits of an f32 tensor, a
+     * wrong length, a 16-bit tensor into an op that takes f32 only (the message says cast). */
+    BellaTensor *bad = NULL;
+    CHECK(bella_tensor_upload_bits(be, a, sa, 2, 7, &bad) == BELLA_ERR_INVALID && bad == NULL,
+          "dtype code 7 is BELLA_ERR_INVALID");
+    CHECK(bella_tensor_upload_bits(be, a, sa, 2, BELLA_F32, &bad) == BELLA_ERR_INVALID,
+          "upload_bits refuses BELLA_F32");
+    CHECK(bella_cast(be, tx, 9, &bad) == BELLA_ERR_INVALID && bad == NULL, "cast to code 9");
+    uint16_t six[6];
+    CHECK(bella_tensor_download_bits(be, tx, six, 6) == BELLA_ERR_INVALID,
+          "download_bits of an f32 tensor");
+    CHECK(bella_tensor_download_bits(be, ta, back, 3) == BELLA_ERR_INVALID,
+          "download_bits with a wrong length");
+    CHECK(bella_relu_forward(be, ta, &bad) != BELLA_OK && bad == NULL,
+          "relu_forward refuses a bf16 tensor");
+    CHECK(strstr(bella_last_error(), "cast") != NULL, "the refusal says to cast");
+
+    BellaTensor *all[] = {ta, tbt, tb, tx, th, tw};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bella_tensor_free(all[i]);
+}
+
 int main(int argc, char **argv) {
     const char *name = argc > 1 ? argv[1] : "cpu";
     BellaBackend *nope = NULL;
@@ -158,6 +269,7 @@ int main(int argc, char **argv) {
     }
     check_lora_forward(be);
     check_svgd_step(be);
+    check_half(be);
     OK(bella_synchronize(be));
     bella_backend_free(be);
     if (failures) {

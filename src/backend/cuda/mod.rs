@@ -8,6 +8,7 @@ pub use device::CudaDriver;
 
 use crate::backend::ptx::PtxBackend;
 use crate::backend::Backend;
+use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -41,6 +42,38 @@ impl PtxBackend<CudaDriver> {
         let len = crate::tensor::numel(shape);
         let buf = unsafe { self.driver().borrow_device_ptr(ptr, len)? };
         self.tensor_over(shape, buf)
+    }
+
+    /// [`CudaBackend::tensor_from_device_ptr`] for any dtype: a bf16/f16 tensor over the
+    /// caller's 16-bit device memory (a PyTorch `bfloat16` / `float16` tensor's
+    /// `data_ptr()`), read as bella's packed layout (element `2i` in the low half of word
+    /// `i`, which is the little-endian memory order of two consecutive 16-bit values). A
+    /// 16-bit tensor must have an even element count: bella's storage is whole 32-bit words,
+    /// and an odd count would reach 2 bytes past the caller's buffer.
+    ///
+    /// # Safety
+    /// As [`CudaBackend::tensor_from_device_ptr`], with `numel(shape) · dtype.size_bytes()` bytes
+    /// at `ptr`, 4-byte aligned.
+    pub unsafe fn tensor_from_device_ptr_as(
+        &self,
+        ptr: u64,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let n = crate::tensor::numel(shape);
+        if dtype.is_half() && !n.is_multiple_of(2) {
+            return Err(BellaError::invalid(format!(
+                "a {dtype} tensor over device memory needs an even element count (shape \
+                 {shape:?} has {n}): bella's storage is 32-bit words of two values"
+            )));
+        }
+        if !ptr.is_multiple_of(4) {
+            return Err(BellaError::invalid(format!(
+                "device pointer {ptr:#x} is not 4-byte aligned"
+            )));
+        }
+        let words = unsafe { self.tensor_from_device_ptr(ptr, &[dtype.words(n)])? };
+        words.reinterpret(shape, dtype)
     }
 
     /// The device address of a tensor's data (valid while the tensor lives), so a caller
