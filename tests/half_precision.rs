@@ -47,6 +47,13 @@ macro_rules! half_tests {
             }
         }
         #[test]
+        fn half_lora_backward_16bit_dy_rounds_where_the_contract_says() {
+            if let Some(be) = backend() {
+                let seed = bella::rng::Rng::fresh_seed();
+                half::check_lora_backward_rounded(be.as_ref(), seed).unwrap();
+            }
+        }
+        #[test]
         fn refuses_mixed_dtypes_and_f32_only_ops() {
             if let Some(be) = backend() {
                 half::check_refusals(be.as_ref()).unwrap();

@@ -381,10 +381,27 @@ pub(super) fn lora_backward(
         ("h", a.h),
     ];
     // x, weight, lora_a, lora_b: all f32 or all one 16-bit type (the forward's operands);
-    // dy and h are f32.
+    // dy and h: both f32, or (16-bit operands) both the operands' type.
     one_dtype(kind, OP, &inputs[1..5])?;
-    on_device_any_dtype(kind, OP, &inputs[1..5])?;
-    on_device(kind, OP, &[inputs[0], inputs[5]])?;
+    on_device_any_dtype(kind, OP, &inputs)?;
+    let dyh = [inputs[0], inputs[5]];
+    if a.x.dtype().is_half() && a.dy.dtype().is_half() {
+        one_dtype(kind, OP, &[inputs[1], inputs[0], inputs[5]])?;
+    } else if a.dy.dtype().is_half() || a.h.dtype().is_half() {
+        return Err(mismatch(
+            kind,
+            OP,
+            format!(
+                "`dy` is {} and `h` {} with {} operands: dy and h are both f32, or both the \
+                 operands' 16-bit type",
+                a.dy.dtype(),
+                a.h.dtype(),
+                a.x.dtype()
+            ),
+        ));
+    } else {
+        on_device(kind, OP, &dyh)?;
+    }
     let (ga, gb) = grads.tensors();
     on_device(kind, OP, &[("d_lora_a", ga), ("d_lora_b", gb)])?;
     let xk = if d.x_shared { 1 } else { d.k };

@@ -12,6 +12,7 @@ pub mod checks;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod lora_half;
 #[cfg(any(feature = "cuda", feature = "ptx-sim"))]
 pub mod ptx;
 #[cfg(feature = "ptx-sim")]
@@ -546,9 +547,11 @@ pub trait Backend: Send + Sync {
         // SAFETY: the caller's contract is this function's.
         unsafe { lora_forward_half_widened(self, args) }
     }
-    /// `lora_backward` with `x`, `weight`, `lora_a`, `lora_b` in one 16-bit type (`dy`, `h`
-    /// and the gradients f32): the f32 math on the exact 16-bit values. The default widens
-    /// them on the device and runs the f32 kernels.
+    /// `lora_backward` with `x`, `weight`, `lora_a`, `lora_b` in one 16-bit type: with `dy`
+    /// and `h` f32, the f32 math on the exact 16-bit values; with `dy` and `h` in that type
+    /// too, the contract with two rounding points of [`crate::ops::lora_backward`]
+    /// (gradients f32 either way). The default runs it on the f32 kernels
+    /// (`lora_backward_half_widened`).
     ///
     /// # Safety
     /// As [`Backend::lora_forward_unchecked`].
@@ -836,8 +839,11 @@ pub(crate) unsafe fn lora_forward_half_widened<B: Backend + ?Sized>(
     }
 }
 
-/// `lora_backward` of 16-bit operands by widening them on the device and running the f32
-/// kernels: the default of [`Backend::lora_backward_half_unchecked`].
+/// `lora_backward` of 16-bit operands on the f32 kernels: the default of
+/// [`Backend::lora_backward_half_unchecked`]. With `dy` and `h` f32, the operands are
+/// widened on the device and the f32 `lora_backward` runs; with `dy` and `h` 16-bit too, the
+/// contract with its two rounding points is composed of f32 products
+/// (`lora_half::lora_backward_half_dy`).
 ///
 /// # Safety
 /// As [`Backend::lora_forward_unchecked`].
@@ -848,6 +854,9 @@ pub(crate) unsafe fn lora_backward_half_widened<B: Backend + ?Sized>(
 ) -> Result<Option<Tensor>> {
     // SAFETY: the caller's contract; the widened views still fit.
     unsafe {
+        if args.dy.dtype().is_half() {
+            return lora_half::lora_backward_half_dy(be, args, grads);
+        }
         let (x, w) = (widened(be, args.x)?, widened(be, args.weight)?);
         let (a, b) = widened_pair(be, &args.a, &args.b)?;
         let f32_args = LoraBackwardArgs {

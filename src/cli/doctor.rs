@@ -120,7 +120,7 @@ pub fn run(a: DoctorArgs) -> Result<i32> {
 fn half_precision_rows(be: &dyn bella::Backend, seed: u64) -> usize {
     use bella::testing::half;
     type Row<'a> = (&'a str, Box<dyn Fn() -> half::Check + 'a>);
-    let rows: [Row; 5] = [
+    let rows: [Row; 6] = [
         (
             "cast",
             Box::new(|| {
@@ -153,6 +153,17 @@ fn half_precision_rows(be: &dyn bella::Backend, seed: u64) -> usize {
             Box::new(|| {
                 half::check_lora(be, "lora_backward", seed).map(|e| {
                     format!("4 shapes x 2 dtypes against the oracle, worst norm err {e:.1e}")
+                })
+            }),
+        ),
+        (
+            "lora_backward dy16",
+            Box::new(|| {
+                half::check_lora_backward_rounded(be, seed).map(|e| {
+                    format!(
+                        "5 shapes x 2 dtypes, dy and h 16-bit (rounded g and dy sum), against \
+                         float64 with the same rounding, worst norm err {e:.1e}"
+                    )
                 })
             }),
         ),

@@ -138,8 +138,19 @@ pub struct LoraGrads {
 /// for a shared `x`, `dx = Σ_k dx_k` (`[M, I]`).
 ///
 /// **Dtypes.** `x`, `weight`, `lora_a` and `lora_b` (the forward's operands) are all f32 or
-/// all one 16-bit type ([`crate::dtype`]); `dy`, `h` and every output are f32: the f32 math
-/// on the exact 16-bit values. Every backend widens 16-bit operands on the device today.
+/// all one 16-bit type `T` ([`crate::dtype`]); every output is f32.
+/// - `dy` and `h` f32: the f32 math on the exact 16-bit values (the operands are widened on
+///   the device).
+/// - `dy` and `h` in `T` as well (mixed-precision training's backward, as autocast): the
+///   products take 16-bit operands, so two intermediates are rounded once to `T` (`rnd`, to
+///   nearest, ties to even): `ĝ_k = rnd(dy_k B_k)` replaces `g_k` in `d_lora_a` and `dx`, and
+///   for a shared `x` the base term is `rnd(Σ_k dy_k) W`; every product accumulates in f32.
+///   So `d_lora_b` is the f32 math on the exact inputs; `d_lora_a` and `dx` carry the
+///   rounding of ĝ (relative `2⁻⁸` for bf16, `2⁻¹¹` for f16, per element of ĝ) and, shared,
+///   of the dy sum. Backends agree with one another and with float64 of the same rounding
+///   up to f32 accumulation and an occasional one-unit difference of a rounded
+///   intermediate (where the f32 product sits at a rounding boundary).
+/// - Any other mix of dtypes is an error.
 ///
 /// # Errors
 /// [`BellaError::Shape`] if the shapes disagree (or a tensor is empty);

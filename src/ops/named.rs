@@ -175,7 +175,7 @@ pub const UTILITY_NAMES: [&str; 1] = ["cast"];
 /// are read as f32 (bf16/f16 widened exactly), except the 16-bit operands of the ops that
 /// take them when all of them are the same 16-bit type: `matmul`'s `a` and `b`,
 /// `lora_forward`'s and `lora_backward`'s `x`, `weight`, `lora_a` and `lora_b` stay 16-bit
-/// on the device.
+/// on the device, and `lora_backward`'s `dy` and `h` too when all six are one 16-bit type.
 pub fn run_named(
     be: &dyn Backend,
     name: &str,
@@ -230,13 +230,20 @@ pub fn run_named_as(
                 i.operand("lora_b", &g, dtype)?,
             );
             let adapter = Adapter::from_tensors(name, &a, &b)?;
+            // dy and h stay 16-bit when all six inputs are one 16-bit type in the file (and
+            // no dtype is forced); else f32.
+            let all = ["x", "weight", "lora_a", "lora_b", "dy", "h"];
+            let upstream = |n: &str| match dtype {
+                Some(_) => i.tensor(n),
+                None => i.operand(n, &all, None),
+            };
             let g = lora_backward(
                 be,
-                &i.tensor("dy")?,
+                &upstream("dy")?,
                 &i.operand("x", &g, dtype)?,
                 &i.operand("weight", &g, dtype)?,
                 &adapter,
-                &i.tensor("h")?,
+                &upstream("h")?,
                 i.scalar("scale")?,
             )?;
             Ok(vec![

@@ -405,12 +405,9 @@ pub fn check_lora(be: &dyn Backend, op_name: &str, seed: u64) -> std::result::Re
                 None => {}
             }
             named.insert("scale".into(), HostTensor::scalar(2.0 / r as f32));
-            let case = format!("{d} lora_forward K={k} M={m} I={i} O={o} r={r} shared={shared}");
-            let got = op(
-                &case,
-                crate::ops::named::run_named(be, "lora_forward", &named),
-            )?;
-            let want = op(&case, crate::oracle::run_f64("lora_forward", &named))?;
+            let case = format!("{d} {op_name} K={k} M={m} I={i} O={o} r={r} shared={shared}");
+            let got = op(&case, crate::ops::named::run_named(be, op_name, &named))?;
+            let want = op(&case, crate::oracle::run_f64(op_name, &named))?;
             for c in super::compare_outputs(&case, &got, &want) {
                 if !c.passed() {
                     return fail(c.describe());
@@ -420,4 +417,193 @@ pub fn check_lora(be: &dyn Backend, op_name: &str, seed: u64) -> std::result::Re
         }
     }
     Ok(worst)
+}
+
+/// `lora_backward` with all six inputs 16-bit (the autocast contract of
+/// [`ops::lora_backward`]: `ĝ = rnd(dy B)`, for a shared x `rnd(Σ_k dy_k) W`) against a
+/// float64 loop that rounds at the same two points. `dy` and `lora_b` are drawn on coarse
+/// grids (`dy = n·2⁻ᵉ`, `|n| < 256`, `e ≤ 4`; `B = n/16`) so that `dy B` and `Σ_k dy_k` are
+/// exact in f32 whatever the summation order (multiples of 2⁻⁸ below 2¹⁵ for O ≤ 130: 23
+/// bits): the rounded intermediates are then the same
+/// bits on every backend and in the reference, and each output is checked element-wise
+/// within the f32-accumulation bound of its remaining products (and norm-wise, 1e-6). A
+/// backend that skipped a rounding would miss by ~2⁻⁹ of the rank term (bf16), far outside.
+/// Returns the worst norm-wise error.
+pub fn check_lora_backward_rounded(
+    be: &dyn Backend,
+    seed: u64,
+) -> std::result::Result<f64, String> {
+    use crate::host::{HostTensor, Named};
+    let mut rng = Rng::new(seed ^ 0x9e37);
+    let mut worst = 0f64;
+    // (K, M, I, O, r, shared x)
+    let plans = [
+        (1, 1, 8, 1, 1, true),
+        (3, 37, 40, 67, 8, true),
+        (2, 19, 33, 21, 5, false),
+        (4, 9, 16, 130, 16, true),
+        (1, 5, 24, 40, 16, false),
+    ];
+    for d in HALVES {
+        for &(k, m, i, o, r, shared) in &plans {
+            let mut draw = |n: usize, f: &mut dyn FnMut(&mut Rng) -> f32| -> Vec<u16> {
+                (0..n).map(|_| d.round_bits(f(&mut rng))).collect()
+            };
+            let uniform = |scale: f32| move |g: &mut Rng| (g.uniform() * 2.0 - 1.0) * scale;
+            let xk = if shared { 1 } else { k };
+            let x = draw(xk * m * i, &mut uniform(1.0));
+            let w = draw(o * i, &mut uniform(1.0 / (i as f32).sqrt()));
+            let a = draw(k * r * i, &mut uniform(1.0 / (i as f32).sqrt()));
+            let b = draw(k * o * r, &mut |g| {
+                ((g.uniform() * 33.0).floor() - 16.0) / 16.0
+            });
+            let dy = draw(k * m * o, &mut |g| {
+                let n = (g.uniform() * 511.0).floor() - 255.0;
+                n * 2f32.powi(-((g.uniform() * 5.0).floor() as i32))
+            });
+            let h = draw(k * m * r, &mut uniform(1.0));
+            let s = 2.0 / r as f32;
+            let wide =
+                |v: &[u16]| -> Vec<f64> { v.iter().map(|&b| d.widen_bits(b) as f64).collect() };
+            let (xv, wv, av, bv, dyv, hv) =
+                (wide(&x), wide(&w), wide(&a), wide(&b), wide(&dy), wide(&h));
+            let rnd = |v: f64| d.widen_bits(d.round_bits(v as f32)) as f64;
+            let xat = |kk: usize, mm: usize, ii: usize| {
+                xv[((if shared { 0 } else { kk }) * m + mm) * i + ii]
+            };
+            // ĝ_k = rnd(dy_k B_k): exact products and sums (the grids), one rounding.
+            let mut g = vec![0f64; k * m * r];
+            for kk in 0..k {
+                for mm in 0..m {
+                    for j in 0..r {
+                        let v: f64 = (0..o)
+                            .map(|oo| dyv[(kk * m + mm) * o + oo] * bv[(kk * o + oo) * r + j])
+                            .sum();
+                        g[(kk * m + mm) * r + j] = rnd(v);
+                    }
+                }
+            }
+            // Each output: (value, Σ|terms|, terms) per element.
+            let mut want_b = Vec::new();
+            for kk in 0..k {
+                for oo in 0..o {
+                    for j in 0..r {
+                        let t = (0..m).map(|mm| {
+                            s as f64 * dyv[(kk * m + mm) * o + oo] * hv[(kk * m + mm) * r + j]
+                        });
+                        want_b.push(sum_abs(t, m));
+                    }
+                }
+            }
+            let mut want_a = Vec::new();
+            for kk in 0..k {
+                for j in 0..r {
+                    for ii in 0..i {
+                        let t =
+                            (0..m).map(|mm| s as f64 * g[(kk * m + mm) * r + j] * xat(kk, mm, ii));
+                        want_a.push(sum_abs(t, m));
+                    }
+                }
+            }
+            let mut want_dx = Vec::new();
+            let blocks = if shared { 1 } else { k };
+            let dysum: Vec<f64> = (0..m * o)
+                .map(|e| {
+                    if shared && k > 1 {
+                        rnd((0..k).map(|kk| dyv[kk * m * o + e]).sum())
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            for blk in 0..blocks {
+                for mm in 0..m {
+                    for ii in 0..i {
+                        let base: Vec<f64> = (0..o)
+                            .map(|oo| {
+                                let dyo = if shared && k > 1 {
+                                    dysum[mm * o + oo]
+                                } else {
+                                    dyv[(blk * m + mm) * o + oo]
+                                };
+                                dyo * wv[oo * i + ii]
+                            })
+                            .collect();
+                        let parts: Vec<usize> = if shared { (0..k).collect() } else { vec![blk] };
+                        let rank: Vec<f64> = parts
+                            .iter()
+                            .flat_map(|&kk| (0..r).map(move |j| (kk, j)))
+                            .map(|(kk, j)| {
+                                s as f64 * g[(kk * m + mm) * r + j] * av[(kk * r + j) * i + ii]
+                            })
+                            .collect();
+                        let n = o + rank.len() + 2;
+                        want_dx.push(sum_abs(base.into_iter().chain(rank), n));
+                    }
+                }
+            }
+            let mut named = Named::new();
+            let x_shape = if shared { vec![m, i] } else { vec![k, m, i] };
+            named.insert("x".into(), HostTensor::half(&x_shape, d, x));
+            named.insert("weight".into(), HostTensor::half(&[o, i], d, w));
+            named.insert("lora_a".into(), HostTensor::half(&[k, r, i], d, a));
+            named.insert("lora_b".into(), HostTensor::half(&[k, o, r], d, b));
+            named.insert("dy".into(), HostTensor::half(&[k, m, o], d, dy));
+            named.insert("h".into(), HostTensor::half(&[k, m, r], d, h));
+            named.insert("scale".into(), HostTensor::scalar(s));
+            let case = format!(
+                "{d} lora_backward (16-bit dy, h) K={k} M={m} I={i} O={o} r={r} shared={shared}"
+            );
+            let got = op(
+                &case,
+                crate::ops::named::run_named(be, "lora_backward", &named),
+            )?;
+            for (name, want) in [
+                ("dx", &want_dx),
+                ("d_lora_a", &want_a),
+                ("d_lora_b", &want_b),
+            ] {
+                let Some((_, t)) = got.iter().find(|(n, _)| n == name) else {
+                    return fail(format!("[{case}] no output `{name}`"));
+                };
+                let v = t.to_f32();
+                if v.len() != want.len() {
+                    return fail(format!(
+                        "[{case}] `{name}`: {} elements, want {}",
+                        v.len(),
+                        want.len()
+                    ));
+                }
+                let (mut diff, mut norm) = (0f64, 0f64);
+                for (e, (&gv, &(wv, bound))) in v.iter().zip(want.iter()).enumerate() {
+                    let err = (gv as f64 - wv).abs();
+                    let within = err <= bound; // false for NaN too
+                    if !within {
+                        return fail(format!(
+                            "[{case}] `{name}`[{e}] = {gv}, float64 (same rounding) {wv}: |Δ| {err:e} > bound {bound:e}"
+                        ));
+                    }
+                    diff += err * err;
+                    norm += wv * wv;
+                }
+                let rel = diff.sqrt() / norm.sqrt().max(1e-30);
+                if rel > 1e-6 {
+                    return fail(format!("[{case}] `{name}`: norm-wise error {rel:e} > 1e-6"));
+                }
+                worst = worst.max(rel);
+            }
+        }
+    }
+    Ok(worst)
+}
+
+/// `(Σ terms, bound)`: the float64 sum and the f32-accumulation bound `2·2⁻²⁴·(n + 3)·Σ|terms|`
+/// of computing it from `n` f32 terms.
+fn sum_abs(terms: impl Iterator<Item = f64>, n: usize) -> (f64, f64) {
+    let (mut sum, mut abs) = (0f64, 0f64);
+    for t in terms {
+        sum += t;
+        abs += t.abs();
+    }
+    (sum, 2.0 * 2f64.powi(-24) * (n as f64 + 3.0) * abs + 1e-30)
 }

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import reference
 from safetensors_io import BF16
 
 
@@ -38,6 +39,14 @@ def _cast(a, dt):
     return BF16(a) if dt == "bf16" else np.asarray(a, dtype=dt)
 
 
+def _rounder(dt):
+    """float64 values -> the values of their rounding to dt (through f32, as bella's f32
+    accumulation then rounds)."""
+    if dt == "bf16":
+        return lambda v: BF16(np.asarray(v, np.float32)).values.astype(np.float64)
+    return lambda v: np.asarray(v, np.float32).astype(np.float16).astype(np.float64)
+
+
 def _x_nonzero(a):
     """Keep activations off relu's kink at 0, where the derivative is a convention."""
     a = np.array(a)
@@ -56,6 +65,7 @@ def lora_cases(rng, s):
         ("odd sizes f16", 2, 5, 17, 33, 3, True, False, np.float16),
         ("odd sizes f64 per-particle bias", 4, 3, 11, 13, 2, False, True, np.float64),
         ("bf16 shared bias", 2, 9, 19, 40, 4, True, True, "bf16"),
+        ("bf16 per-particle", 3, 11, 24, 16, 8, False, False, "bf16"),
     ]
     for label, k, m, o, i, r, shared, bias, dt in plans:
         x = n((m, i)) if shared else n((k, m, i))
@@ -69,7 +79,16 @@ def lora_cases(rng, s):
         bw = {kk: v for kk, v in fw.items() if kk != "bias"}
         bw["dy"] = _cast(n((k, m, o)), dt)
         bw["h"] = _cast(n((k, m, r)), dt)
-        out.append(Case("lora_backward", label.replace(", bias", "").replace(" bias", ""), bw))
+        bw_label = label.replace(", bias", "").replace(" bias", "")
+        expect = None
+        if dt in ("bf16", np.float16):
+            # All six inputs 16-bit: the autocast contract, g (and a shared x's dy sum)
+            # rounded once to the type, in the reference as in bella.
+            rnd = _rounder(dt)
+            vals = {kk: (v.values if isinstance(v, BF16) else v) for kk, v in bw.items()}
+            expect = reference.lora_backward_rounded(vals, rnd)
+            bw_label += ", 16-bit dy and h (rounded g)"
+        out.append(Case("lora_backward", bw_label, bw, expect=expect))
     # Mixed dtypes in one file, scale as a 1-element tensor, PyTorch's metadata.
     t = {"x": n((4, 6)).astype(np.float16), "weight": n((5, 6)).astype(np.float64),
          "bias": n(5).astype(np.float32), "lora_a": n((2, 3, 6)).astype(np.float32),

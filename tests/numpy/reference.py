@@ -52,6 +52,26 @@ def lora_backward(t):
     return {"dx": dx, "d_lora_a": d_a, "d_lora_b": d_b}
 
 
+def lora_backward_rounded(t, rnd):
+    """lora_backward with all six inputs in one 16-bit type (bella's autocast contract): g
+    rounded once to the type (`rnd`), and for a shared x the dy sum rounded once; the rest
+    is the float64 math."""
+    a, b, w = _f(t["lora_a"]), _f(t["lora_b"]), _f(t["weight"])
+    dy, h, s = _f(t["dy"]), _f(t["h"]), F(_scalar(t["scale"]))
+    shared = np.asarray(t["x"]).ndim == 2
+    x = _batch(t["x"], a.shape[0])
+    g = rnd(np.einsum("kmo,kor->kmr", dy, b))
+    d_b = s * np.einsum("kmo,kmr->kor", dy, h)
+    d_a = s * np.einsum("kmr,kmi->kri", g, x)
+    rank = s * np.einsum("kmr,kri->kmi", g, a)
+    if shared:
+        dys = dy.sum(axis=0) if dy.shape[0] == 1 else rnd(dy.sum(axis=0))
+        dx = dys @ w + rank.sum(axis=0)
+    else:
+        dx = np.einsum("kmo,oi->kmi", dy, w) + rank
+    return {"dx": dx, "d_lora_a": d_a, "d_lora_b": d_b}
+
+
 def matmul(t):
     a, b = _f(t["a"]), _f(t["b"])
     ta, tb = int(_scalar(t["trans_a"])), int(_scalar(t["trans_b"]))
