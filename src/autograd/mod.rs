@@ -168,8 +168,11 @@ impl<'be> Tape<'be> {
     /// `dtype` operands, as PyTorch's autocast does: the layer input, `W0` and the adapters
     /// are converted (`ops::cast`; the f32 parameter arena stays the master copy, converted
     /// once per tape), the products accumulate in f32 and every output, gradient and the
-    /// optimizer stay f32. The backward takes the same 16-bit operands with the f32 upstream
-    /// gradient. Dense (fully trained) layers stay f32.
+    /// optimizer stay f32. A LoRA layer's backward takes the same 16-bit operands and, as
+    /// autocast's backward, the upstream gradient and `h` in that type too (the contract of
+    /// `ops::lora_backward` with 16-bit `dy`: `g = dy B` rounded once, a shared x's dy sum
+    /// rounded once); a frozen layer's backward takes the f32 upstream gradient. Dense (fully
+    /// trained) layers stay f32.
     pub fn with_dtype(be: &'be dyn Backend, dtype: DType) -> Self {
         Tape {
             be,
@@ -261,7 +264,8 @@ impl<'be> Tape<'be> {
             k: arena.k,
             d: arena.d,
             scale,
-            h: out.h,
+            // kept in the product dtype: the backward's products all take 16-bit operands
+            h: self.in_dtype(&out.h)?,
         };
         Ok(self.push(out.y, rule, true))
     }

@@ -86,7 +86,10 @@ pub(super) fn lora_backward(
         stride: arena.d,
     };
     let ad = adapter(arena, slots);
-    ops::lora_backward_into(be, dy, x, weight, &ad, h, scale, need_dx, grad, da, db)
+    // Mixed precision (x in a 16-bit type): dy in that type too, as autocast's backward (the
+    // contract of `ops::lora_backward` with its two rounding points); f32: unchanged.
+    let dy = ops::cast(be, dy, x.dtype())?;
+    ops::lora_backward_into(be, &dy, x, weight, &ad, h, scale, need_dx, grad, da, db)
 }
 
 /// `y = x W0ᵀ (+ 1 biasᵀ)` over the last axis of `x` (`[.., I]` → `[.., O]`): the rows of

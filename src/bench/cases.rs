@@ -197,10 +197,12 @@ impl LoraShape {
             bytes: F32 * (read + write),
         }
     }
-    /// [`Self::backward_work`] with `x`, `W`, `A`, `B` in `dtype` (`dy`, `h`, outputs f32).
+    /// [`Self::backward_work`] with `x`, `W`, `A`, `B`, `dy` and `h` in `dtype` (outputs f32).
     pub fn backward_work_in(&self, dtype: DType) -> Work {
         let (k, i, o, r) = (self.k as f64, self.i as f64, self.o as f64, self.r as f64);
-        let operands = self.x_rows() as f64 * i + o * i + k * (r * i + o * r);
+        let m = self.m as f64;
+        // x, W, the adapters, and (16-bit operands) dy and h.
+        let operands = self.x_rows() as f64 * i + o * i + k * (r * i + o * r) + k * m * (o + r);
         let w = self.backward_work();
         Work {
             bytes: w.bytes - (F32 - dtype.size_bytes() as f64) * operands,
@@ -283,8 +285,14 @@ fn lora_backward_case(s: LoraShape, dtype: DType) -> OpCase {
         single_submission: true,
         build: Box::new(move |be, rng| {
             let inp = LoraInputs::random_in(be.as_ref(), rng, &s, dtype)?;
+            // 16-bit operands: dy and h in the same type (autocast's backward, every
+            // product on 16-bit operands: tensor cores on PTX where the shape allows).
             let dy = random(be.as_ref(), rng, &[s.k, s.m, s.o], 1.0)?;
             let h = random(be.as_ref(), rng, &[s.k, s.m, s.r], 1.0)?;
+            let (dy, h) = (
+                ops::cast(be.as_ref(), &dy, dtype)?,
+                ops::cast(be.as_ref(), &h, dtype)?,
+            );
             // The training form: gradients land in a [K, rI + Or] arena.
             let (ri, or) = (s.r * s.i, s.o * s.r);
             let mut grad = be.zeros(&[s.k, ri + or])?;
