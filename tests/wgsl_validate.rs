@@ -16,6 +16,11 @@ const FAMILIES: [&str; 7] = [
     "cast",
 ];
 
+/// Files beyond the families, each with the family whose PTX file names its entries:
+/// `matmul_f16.wgsl` is apart from `matmul.wgsl` only because `enable f16;` makes a whole
+/// module need the device feature.
+const VARIANTS: [(&str, &str); 1] = [("matmul_f16", "matmul")];
+
 fn required() -> bool {
     std::env::var("BELLA_REQUIRE")
         .map(|v| v.split(',').any(|s| s.trim() == "wgpu"))
@@ -30,9 +35,9 @@ fn shaders() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
         .collect();
     files.sort();
-    for f in FAMILIES {
+    for f in FAMILIES.iter().chain(VARIANTS.iter().map(|(v, _)| v)) {
         assert!(
-            files.iter().any(|p| p.file_stem().is_some_and(|s| s == f)),
+            files.iter().any(|p| p.file_stem().is_some_and(|s| s == *f)),
             "shaders/{f}.wgsl is missing"
         );
     }
@@ -126,6 +131,42 @@ fn validators_reject_a_broken_shader() {
     let _ = std::fs::remove_file(&bad);
 }
 
+/// `matmul_f16.wgsl` validates because of its `enable f16;`: without the directive both
+/// validators must reject it (they check the extension, not merely accept `f16`).
+#[test]
+fn f16_module_needs_its_enable_directive() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders/matmul_f16.wgsl");
+    let text = std::fs::read_to_string(&path).expect("reading shaders/matmul_f16.wgsl");
+    assert!(
+        text.starts_with("enable f16;\n"),
+        "matmul_f16.wgsl must begin with `enable f16;`"
+    );
+    let bare = std::env::temp_dir().join(format!("bella_no_enable_{}.wgsl", std::process::id()));
+    std::fs::write(&bare, text.replacen("enable f16;\n", "", 1))
+        .expect("writing a temporary shader");
+    for (name, args) in [
+        ("naga", vec![]),
+        (
+            "tint",
+            vec!["--format", "wgsl", "--output-name", "/dev/null"],
+        ),
+    ] {
+        if let Some(tool) = find(name) {
+            let status = Command::new(&tool)
+                .args(&args)
+                .arg(&bare)
+                .output()
+                .expect("running the validator")
+                .status;
+            assert!(
+                !status.success(),
+                "`{name}` accepted f16 without `enable f16;`"
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&bare);
+}
+
 /// Names after `marker` (`@compute` … `fn NAME(` in WGSL, `.entry NAME(` in PTX) in `text`.
 fn entries(text: &str, wgsl: bool) -> Vec<String> {
     let mut out = Vec::new();
@@ -163,28 +204,47 @@ fn entries(text: &str, wgsl: bool) -> Vec<String> {
 fn wgsl_entries_carry_the_ptx_names() {
     // WGSL-only: the PTX `lora_forward` is one entry with modes and its `dx` runs on
     // `gemm_tiled`; the WGSL splits them (and a 128-tile variant of each). The 16-bit GEMMs
-    // `gemm_tiled_bf16` / `gemm_tiled_f16` read packed halves on the CUDA cores; PTX's 16-bit
-    // GEMM is `gemm_mma_*`, on the tensor cores, a different kernel.
-    const WGSL_ONLY: [&str; 5] = [
+    // `gemm_tiled_bf16` / `gemm_tiled_f16` read packed halves on the CUDA cores, and
+    // `gemm_tiled_f16_native` (matmul_f16.wgsl) reads `array<f16>` where the device has
+    // SHADER_F16; PTX's 16-bit GEMM is `gemm_mma_*`, on the tensor cores, a different kernel.
+    const WGSL_ONLY: [&str; 6] = [
         "lora_dx",
         "lora_forward_128",
         "lora_dx_128",
         "gemm_tiled_bf16",
         "gemm_tiled_f16",
+        "gemm_tiled_f16_native",
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for f in FAMILIES {
+    let files = FAMILIES.iter().map(|f| (*f, *f)).chain(VARIANTS);
+    for (file, f) in files {
         let read = |p: PathBuf| {
             std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         };
-        let wgsl = entries(&read(root.join(format!("shaders/{f}.wgsl"))), true);
+        let wgsl = entries(&read(root.join(format!("shaders/{file}.wgsl"))), true);
         let ptx = entries(&read(root.join(format!("kernels/{f}.ptx"))), false);
-        assert!(!wgsl.is_empty() && !ptx.is_empty(), "{f}: no entries found");
+        assert!(
+            !wgsl.is_empty() && !ptx.is_empty(),
+            "{file}: no entries found"
+        );
         for e in &wgsl {
             assert!(
                 ptx.contains(e) || WGSL_ONLY.contains(&e.as_str()),
-                "shaders/{f}.wgsl entry `{e}` is not an entry of kernels/{f}.ptx ({ptx:?})"
+                "shaders/{file}.wgsl entry `{e}` is not an entry of kernels/{f}.ptx ({ptx:?})"
             );
         }
+    }
+}
+
+/// Every file under `shaders/` is a family or a listed variant, so that none escapes the
+/// naming check above.
+#[test]
+fn every_shader_file_is_checked_for_names() {
+    for p in shaders() {
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(
+            FAMILIES.contains(&stem.as_str()) || VARIANTS.iter().any(|(v, _)| *v == stem),
+            "shaders/{stem}.wgsl is neither a family nor a listed variant"
+        );
     }
 }

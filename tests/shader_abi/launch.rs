@@ -11,6 +11,9 @@ pub struct Device {
     device: wgpu::Device,
     queue: wgpu::Queue,
     max_per_dimension: u64,
+    /// The device has `SHADER_F16` (requested where the adapter offers it), which the
+    /// modules beginning with `enable f16;` need.
+    pub shader_f16: bool,
 }
 
 /// The default adapter's device, or `Err` with why there is none.
@@ -22,13 +25,16 @@ pub fn open() -> Result<Device, String> {
     let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
         .map_err(|e| format!("no wgpu adapter: {e}"))?;
     let limits = adapter.limits();
+    let f16 = adapter.features() & wgpu::Features::SHADER_F16;
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("shader_abi"),
+        required_features: f16,
         required_limits: limits.clone(),
         ..Default::default()
     }))
     .map_err(|e| format!("no wgpu device: {e}"))?;
     Ok(Device {
+        shader_f16: device.features().contains(wgpu::Features::SHADER_F16),
         device,
         queue,
         max_per_dimension: limits.max_compute_workgroups_per_dimension.max(1) as u64,

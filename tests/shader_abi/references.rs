@@ -88,7 +88,7 @@ pub fn expected(name: &str, b: &Buffers, p: &Params) -> Option<BTreeMap<&'static
         "gemm_tiled" | "gemm_tiled_128" | "gemm_narrow_splitk" => {
             map("c", gemm(&v("a"), &v("b"), p))
         }
-        "gemm_tiled_bf16" | "gemm_tiled_f16" => {
+        "gemm_tiled_bf16" | "gemm_tiled_f16" | "gemm_tiled_f16_native" => {
             // The packed operands widened (exactly) to their values: every half of every word.
             let dt = if name == "gemm_tiled_bf16" {
                 DType::BF16

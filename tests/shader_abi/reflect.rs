@@ -14,7 +14,8 @@ pub fn disagreements(file: &str, source: &str, entries: &[Entry]) -> Vec<String>
         Err(e) => return vec![format!("{file}: does not parse: {e}")],
     };
     let flags = naga::valid::ValidationFlags::all();
-    let caps = naga::valid::Capabilities::empty();
+    // `f16` (matmul_f16.wgsl, `enable f16;`); the other files use no capability.
+    let caps = naga::valid::Capabilities::SHADER_FLOAT16;
     let info = match naga::valid::Validator::new(flags, caps).validate(&module) {
         Ok(i) => i,
         Err(e) => return vec![format!("{file}: does not validate: {e}")],
@@ -126,6 +127,7 @@ fn expected_globals(entry: &Entry) -> Vec<String> {
 fn type_name(module: &Module, ty: naga::Handle<naga::Type>) -> String {
     let scalar = |s: naga::Scalar| match (s.kind, s.width) {
         (ScalarKind::Float, 4) => "f32".to_string(),
+        (ScalarKind::Float, 2) => "f16".to_string(),
         (ScalarKind::Uint, 4) => "u32".to_string(),
         (ScalarKind::Sint, 4) => "i32".to_string(),
         other => format!("{other:?}"),

@@ -11,6 +11,11 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// The adapter offers `SHADER_F16` (WGSL's `f16` type, `enable f16;`).
+    pub f16_offered: bool,
+    /// The device was opened with `SHADER_F16`: f16 products run `gemm_tiled_f16_native`
+    /// (`shaders/matmul_f16.wgsl`); without it, the packed-u32 `gemm_tiled_f16`.
+    pub shader_f16: bool,
     /// Errors raised outside an error scope (device loss, late failures), reported by the
     /// next call instead of wgpu's default handler, which panics.
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -37,8 +42,33 @@ pub fn has_real_gpu() -> bool {
     })
 }
 
+/// How to open the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Request `SHADER_F16` where the adapter offers it (false: never, so the f16 products
+    /// take the packed-u32 fallback kernel as on an adapter without the feature).
+    pub shader_f16: bool,
+}
+
+/// The variable that switches `SHADER_F16` off for the process's device.
+pub const F16_ENV: &str = "BELLA_WGPU_F16";
+
+impl OpenOptions {
+    /// The defaults, except `BELLA_WGPU_F16=off` (or `0`, `false`, `no`), read here, which
+    /// does not request `SHADER_F16`.
+    pub fn from_env() -> OpenOptions {
+        let off = std::env::var(F16_ENV).is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "off" | "0" | "false" | "no"
+            )
+        });
+        OpenOptions { shader_f16: !off }
+    }
+}
+
 impl Gpu {
-    pub fn open() -> Result<Gpu> {
+    pub fn open(options: OpenOptions) -> Result<Gpu> {
         let instance = instance();
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
@@ -56,12 +86,17 @@ impl Gpu {
         })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-        let required_features = if timestamps {
-            wgpu::Features::TIMESTAMP_QUERY
-        } else {
-            wgpu::Features::empty()
-        };
+        let offered = adapter.features();
+        let timestamps = offered.contains(wgpu::Features::TIMESTAMP_QUERY);
+        let f16_offered = offered.contains(wgpu::Features::SHADER_F16);
+        let shader_f16 = f16_offered && options.shader_f16;
+        let mut required_features = wgpu::Features::empty();
+        if timestamps {
+            required_features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        if shader_f16 {
+            required_features |= wgpu::Features::SHADER_F16;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("bella"),
             required_features,
@@ -82,11 +117,15 @@ impl Gpu {
             }
         }));
         let timer = timestamps.then(|| Timer::new(&device, &queue));
+        // What the device was granted, not only what was asked for.
+        let granted_f16 = device.features().contains(wgpu::Features::SHADER_F16);
         Ok(Gpu {
             device,
             queue,
             info,
             limits,
+            f16_offered,
+            shader_f16: granted_f16,
             uncaptured,
             timer,
         })

@@ -26,6 +26,9 @@ use std::sync::Mutex;
 pub enum Family {
     Lora,
     Matmul,
+    /// `matmul_f16.wgsl`, which begins with `enable f16;`: built only on a device with
+    /// `SHADER_F16` (the host picks its kernel only there).
+    MatmulF16,
     Svgd,
     Optim,
     Activation,
@@ -39,6 +42,7 @@ impl Family {
         Some(match file {
             "lora.wgsl" => Family::Lora,
             "matmul.wgsl" => Family::Matmul,
+            "matmul_f16.wgsl" => Family::MatmulF16,
             "svgd.wgsl" => Family::Svgd,
             "optim.wgsl" => Family::Optim,
             "activation.wgsl" => Family::Activation,
@@ -52,6 +56,7 @@ impl Family {
         match self {
             Family::Lora => include_str!("../../../shaders/lora.wgsl"),
             Family::Matmul => include_str!("../../../shaders/matmul.wgsl"),
+            Family::MatmulF16 => include_str!("../../../shaders/matmul_f16.wgsl"),
             Family::Svgd => include_str!("../../../shaders/svgd.wgsl"),
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
             Family::Activation => include_str!("../../../shaders/activation.wgsl"),
@@ -73,6 +78,7 @@ pub enum Kernel {
     GemmNarrowSplitK,
     GemmTiledBf16,
     GemmTiledF16,
+    GemmTiledF16Native,
     SqdistPartial,
     SqdistFinalize,
     RbfFromSqdist,
@@ -115,6 +121,7 @@ impl Kernel {
             Kernel::GemmNarrowSplitK => "gemm_narrow_splitk",
             Kernel::GemmTiledBf16 => "gemm_tiled_bf16",
             Kernel::GemmTiledF16 => "gemm_tiled_f16",
+            Kernel::GemmTiledF16Native => "gemm_tiled_f16_native",
             Kernel::SqdistPartial => "sqdist_partial",
             Kernel::SqdistFinalize => "sqdist_finalize",
             Kernel::RbfFromSqdist => "rbf_from_sqdist",
@@ -336,6 +343,12 @@ impl Kernels {
         }
         let spec = kernel.spec()?;
         let name = kernel.entry_name();
+        if spec.family == Family::MatmulF16 && !gpu.shader_f16 {
+            return Err(BellaError::device(
+                NAME,
+                format!("kernel `{name}` needs SHADER_F16, which this device was opened without"),
+            ));
+        }
         let built = gpu.scoped(&format!("building kernel `{name}`"), || {
             let module = self.module(gpu, spec.family)?;
             let (bgl, layout) = self.layout(gpu, spec.params, spec.reads, spec.writes)?;
@@ -356,6 +369,12 @@ impl Kernels {
             .map_err(|_| poisoned())?
             .insert(kernel, built.clone());
         Ok(built)
+    }
+
+    /// Whether `kernel`'s pipeline has been built on this device (tests: which path ran).
+    #[cfg(test)]
+    pub fn built(&self, kernel: Kernel) -> bool {
+        self.pipelines.lock().is_ok_and(|p| p.contains_key(&kernel))
     }
 }
 

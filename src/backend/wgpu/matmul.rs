@@ -7,7 +7,9 @@
 //!
 //! A product of 16-bit operands (both bf16 or both f16, `c` f32) runs on `gemm_tiled_bf16` /
 //! `gemm_tiled_f16` ([`matmul_half`]), which read the packed halves directly and widen them
-//! in registers: no f32 copy of an operand is made.
+//! in registers: no f32 copy of an operand is made. On a device with `SHADER_F16` an f16
+//! product runs `gemm_tiled_f16_native` instead (`shaders/matmul_f16.wgsl`, `enable f16;`):
+//! the same tiles and contract, the operands read as `array<f16>` and widened with `f32(h)`.
 
 use super::kernels::{Binding, Kernel, Params, Step};
 use super::{bind4, storage, storage_mut, WgpuBackend};
@@ -224,8 +226,9 @@ pub fn matmul(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<(
     be.run(op, &[s])
 }
 
-/// The dispatch of a 16-bit product: `gemm_tiled_bf16` or `gemm_tiled_f16` on 64×64 tiles,
-/// `a` and `b` bound as the packed words they are stored as (offsets and strides element
+/// The dispatch of a 16-bit product: `gemm_tiled_bf16`, `gemm_tiled_f16` or
+/// `gemm_tiled_f16_native` on 64×64 tiles, `a` and `b` bound as the packed words they are
+/// stored as (read as `array<f16>` by the native kernel) (offsets and strides element
 /// indices of the 16-bit tensors), `c` f32.
 fn half_step<'a>(
     kernel: Kernel,
@@ -244,20 +247,30 @@ fn half_step<'a>(
     }
 }
 
+/// The kernel of a product of two `dt` operands: bf16 packed; f16 native on a device with
+/// `SHADER_F16` (`shader_f16`), packed otherwise; `None` for any other type.
+pub fn half_kernel(dt: DType, shader_f16: bool) -> Option<Kernel> {
+    match dt {
+        DType::BF16 => Some(Kernel::GemmTiledBf16),
+        DType::F16 if shader_f16 => Some(Kernel::GemmTiledF16Native),
+        DType::F16 => Some(Kernel::GemmTiledF16),
+        _ => None,
+    }
+}
+
 /// `matmul` of 16-bit operands (both bf16 or both f16; `out` f32), read as they are stored:
 /// each element is widened to f32 exactly in the kernel and the products accumulate in f32,
 /// with no f32 copy of either operand.
 pub fn matmul_half(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
     let op = "matmul";
-    let kernel = match (args.a.tensor.dtype(), args.b.tensor.dtype()) {
-        (DType::BF16, DType::BF16) => Kernel::GemmTiledBf16,
-        (DType::F16, DType::F16) => Kernel::GemmTiledF16,
-        (da, db) => {
-            return Err(BellaError::invalid(format!(
+    let (da, db) = (args.a.tensor.dtype(), args.b.tensor.dtype());
+    let kernel = half_kernel(da, be.shader_f16())
+        .filter(|_| da == db)
+        .ok_or_else(|| {
+            BellaError::invalid(format!(
                 "{op}: the 16-bit kernels need a and b both bf16 or both f16, not {da} and {db}"
-            )))
-        }
-    };
+            ))
+        })?;
     let a = storage(op, args.a.tensor)?;
     let b = storage(op, args.b.tensor)?;
     let c = storage_mut(op, out)?;

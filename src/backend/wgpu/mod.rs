@@ -11,6 +11,16 @@
 //! - Offsets of `Strided` views and `OutSlot`s travel as uniform parameters (element
 //!   offsets), never as binding offsets (which would have to be 256-byte aligned).
 //!
+//! # f16 in WGSL
+//!
+//! Where the adapter offers `SHADER_F16`, the device is opened with it and f16 products run
+//! `gemm_tiled_f16_native` (`shaders/matmul_f16.wgsl`, `enable f16;`: the operands read as
+//! `array<f16>`). Without it — or with `BELLA_WGPU_F16=off` in the environment when the
+//! process's device is opened, or a device from [`WgpuBackend::open_with`] with
+//! `shader_f16: false` — they run the packed-u32 `gemm_tiled_f16`, which widens with integer
+//! operations. bf16 has no WGSL type and always runs packed (`gemm_tiled_bf16`).
+//! [`WgpuBackend::shader_f16`] says which; `bella doctor` prints it on the wgpu line.
+//!
 //! # Kernel timing
 //!
 //! Where the adapter has `TIMESTAMP_QUERY`, timestamps are written at the start and end of
@@ -53,6 +63,7 @@ use crate::backend::{
 use crate::error::{BellaError, Result};
 use crate::tensor::{numel, Storage, Tensor};
 use gpu::{Gpu, NAME};
+pub use gpu::{OpenOptions, F16_ENV};
 use kernels::{Binding, Kernels, Step};
 use pool::{Pool, WgpuStorage};
 use std::sync::{Arc, Mutex};
@@ -97,15 +108,31 @@ impl WgpuBackend {
         if let Some(b) = opened.as_ref() {
             return Ok(b.clone());
         }
-        let backend = WgpuBackend {
+        let backend = WgpuBackend::open_with(OpenOptions::from_env())?;
+        *opened = Some(backend.clone());
+        Ok(backend)
+    }
+
+    /// A device of its own (not the process's shared one) opened with `options`: e.g.
+    /// `shader_f16: false` for the packed-u32 f16 kernel on an adapter that has `SHADER_F16`.
+    /// Tensors of one device cannot be used on another.
+    ///
+    /// # Errors
+    /// As [`WgpuBackend::new`].
+    pub fn open_with(options: OpenOptions) -> Result<WgpuBackend> {
+        Ok(WgpuBackend {
             ctx: Arc::new(Inner {
-                gpu: Gpu::open()?,
+                gpu: Gpu::open(options)?,
                 pool: Pool::default(),
                 kernels: Kernels::default(),
             }),
-        };
-        *opened = Some(backend.clone());
-        Ok(backend)
+        })
+    }
+
+    /// Whether the device has `SHADER_F16`, so that f16 products run the native-f16
+    /// `gemm_tiled_f16_native` rather than the packed-u32 `gemm_tiled_f16`.
+    pub fn shader_f16(&self) -> bool {
+        self.ctx.gpu.shader_f16
     }
 
     /// Switch kernel timing on or off; returns whether the adapter supports it.
@@ -236,9 +263,15 @@ impl Backend for WgpuBackend {
     }
 
     fn describe(&self) -> String {
-        let i = &self.ctx.gpu.info;
+        let gpu = &self.ctx.gpu;
+        let i = &gpu.info;
+        let f16 = match (gpu.shader_f16, gpu.f16_offered) {
+            (true, _) => "on",
+            (false, true) => "off (offered; BELLA_WGPU_F16=off or open_with)",
+            (false, false) => "not offered",
+        };
         format!(
-            "{} ({:?}, {:?}, driver {} {})",
+            "{} ({:?}, {:?}, driver {} {}; SHADER_F16 {f16})",
             i.name, i.device_type, i.backend, i.driver, i.driver_info
         )
     }

@@ -356,6 +356,7 @@ fn every_kernel_resolves_in_the_abi() {
         GemmNarrowSplitK,
         GemmTiledBf16,
         GemmTiledF16,
+        GemmTiledF16Native,
         SqdistPartial,
         SqdistFinalize,
         RbfFromSqdist,

@@ -1,14 +1,21 @@
-//! `gemm_tiled_bf16` / `gemm_tiled_f16` of `shaders/matmul.wgsl` dispatched from a copy of the
-//! shader text on raw wgpu (not the host's cached pipelines), against an f64 reference of the
-//! header's stride formulas over the exactly widened halves: the unchanged text passes, and
-//! copies with a planted bug (the low and high halves of a word swapped; f16 subnormals
-//! widened one binade off) fail. `tests/half_precision.rs` covers the host path (`matmul`
-//! on 16-bit tensors, many layouts) against float64.
+//! `gemm_tiled_bf16` / `gemm_tiled_f16` of `shaders/matmul.wgsl` and `gemm_tiled_f16_native`
+//! of `shaders/matmul_f16.wgsl` dispatched from a copy of the shader text on raw wgpu (not the
+//! host's cached pipelines), against an f64 reference of the header's stride formulas over the
+//! exactly widened halves: the unchanged text passes, and copies with a planted bug (the low
+//! and high halves of a word swapped; f16 subnormals widened one binade off, or flushed; a's
+//! strides swapped) fail. Then the host path of an f16 `matmul`: native on a device with
+//! `SHADER_F16` (lavapipe has it), the packed fallback on a device opened without it, both
+//! against float64 on the exact f16 inputs at odd sizes past one tile.
+//! `tests/half_precision.rs` covers the host path on many more layouts.
 
+use super::super::kernels::Kernel;
 use super::super::tests::gpu_or_skip;
-use super::super::WgpuBackend;
+use super::super::{OpenOptions, WgpuBackend};
+use crate::backend::Backend;
 use crate::dtype::{pack_bits, DType};
+use crate::ops::{self, MatmulOperand};
 use crate::rng::Rng;
+use crate::tensor::OutSlot;
 
 /// `GemmParams` in field order (see the shader), for a batched product with transposed a,
 /// offsets, and a shared (batch stride 0) transposed b.
@@ -122,7 +129,7 @@ fn gemm_with_text(
     let c = upload_words(gpu, &vec![f32::NAN.to_bits(); c_len]);
     g.scoped("planted gemm", || {
         let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("planted matmul.wgsl"),
+            label: Some("planted GEMM text"),
             source: wgpu::ShaderSource::Wgsl(text.into()),
         });
         let pipeline = g
@@ -185,19 +192,7 @@ type Plant = (&'static str, &'static str, &'static [&'static str]);
 fn planted_half_gemm_bugs_are_caught() {
     let Some(gpu) = gpu_or_skip() else { return };
     let text = include_str!("../../../../shaders/matmul.wgsl");
-    // 37×45 = op(a) 37×29 (transposed, offset 3) · op(b) 29×45 (transposed, offset 1, shared
-    // by both batch blocks); odd offsets, so elements straddle the halves of words.
-    let case = Case {
-        m: 37,
-        n: 45,
-        inner: 29,
-        batch: 2,
-        a: [3, 37 * 29, 1, 37],
-        b: [1, 0, 1, 29],
-        c_bs: 37 * 45,
-    };
-    let (a_len, b_len) = (3 + 2 * 37 * 29, 1 + 29 * 45);
-    let c_len = 2 * 37 * 45;
+    let (case, a_len, b_len, c_len) = planted_case();
     let plants: [Plant; 2] = [
         (
             "(w >> ((e & 1u) * 16u))",
@@ -250,4 +245,244 @@ fn planted_half_gemm_bugs_are_caught() {
             assert!(caught.contains(entry), "{entry}: `{to}` not caught");
         }
     }
+}
+
+/// The planted-bug case of both tests: 37×45 = op(a) 37×29 (transposed, offset 3) · op(b)
+/// 29×45 (transposed, offset 1, shared by both batch blocks); odd offsets, so elements
+/// straddle the halves of words.
+fn planted_case() -> (Case, usize, usize, usize) {
+    let case = Case {
+        m: 37,
+        n: 45,
+        inner: 29,
+        batch: 2,
+        a: [3, 37 * 29, 1, 37],
+        b: [1, 0, 1, 29],
+        c_bs: 37 * 45,
+    };
+    (case, 3 + 2 * 37 * 29, 1 + 29 * 45, 2 * 37 * 45)
+}
+
+/// True for lavapipe (Mesa's llvmpipe Vulkan driver), which offers SHADER_F16.
+fn is_lavapipe(gpu: &WgpuBackend) -> bool {
+    gpu.ctx.gpu.info.name.contains("llvmpipe")
+}
+
+#[test]
+fn planted_native_f16_gemm_bugs_are_caught() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    if !gpu.ctx.gpu.f16_offered {
+        assert!(!is_lavapipe(&gpu), "lavapipe should offer SHADER_F16");
+        eprintln!("notice: the adapter lacks SHADER_F16; skipping gemm_tiled_f16_native");
+        return;
+    }
+    // A device of its own with SHADER_F16, whatever BELLA_WGPU_F16 says of the shared one.
+    let gpu = WgpuBackend::open_with(OpenOptions { shader_f16: true }).unwrap();
+    assert!(gpu.shader_f16());
+    let text = include_str!("../../../../shaders/matmul_f16.wgsl");
+    let entry = "gemm_tiled_f16_native";
+    let (case, a_len, b_len, c_len) = planted_case();
+    let read_a = "return f32(ah[a_base + row * p.a_rs + k * p.a_ks]);";
+    let plants: [(&str, &str); 3] = [
+        // Element e read from the other half of its word.
+        (
+            "f32(bh[b_index(b_base, k, col)])",
+            "f32(bh[b_index(b_base, k, col) ^ 1u])",
+        ),
+        // a's row and k strides swapped.
+        (
+            read_a,
+            "return f32(ah[a_base + row * p.a_ks + k * p.a_rs]);",
+        ),
+        // f16 subnormals flushed to zero (as a device may do in float operations).
+        (
+            read_a,
+            "let h = ah[a_base + row * p.a_rs + k * p.a_ks];\n    \
+             return select(0.0, f32(h), abs(h) >= 6.103515625e-5h);",
+        ),
+    ];
+    // Subnormals .. 2^2, then subnormals and the smallest normals only.
+    let sets: [(u64, u64); 2] = [(0, 17), (0, 2)];
+    let mut rng = Rng::new(0x05ee_d16e);
+    let mut caught = [false; 3];
+    for exps in sets {
+        let ha = random_halves(&mut rng, DType::F16, exps, a_len);
+        let hb = random_halves(&mut rng, DType::F16, exps, b_len);
+        let wide = |h: &[u16]| -> Vec<f64> {
+            h.iter().map(|&x| DType::F16.widen_bits(x) as f64).collect()
+        };
+        let want = case.reference(&wide(&ha), &wide(&hb));
+        let (wa, wb) = (pack_bits(&ha), pack_bits(&hb));
+        let good = gemm_with_text(&gpu, text, entry, &case, &wa, &wb, c_len);
+        assert_eq!(
+            mismatches(&good, &want),
+            0,
+            "{entry} {exps:?}: the unchanged text"
+        );
+        for (i, (from, to)) in plants.iter().enumerate() {
+            assert!(text.contains(from), "the plant's text `{from}` is gone");
+            let planted = text.replacen(from, to, 1);
+            let bad = gemm_with_text(&gpu, &planted, entry, &case, &wa, &wb, c_len);
+            let wrong = mismatches(&bad, &want);
+            eprintln!("{entry} {exps:?}: `{to}` is wrong on {wrong} of {c_len} outputs");
+            caught[i] |= wrong > 0;
+        }
+    }
+    for ((_, to), caught) in plants.iter().zip(caught) {
+        assert!(caught, "{entry}: `{to}` not caught");
+    }
+}
+
+/// Products at odd sizes past one 64×64 tile: (batch, m, n, inner, trans_a, trans_b,
+/// a_offset, b_offset, b_shared).
+type Shape = (usize, usize, usize, usize, bool, bool, usize, usize, bool);
+
+const HOST_SHAPES: [Shape; 3] = [
+    (2, 70, 131, 67, true, false, 3, 1, true),
+    (1, 129, 65, 33, false, true, 1, 0, false),
+    (3, 65, 67, 17, false, false, 0, 5, false),
+];
+
+/// `ops::matmul_into` of random f16 operands (biased exponents in `exps`, subnormals
+/// included) on `be`, each element against float64 sums of the exact f16 values within the
+/// f32-accumulation bound 2·2^-24·(K + 3)·Σ|a b| (f16 products are exact in f32).
+fn check_host_f16(be: &WgpuBackend, rng: &mut Rng, exps: (u64, u64)) {
+    for (batch, m, n, inner, ta, tb, a_off, b_off, shared) in HOST_SHAPES {
+        let (ar, ac) = if ta { (inner, m) } else { (m, inner) };
+        let (br, bc) = if tb { (n, inner) } else { (inner, n) };
+        let a_len = a_off + batch * ar * ac;
+        let b_stride = if shared { 0 } else { br * bc };
+        let b_len = b_off + if shared { 1 } else { batch } * br * bc;
+        let ha = random_halves(rng, DType::F16, exps, a_len);
+        let hb = random_halves(rng, DType::F16, exps, b_len);
+        let at = be.upload_bits(&[a_len], DType::F16, &ha).unwrap();
+        let bt = be.upload_bits(&[b_len], DType::F16, &hb).unwrap();
+        let c_len = batch * m * n;
+        let mut c = be.upload(&[c_len], &vec![f32::NAN; c_len]).unwrap();
+        let alpha = 0.75f32;
+        ops::matmul_into(
+            be,
+            batch,
+            MatmulOperand::strided(&at, a_off, ar * ac, ar, ac),
+            ta,
+            MatmulOperand::strided(&bt, b_off, b_stride, br, bc),
+            tb,
+            alpha,
+            &mut c,
+            OutSlot {
+                offset: 0,
+                stride: m * n,
+            },
+        )
+        .unwrap();
+        let got = be.download(&c).unwrap();
+        let a: Vec<f64> = ha
+            .iter()
+            .map(|&h| DType::F16.widen_bits(h) as f64)
+            .collect();
+        let b: Vec<f64> = hb
+            .iter()
+            .map(|&h| DType::F16.widen_bits(h) as f64)
+            .collect();
+        for k in 0..batch {
+            let (a0, b0) = (a_off + k * ar * ac, b_off + k * b_stride);
+            for i in 0..m {
+                for j in 0..n {
+                    let (mut sum, mut abs) = (0f64, 0f64);
+                    for l in 0..inner {
+                        let x = a[a0 + if ta { l * ac + i } else { i * ac + l }];
+                        let y = b[b0 + if tb { j * bc + l } else { l * bc + j }];
+                        sum += x * y;
+                        abs += (x * y).abs();
+                    }
+                    let want = alpha as f64 * sum;
+                    let bound = 2.0 * 2f64.powi(-24) * (inner as f64 + 3.0) * alpha as f64 * abs;
+                    let g = got[k * m * n + i * n + j] as f64;
+                    let within = (g - want).abs() <= bound + 1e-300; // false for NaN too
+                    assert!(
+                        within,
+                        "{batch}×{m}×{n}×{inner} ta {ta} tb {tb} exps {exps:?}: c[{k}, {i}, {j}] \
+                         = {g}, float64 {want} (bound {bound:e})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Which of the two f16 kernels this device built (the path taken), after `check_host_f16`.
+fn f16_kernels_built(be: &WgpuBackend) -> (bool, bool) {
+    let k = &be.ctx.kernels;
+    (
+        k.built(Kernel::GemmTiledF16Native),
+        k.built(Kernel::GemmTiledF16),
+    )
+}
+
+#[test]
+fn f16_matmul_takes_the_native_kernel_with_shader_f16() {
+    let Some(shared) = gpu_or_skip() else { return };
+    if is_lavapipe(&shared) {
+        assert!(
+            shared.ctx.gpu.f16_offered,
+            "lavapipe should offer SHADER_F16"
+        );
+    }
+    // The process's device has it unless BELLA_WGPU_F16=off.
+    assert_eq!(
+        shared.shader_f16(),
+        shared.ctx.gpu.f16_offered && OpenOptions::from_env().shader_f16
+    );
+    assert!(shared.describe().contains("SHADER_F16"));
+    if !shared.ctx.gpu.f16_offered {
+        eprintln!("notice: the adapter lacks SHADER_F16; only the fallback can run here");
+        return;
+    }
+    // A device of its own, so that no other test's kernels are in its cache.
+    let be = WgpuBackend::open_with(OpenOptions { shader_f16: true }).unwrap();
+    assert!(be.shader_f16());
+    assert!(be.describe().contains("SHADER_F16 on"), "{}", be.describe());
+    assert_eq!(
+        super::half_kernel(DType::F16, true),
+        Some(Kernel::GemmTiledF16Native)
+    );
+    let mut rng = Rng::new(0xf16_0001);
+    check_host_f16(&be, &mut rng, (0, 17));
+    check_host_f16(&be, &mut rng, (0, 2));
+    assert_eq!(
+        f16_kernels_built(&be),
+        (true, false),
+        "native kernel, not the fallback"
+    );
+}
+
+#[test]
+fn f16_matmul_falls_back_without_shader_f16() {
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    let be = WgpuBackend::open_with(OpenOptions { shader_f16: false }).unwrap();
+    assert!(!be.shader_f16());
+    assert!(
+        !be.describe().contains("SHADER_F16 on"),
+        "{}",
+        be.describe()
+    );
+    // The native module is refused on this device rather than compiled.
+    let refused = be
+        .ctx
+        .kernels
+        .pipeline(&be.ctx.gpu, Kernel::GemmTiledF16Native);
+    assert!(
+        refused.is_err(),
+        "the native kernel built without SHADER_F16"
+    );
+    let mut rng = Rng::new(0xf16_0002);
+    check_host_f16(&be, &mut rng, (0, 17));
+    check_host_f16(&be, &mut rng, (0, 2));
+    assert_eq!(
+        f16_kernels_built(&be),
+        (false, true),
+        "the fallback, not native"
+    );
 }
