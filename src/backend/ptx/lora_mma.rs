@@ -67,9 +67,10 @@ pub struct LoraMma<'a, B> {
 
 /// Output tile of one CTA (square).
 pub const TILE: usize = 128;
-/// Registers per thread, the larger of ptxas' sm_80 (245) and sm_90 (250) reports.
-pub const REGS: u32 = 250;
-/// Static shared memory per CTA (gemm_mma's 3 stages).
+/// Registers per thread, the larger of ptxas' sm_80 (204) and sm_90 (210) reports.
+pub const REGS: u32 = 210;
+/// Static shared memory per CTA (gemm_mma's 3 stages; the epilogue stages the rank operands
+/// in two 16 KiB buffers of them).
 pub const SMEM: u32 = 49152;
 
 /// The kernel entry for `dtype`.

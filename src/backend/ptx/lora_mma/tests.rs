@@ -2,8 +2,9 @@
 //! 16-bit x, W, B and the f32 h: minimal, edge, odd-rank and multi-step-rank shapes, bias,
 //! offsets and a strided B; y outside the output untouched; planted bugs (a swapped B
 //! fragment, the old two-way split (mid folded into a rounded lo), the lo term dropped, the
-//! mid mma dropped) caught against a bound with no split error; the two entries' texts in
-//! step; preconditions refused.
+//! mid mma dropped, an unswizzled staging store) caught against a bound with no split error,
+//! and staging plants (a misplaced staged row, a missing barrier, one buffer instead of two)
+//! reported by the simulator; the two entries' texts in step; preconditions refused.
 use super::*;
 use crate::backend::ptx::modules::MODULES;
 use crate::backend::ptx_sim::SimDriver;
@@ -104,6 +105,12 @@ fn words(offset: usize, bits: &[u16]) -> Vec<f32> {
 }
 
 fn run(dtype: DType, c: &Case, module: Option<&str>) -> Outcome {
+    try_run(dtype, c, module).expect("the kernel runs")
+}
+
+/// [`run`], with the launch's error (the simulator reports shared-memory races and reads of
+/// shared memory no thread wrote) returned instead of a panic.
+fn try_run(dtype: DType, c: &Case, module: Option<&str>) -> Result<Outcome> {
     // 2 SMs: a grid of at most 2 CTAs (1 per SM), so multi-tile shapes loop over tiles
     // (tile += nctaid.x) whatever this machine's core count
     let be = PtxBackend::new(SimDriver::with_sm_count(2)).expect("simulator loads kernels/");
@@ -163,8 +170,7 @@ fn run(dtype: DType, c: &Case, module: Option<&str>) -> Outcome {
     match module {
         Some(_) => launch_in(&be, "planted", &l),
         None => lora_forward_mma(&be, &l),
-    }
-    .expect("the kernel runs");
+    }?;
     let out = d.download(&ybuf, y0.len()).unwrap();
     let n = k * m * o;
     assert!(
@@ -211,11 +217,11 @@ fn run(dtype: DType, c: &Case, module: Option<&str>) -> Outcome {
             }
         }
     }
-    Outcome {
+    Ok(Outcome {
         got: out[c.y_offset..c.y_offset + n].to_vec(),
         want,
         bound,
-    }
+    })
 }
 
 fn check(dtype: DType, c: &Case) {
@@ -323,6 +329,22 @@ fn caught(planted_entry: impl Fn(&str) -> String, c: &Case, what: &str) {
     assert!(o.bad().is_empty());
 }
 
+/// [`caught`] for a plant in the staging that the simulator itself must report (a shared
+/// memory race or a read of shared memory no thread wrote: `expect` in its error), and the
+/// unaltered text pass.
+fn reported(planted_entry: impl Fn(&str) -> String, c: &Case, what: &str, expect: &str) {
+    let src = text();
+    let entry = entry_text(src, "lora_forward_mma_bf16");
+    let planted = planted_entry(entry);
+    assert_ne!(entry, planted, "{what}: the plant changed nothing");
+    match try_run(DType::BF16, c, Some(&src.replace(entry, &planted))) {
+        Err(e) => assert!(e.to_string().contains(expect), "{what}: {e}"),
+        Ok(_) => panic!("{what} went unreported"),
+    }
+    let o = run(DType::BF16, c, Some(src));
+    assert!(o.bad().is_empty());
+}
+
 #[test]
 fn a_swapped_b_fragment_in_the_rank_update_is_caught() {
     // the rank mma of m16 tile 0, n8 tile 0 take {b0, b1} as {b1, b0}: ranks 0-7 and 8-15
@@ -395,6 +417,70 @@ fn a_dropped_mid_mma_is_caught() {
         },
         &case(32, 16, 16, 5, 2),
         "the dropped mid mma",
+    );
+}
+
+#[test]
+fn an_unswizzled_staging_store_is_caught() {
+    // the staging stores without the half swap of rows with (row >> 2) & 1 set, the
+    // ldmatrix reads with it: those rows read ranks 8-15 as 0-7 and the other way round
+    caught(
+        |e| {
+            e.replacen(
+                "xor.b32 %r2, %r2, %r3;\n\tshl.b32 %r2, %r2, 4;\n\tand.b32 %r4, %r1, 3;",
+                "shl.b32 %r2, %r2, 4;\n\tand.b32 %r4, %r1, 3;",
+                1,
+            )
+        },
+        &case(32, 16, 16, 5, 2),
+        "the unswizzled staging store",
+    );
+}
+
+#[test]
+fn a_staged_tile_at_the_wrong_offset_is_caught() {
+    // the B tile's row j = 1 (tile columns srow + 32) stored over row j = 0's place: columns
+    // 0-31 of the tile read the B_k rows of columns 32-63, and those read shared memory no
+    // thread wrote (the first tile's buffer 1), which the simulator reports
+    reported(
+        |e| e.replace("[%r2+13312], %fb0;", "[%r2+12288], %fb0;"),
+        &case(19, 70, 16, 16, 2),
+        "the misplaced B row",
+        "uninitialised shared memory",
+    );
+}
+
+#[test]
+fn a_missing_staging_barrier_is_caught() {
+    // no barrier between the staging stores and the ldmatrix reads of a step: the
+    // simulator reports the race
+    reported(
+        |e| {
+            e.replace(
+                "\tbar.sync 0;\n\t// ==== compute the step",
+                "\t// ==== compute the step",
+            )
+        },
+        &case(130, 129, 40, 24, 3),
+        "the missing staging barrier",
+        "shared memory race",
+    );
+}
+
+#[test]
+fn a_single_staging_buffer_is_caught() {
+    // every step into buffer 0: step s + 1's stores race with other warps' reads of step s
+    // (one barrier per step is enough only with two buffers); the simulator reports it
+    reported(
+        |e| {
+            e.replace(
+                "\txor.b32 %sbuf, %sbuf, 16384;",
+                "\tadd.u32 %sbuf, %sbuf, 0;",
+            )
+        },
+        &case(130, 129, 40, 24, 3),
+        "the single staging buffer",
+        "shared memory race",
     );
 }
 
@@ -478,7 +564,7 @@ fn preconditions_are_refused() {
 /// The registers and shared memory the grid is sized from are ptxas' (when installed).
 #[test]
 fn resources_match_ptxas() {
-    // 249 registers: 1 CTA of 256 threads per SM
+    // 210 registers: 1 CTA of 256 threads per SM
     assert_eq!(blocks_per_sm(), 1);
     let mut ptxas = crate::profile::ptxas::Ptxas::new();
     if !ptxas.available() {
