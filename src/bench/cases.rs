@@ -335,12 +335,33 @@ pub fn matmul_case(batch: usize, m: usize, n: usize, inner: usize) -> OpCase {
 
 /// [`matmul_case`] with `a` and `b` in `dtype` (converted on the device; `c` f32).
 pub fn matmul_case_in(batch: usize, m: usize, n: usize, inner: usize, dtype: DType) -> OpCase {
+    matmul_case_layout(batch, m, n, inner, dtype, false, true)
+}
+
+/// `matmul` with `a` stored `[inner, m]` when `trans_a` and `b` stored `[n, inner]` when
+/// `trans_b` (`[inner, n]` otherwise); `a · bᵀ` (`trans_b` only) keeps its old label, the
+/// others end in `(no trans)`, `(trans_a)` or `(trans_a, trans_b)`.
+pub fn matmul_case_layout(
+    batch: usize,
+    m: usize,
+    n: usize,
+    inner: usize,
+    dtype: DType,
+    trans_a: bool,
+    trans_b: bool,
+) -> OpCase {
     let (bf, mf, nf, kf) = (batch as f64, m as f64, n as f64, inner as f64);
     let operand_bytes = dtype.size_bytes() as f64;
+    let layout = match (trans_a, trans_b) {
+        (false, true) => "trans_b",
+        (false, false) => "(no trans)",
+        (true, false) => "(trans_a)",
+        (true, true) => "(trans_a, trans_b)",
+    };
     OpCase {
         op: "matmul",
         shape: label_in(
-            format!("Kb={batch} m={m} n={n} inner={inner} trans_b"),
+            format!("Kb={batch} m={m} n={n} inner={inner} {layout}"),
             dtype,
         ),
         work: Work {
@@ -349,24 +370,26 @@ pub fn matmul_case_in(batch: usize, m: usize, n: usize, inner: usize, dtype: DTy
         },
         single_submission: true,
         build: Box::new(move |be, rng| {
+            let a_block = if trans_a { [inner, m] } else { [m, inner] };
             let a_shape = if batch == 1 {
-                vec![m, inner]
+                a_block.to_vec()
             } else {
-                vec![batch, m, inner]
+                vec![batch, a_block[0], a_block[1]]
             };
             let a = ops::cast(
                 be.as_ref(),
                 &random(be.as_ref(), rng, &a_shape, 1.0)?,
                 dtype,
             )?;
+            let b_shape = if trans_b { [n, inner] } else { [inner, n] };
             let b = ops::cast(
                 be.as_ref(),
-                &random(be.as_ref(), rng, &[n, inner], 1.0)?,
+                &random(be.as_ref(), rng, &b_shape, 1.0)?,
                 dtype,
             )?;
             let be = be.clone();
             Ok(Box::new(move || {
-                ops::matmul(be.as_ref(), &a, &b, false, true, 1.0).map(drop)
+                ops::matmul(be.as_ref(), &a, &b, trans_a, trans_b, 1.0).map(drop)
             }))
         }),
     }

@@ -73,6 +73,7 @@ pub fn gemm_mma_case<D: Driver>(be: Arc<PtxBackend<D>>, dtype: HalfType, n: usiz
                         alpha: 1.0,
                         beta: None,
                         c_block: None,
+                        layouts: Default::default(),
                     },
                 )
             }))

@@ -163,9 +163,11 @@ pub fn matmul_into(
 ///
 /// **Dtypes.** `a` and `b` are both f32, or both bf16 or both f16 ([`crate::dtype`]); `c`
 /// is f32 either way: the product of the exact 16-bit values accumulated in f32 (as a
-/// tensor core does). On PTX (cuda, ptx-sim) bf16/f16 `a · bᵀ` (`trans_a` false, `trans_b`
-/// true, inner a multiple of 8, blocks at even offsets) runs the tensor-core kernel
-/// `gemm_mma_*`; every other case, and the other backends, widen the operands on the device
+/// tensor core does). On PTX (cuda, ptx-sim) bf16/f16 products run the tensor-core kernel
+/// `gemm_mma_*` in every `trans_a` / `trans_b` layout, given blocks at offsets and strides
+/// that are multiples of 8 elements, `m` (`n`) a multiple of 8 where `a` is stored
+/// `[n_inner, m]` (`b` stored `[n_inner, n]`), and the inner dimension a multiple of 8 unless
+/// both are; every other case, and the other backends, widen the operands on the device
 /// and run the f32 kernel (same result within f32 accumulation; a temporary f32 copy).
 ///
 /// # Errors

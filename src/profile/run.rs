@@ -8,7 +8,7 @@ use super::ptxas::{KernelInfo, Ptxas};
 use super::{SAMPLE_BUDGET_INST, SIM_MAX_BYTES, SIM_MAX_FLOPS};
 use crate::backend::ptx_sim::profile::{Class, Counters, LaunchProfile, Sample};
 use crate::backend::ptx_sim::{ProfileOptions, Profiler};
-use crate::bench::cases::{cases_in, matmul_case_in, OpCase, Scale, BENCH_OPS};
+use crate::bench::cases::{cases_in, matmul_case_in, matmul_case_layout, OpCase, Scale, BENCH_OPS};
 use crate::bench::tensor_core::{self, gemm_mma_case, half_type};
 use crate::error::{BellaError, Result};
 use crate::rng::Rng;
@@ -382,6 +382,13 @@ pub fn profile_cases(
     let mut v = cases_in(op, scale, quick, dtype);
     if op == "matmul" && scale == Scale::Gpu {
         v.push(matmul_case_in(1, 4096, 4096, 4096, dtype));
+        // 16-bit operands: the tensor-core GEMM's other operand layouts too (select one
+        // with --shape "(no trans)", "(trans_a)" or "(trans_a, trans_b)")
+        if dtype.is_half() {
+            for (ta, tb) in [(false, false), (true, false), (true, true)] {
+                v.push(matmul_case_layout(1, 4096, 4096, 4096, dtype, ta, tb));
+            }
+        }
     }
     v
 }

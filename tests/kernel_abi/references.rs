@@ -315,19 +315,53 @@ fn half_at(t: HalfType, words: &[u32], i: usize) -> f64 {
     t.value((words[i / 2] >> shift) as u16) as f64
 }
 
+/// Every flag: bit 0 beta, bit 1 C blocked `[n / blk, m, blk]` (blk = flags >> 8), bit 2 A
+/// stored `[k, m]`, bit 3 B stored `[k, n]`; bits 4..7 are unused (must be 0).
 fn gemm_mma(c: &Case, t: HalfType) {
     let (m, n, k, flags) = (c.u("p_m"), c.u("p_n"), c.u("p_k"), c.u("p_flags"));
+    assert_eq!(flags & 0xf0, 0, "gemm_mma: flags bits 4..7 are not defined");
     let (alpha, beta) = (c.f("p_alpha"), c.f("p_beta"));
     let (a, b, c0) = (c.bits("p_a"), c.bits("p_b"), c.input("p_c"));
-    let want: Vec<f64> = (0..m * n)
-        .map(|at| {
-            let (row, col) = (at / n, at % n);
-            let s: f64 = (0..k)
-                .map(|kk| half_at(t, &a, row * k + kk) * half_at(t, &b, col * k + kk))
-                .sum();
-            alpha * s + if flags & 1 != 0 { beta * c0[at] } else { 0.0 }
-        })
-        .collect();
+    // op(A)(row, q) and op(B)(col, q) in the stored layouts
+    let a_at = |row: usize, q: usize| {
+        half_at(
+            t,
+            &a,
+            if flags & 4 != 0 {
+                q * m + row
+            } else {
+                row * k + q
+            },
+        )
+    };
+    let b_at = |col: usize, q: usize| {
+        half_at(
+            t,
+            &b,
+            if flags & 8 != 0 {
+                q * n + col
+            } else {
+                col * k + q
+            },
+        )
+    };
+    // C's word of (row, col)
+    let blk = flags >> 8;
+    let word = |row: usize, col: usize| {
+        if flags & 2 != 0 {
+            ((col / blk) * m + row) * blk + col % blk
+        } else {
+            row * n + col
+        }
+    };
+    let mut want = c0.clone();
+    for row in 0..m {
+        for col in 0..n {
+            let s: f64 = (0..k).map(|q| a_at(row, q) * b_at(col, q)).sum();
+            let w = word(row, col);
+            want[w] = alpha * s + if flags & 1 != 0 { beta * c0[w] } else { 0.0 };
+        }
+    }
     c.expect("p_c", &want, 1e-5);
 }
 

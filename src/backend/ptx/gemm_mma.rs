@@ -1,7 +1,9 @@
 //! `gemm_mma_bf16` / `gemm_mma_f16` (kernels/matmul.ptx): the tensor-core GEMM,
-//! `C[M, N] (f32) = alpha · A[M, K] · B[N, K]ᵀ (+ beta · C)` with A and B in a 16-bit float
+//! `C[M, N] (f32) = alpha · op(A) · op(B)ᵀ (+ beta · C)` with A and B in a 16-bit float
 //! format, f32 accumulation (`mma.sync.m16n8k16`, `ldmatrix`, 3-stage `cp.async` pipeline;
-//! the design is in the kernel's header and kernels/README.md).
+//! the design is in the kernel's header and kernels/README.md). Each operand is stored either
+//! K-contiguous (A `[M, K]`, B `[N, K]`) or K-major (A `[K, M]`, B `[K, N]`, staged
+//! transposed and read with `ldmatrix .trans`): [`Layouts`].
 //!
 //! **Packing.** Bella's tensors and device buffers are f32 only, so the half-precision
 //! operands travel packed two per f32 word: element `2i` of a row-major matrix in the low 16
@@ -9,8 +11,9 @@
 //! [`pack_half`] builds such a buffer from f32 values). C is an ordinary f32 buffer.
 //!
 //! **In the ops**: `ops::matmul` with bf16/f16 operands runs it where it `covers` the
-//! case (`matmul`: `a · bᵀ`, K a multiple of 8, 16-byte aligned blocks), one launch per
-//! batch block; other half-precision products widen on the device. The tests below run it
+//! case (every `trans_a` / `trans_b`: 16-byte aligned blocks, K a multiple of 8 unless both
+//! operands are K-major, M (N) a multiple of 8 for a K-major A (B)), one launch per batch
+//! block; other half-precision products widen on the device. The tests below run it
 //! on the PTX simulator, `bella profile` models it at 4096³, and `bella doctor` checks it on
 //! cuda and ptx-sim ([`check`]).
 
@@ -70,8 +73,20 @@ pub fn pack_half(dtype: HalfType, xs: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// One launch: A `[m, k]` and B `[n, k]` packed (`a_offset`, `b_offset` in f32 words, a
-/// multiple of 4: rows start 16-byte aligned), C `[m, n]` f32 at `c_offset` floats.
+/// How A and B are stored (`p_flags` bits 2 and 3). The default is both K-contiguous,
+/// `C = A · Bᵀ` with A `[m, k]`, B `[n, k]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Layouts {
+    /// A stored `[k, m]` (K-major: `op(A)(i, q) = A[q, i]`; `m` a multiple of 8); false:
+    /// `[m, k]`
+    pub a_kmajor: bool,
+    /// B stored `[k, n]` (K-major: `C = op(A) · B`; `n` a multiple of 8); false: `[n, k]`
+    pub b_kmajor: bool,
+}
+
+/// One launch: A `[m, k]` (or `[k, m]`) and B `[n, k]` (or `[k, n]`) packed (`a_offset`,
+/// `b_offset` in f32 words, a multiple of 4: rows start 16-byte aligned), C `[m, n]` f32 at
+/// `c_offset` floats.
 pub struct MmaGemm<'a, B> {
     /// the format of A and B (selects the kernel)
     pub dtype: HalfType,
@@ -79,13 +94,14 @@ pub struct MmaGemm<'a, B> {
     pub m: usize,
     /// rows of B, columns of C
     pub n: usize,
-    /// the inner dimension: at least 8 and a multiple of 8 (16-byte `cp.async` rows)
+    /// the inner dimension: at least 8 and a multiple of 8 (16-byte `cp.async` rows) when an
+    /// operand is K-contiguous, any `k ≥ 1` when both are K-major
     pub k: usize,
-    /// A `[m, k]`, packed
+    /// A `[m, k]` (`[k, m]` with `layouts.a_kmajor`), packed
     pub a: &'a B,
     /// f32 words before A's first element (a multiple of 4)
     pub a_offset: usize,
-    /// B `[n, k]`, packed
+    /// B `[n, k]` (`[k, n]` with `layouts.b_kmajor`), packed
     pub b: &'a B,
     /// f32 words before B's first element (a multiple of 4)
     pub b_offset: usize,
@@ -103,12 +119,14 @@ pub struct MmaGemm<'a, B> {
     /// `n % blk == 0`, `blk < 2²⁴` (it travels in bits 8..31 of the kernel's flags). beta reads
     /// the same layout.
     pub c_block: Option<usize>,
+    /// how A and B are stored
+    pub layouts: Layouts,
 }
 
 /// Output tile of one CTA (square).
 pub const TILE: usize = 128;
-/// Registers per thread, the larger of ptxas' sm_80 (122) and sm_90 (121) reports.
-pub const REGS: u32 = 122;
+/// Registers per thread, the larger of ptxas' sm_80 (121) and sm_90 (127) reports.
+pub const REGS: u32 = 127;
 /// Static shared memory per CTA: 3 stages × (A + B) × 128 rows × 64 bytes.
 pub const SMEM: u32 = 49152;
 
@@ -147,13 +165,15 @@ pub(crate) fn launch_in<D: Driver>(
     be.launch_named(module, name, grid, params)
 }
 
-/// The kernel's `p_flags`: bit 0 beta, bit 1 blocked C, bits 8..31 the block width (`check`
-/// bounds it below 2²⁴).
-fn flags<B>(g: &MmaGemm<'_, B>) -> u32 {
-    let beta = u32::from(g.beta.is_some());
+/// The kernel's `p_flags`: bit 0 beta, bit 1 blocked C, bit 2 A K-major, bit 3 B K-major
+/// (bits 4..7 free), bits 8..31 the block width (`check` bounds it below 2²⁴).
+pub(crate) fn flags<B>(g: &MmaGemm<'_, B>) -> u32 {
+    let low = u32::from(g.beta.is_some())
+        | u32::from(g.layouts.a_kmajor) << 2
+        | u32::from(g.layouts.b_kmajor) << 3;
     match g.c_block {
-        None => beta,
-        Some(blk) => beta | 2 | (blk as u32) << 8,
+        None => low,
+        Some(blk) => low | 2 | (blk as u32) << 8,
     }
 }
 
@@ -164,11 +184,25 @@ fn check<D: Driver>(d: &D, g: &MmaGemm<'_, D::Buf>) -> Result<()> {
     if g.m == 0 || g.n == 0 {
         return bad(format!("empty output {} x {}", g.m, g.n));
     }
-    if g.k < 8 || g.k % 8 != 0 {
+    let Layouts { a_kmajor, b_kmajor } = g.layouts;
+    if a_kmajor && b_kmajor {
+        if g.k == 0 {
+            return bad("k = 0: empty inner dimension".into());
+        }
+    } else if g.k < 8 || g.k % 8 != 0 {
         return bad(format!(
-            "k = {} must be a positive multiple of 8 (rows are copied in 16-byte cp.async chunks)",
+            "k = {} must be a positive multiple of 8 with a K-contiguous operand (its rows are \
+             copied in 16-byte cp.async chunks)",
             g.k
         ));
+    }
+    for (kmajor, what, rows, dim) in [(a_kmajor, "A", "m", g.m), (b_kmajor, "B", "n", g.n)] {
+        if kmajor && (dim % 8 != 0 || dim >= 1 << 30) {
+            return bad(format!(
+                "{what} stored [k, {rows}] (K-major) needs {rows} = {dim} a multiple of 8 below \
+                 2^30 (its k rows are copied in 16-byte cp.async chunks)"
+            ));
+        }
     }
     if g.a_offset % 4 != 0 || g.b_offset % 4 != 0 {
         return bad(format!(
@@ -188,6 +222,7 @@ fn check<D: Driver>(d: &D, g: &MmaGemm<'_, D::Buf>) -> Result<()> {
     u32_of(name, "m·k", g.m * g.k)?;
     u32_of(name, "n·k", g.n * g.k)?;
     u32_of(name, "m·n", g.m * g.n)?;
+    // either layout holds m·k (n·k) halves
     for (what, buf, offset, words) in [
         ("A", g.a, g.a_offset, g.m * g.k / 2),
         ("B", g.b, g.b_offset, g.n * g.k / 2),
@@ -203,14 +238,31 @@ fn check<D: Driver>(d: &D, g: &MmaGemm<'_, D::Buf>) -> Result<()> {
     Ok(())
 }
 
-/// Whether the tensor-core kernel computes this bf16/f16 `matmul`: `a · bᵀ` as stored
-/// (`trans_a` false, `trans_b` true: both operands K-contiguous), K a multiple of 8, and
-/// every operand block starting 16-byte aligned (element offset and stride multiples of 8).
+/// The kernel's operand layouts for a `matmul`: `a` stored `[inner, m]` (`trans_a`) is a
+/// K-major A, `b` stored `[inner, n]` (not `trans_b`) a K-major B.
+pub(crate) fn layouts_of(args: &MatmulArgs) -> Layouts {
+    Layouts {
+        a_kmajor: args.trans_a,
+        b_kmajor: !args.trans_b,
+    }
+}
+
+/// Whether the tensor-core kernel computes this bf16/f16 `matmul`, any `trans_a` / `trans_b`:
+/// every operand block starts 16-byte aligned (element offset and stride multiples of 8), a
+/// K-major operand's m (n) is a multiple of 8, and K is a positive multiple of 8 unless both
+/// operands are K-major (then any K ≥ 1).
 pub(crate) fn covers(args: &MatmulArgs) -> bool {
     let aligned = |v: &Strided| v.offset.is_multiple_of(8) && v.stride.is_multiple_of(8);
-    !args.trans_a
-        && args.trans_b
-        && args.inner.is_multiple_of(8)
+    let l = layouts_of(args);
+    let k_ok = if l.a_kmajor && l.b_kmajor {
+        args.inner >= 1
+    } else {
+        args.inner >= 8 && args.inner.is_multiple_of(8)
+    };
+    k_ok && (!l.a_kmajor || args.m.is_multiple_of(8))
+        && (!l.b_kmajor || args.n.is_multiple_of(8))
+        && (!l.a_kmajor || args.m < 1 << 30)
+        && (!l.b_kmajor || args.n < 1 << 30)
         && aligned(&args.a)
         && aligned(&args.b)
 }
@@ -251,6 +303,7 @@ pub(crate) fn matmul<D: Driver>(
                 alpha: args.alpha,
                 beta: None,
                 c_block: None,
+                layouts: layouts_of(args),
             },
         )?;
     }

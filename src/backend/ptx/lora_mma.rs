@@ -228,6 +228,7 @@ pub(crate) fn forward<D: Driver>(
                 alpha: 1.0,
                 beta: None,
                 c_block: stacked.then_some(d.r),
+                layouts: Default::default(),
             },
         )?;
     }

@@ -67,6 +67,7 @@ pub fn check<D: Driver>(
             alpha,
             beta: None,
             c_block: None,
+            layouts: Default::default(),
         },
     )?;
     let got = d.download(&cb, m * n)?;

@@ -1,7 +1,10 @@
 //! The tensor-core GEMM on the PTX simulator against a float64 loop over the bf16/f16-rounded
 //! inputs: minimal, edge, skinny and multi-tile shapes, beta and offsets, both formats; a
 //! planted fragment swap that the comparison must catch; the two entries' texts in step;
-//! the blocked C layout (`c_block`) with and without beta, and a planted index swap in it.
+//! the blocked C layout (`c_block`) with and without beta, and a planted index swap in it;
+//! every operand layout (`Layouts`: A `[k, m]`, B `[k, n]`) at odd sizes, with beta, offsets
+//! and blocked C, its refusals, and planted bugs in the K-major paths (a missing `.trans`, a
+//! dropped swizzle, a wrong swizzled chunk in a K-major read).
 use super::*;
 use crate::backend::ptx::modules::MODULES;
 use crate::backend::ptx_sim::SimDriver;
@@ -32,7 +35,29 @@ struct Case {
     c_offset: usize,
     /// C blocked `[n / blk, m, blk]` (`MmaGemm::c_block`)
     c_block: Option<usize>,
+    /// how A and B are stored
+    layouts: Layouts,
 }
+
+/// The four operand layouts.
+const LAYOUTS: [Layouts; 4] = [
+    Layouts {
+        a_kmajor: false,
+        b_kmajor: false,
+    },
+    Layouts {
+        a_kmajor: true,
+        b_kmajor: false,
+    },
+    Layouts {
+        a_kmajor: false,
+        b_kmajor: true,
+    },
+    Layouts {
+        a_kmajor: true,
+        b_kmajor: true,
+    },
+];
 
 /// C tail words after the output, NaN: must stay untouched.
 const TAIL: usize = 5;
@@ -77,11 +102,21 @@ fn run(dtype: HalfType, c: &Case, module: Option<&str>) -> Outcome {
     // inputs rounded to the format: the reference multiplies exactly these values
     let round =
         |v: Vec<f32>| -> Vec<f32> { v.iter().map(|&x| dtype.value(dtype.bits(x))).collect() };
+    // op(A)(i, q) = a[i k + q], op(B)(j, q) = b[j k + q]; stored as the layouts say
     let a = round(rng.normal_vec(m * k));
     let b = round(rng.normal_vec(n * k));
+    let stored = |x: &[f32], rows: usize, kmajor: bool| -> Vec<f32> {
+        if kmajor {
+            (0..rows * k)
+                .map(|w| x[(w % rows) * k + w / rows])
+                .collect()
+        } else {
+            x.to_vec()
+        }
+    };
     let mut a_words = vec![0f32; c.a_offset];
-    a_words.extend(pack_half(dtype, &a));
-    let b_words = pack_half(dtype, &b);
+    a_words.extend(pack_half(dtype, &stored(&a, m, c.layouts.a_kmajor)));
+    let b_words = pack_half(dtype, &stored(&b, n, c.layouts.b_kmajor));
     // C: NaN before the offset and after the output (never touched), then random when beta
     // reads it, NaN when it must not be read
     let mut c0 = vec![f32::NAN; c.c_offset];
@@ -116,6 +151,7 @@ fn run(dtype: HalfType, c: &Case, module: Option<&str>) -> Outcome {
         alpha,
         beta: c.beta,
         c_block: c.c_block,
+        layouts: c.layouts,
     };
     match module {
         Some(_) => launch_in(&be, "planted", &g),
@@ -173,6 +209,7 @@ fn case(m: usize, n: usize, k: usize) -> Case {
         a_offset: 0,
         c_offset: 0,
         c_block: None,
+        layouts: Layouts::default(),
     }
 }
 
@@ -181,7 +218,8 @@ fn check(dtype: HalfType, c: &Case) {
     let bad = o.bad();
     assert!(
         bad.is_empty(),
-        "{dtype:?} {}x{}x{}: {} elements off, first at {} ({} vs {})",
+        "{dtype:?} {:?} {}x{}x{}: {} elements off, first at {} ({} vs {})",
+        c.layouts,
         c.m,
         c.n,
         c.k,
@@ -193,7 +231,8 @@ fn check(dtype: HalfType, c: &Case) {
     let rel = o.rel_norm();
     assert!(
         rel <= 1e-6,
-        "{dtype:?} {}x{}x{}: relative error {rel}",
+        "{dtype:?} {:?} {}x{}x{}: relative error {rel}",
+        c.layouts,
         c.m,
         c.n,
         c.k
@@ -277,6 +316,7 @@ fn k_not_a_multiple_of_8_and_misaligned_offsets_are_refused() {
         alpha: 1.0,
         beta: None,
         c_block: None,
+        layouts: Layouts::default(),
     };
     for k in [4, 12] {
         let e = gemm_mma(&be, &g(k, 0)).unwrap_err().to_string();
@@ -384,6 +424,7 @@ fn bad_block_widths_are_refused() {
         alpha: 1.0,
         beta: None,
         c_block,
+        layouts: Layouts::default(),
     };
     for blk in [0, 5, 24, 1 << 24] {
         let e = gemm_mma(&be, &g(Some(blk))).unwrap_err().to_string();
@@ -395,4 +436,190 @@ fn bad_block_widths_are_refused() {
     for blk in [1, 3, 12] {
         gemm_mma(&be, &g(Some(blk))).expect("a divisor of n runs");
     }
+}
+
+/// Shapes the layout allows: m (n) a multiple of 8 for a K-major A (B), k a multiple of 8
+/// unless both are K-major; odd sizes, 1, k = 8, partial and several tiles.
+fn layout_shapes(l: Layouts) -> Vec<(usize, usize, usize)> {
+    match (l.a_kmajor, l.b_kmajor) {
+        (false, false) => vec![(1, 1, 8), (129, 130, 40), (1, 257, 64)],
+        (true, false) => vec![
+            (8, 1, 8),
+            (136, 129, 40),
+            (8, 257, 64),
+            (264, 1, 32),
+            (128, 131, 96),
+        ],
+        (false, true) => vec![
+            (1, 8, 8),
+            (129, 136, 40),
+            (257, 8, 32),
+            (1, 264, 64),
+            (131, 128, 96),
+        ],
+        (true, true) => vec![
+            (8, 8, 1),
+            (8, 8, 8),
+            (136, 128, 13),
+            (8, 264, 40),
+            (264, 8, 77),
+            (128, 136, 100),
+            (16, 24, 31),
+        ],
+    }
+}
+
+#[test]
+fn every_layout_at_odd_sizes() {
+    for dtype in TYPES {
+        for l in LAYOUTS {
+            for (m, n, k) in layout_shapes(l) {
+                check(
+                    dtype,
+                    &Case {
+                        layouts: l,
+                        ..case(m, n, k)
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_layout_past_one_tile_with_beta_offsets_and_blocked_c() {
+    for dtype in TYPES {
+        for l in LAYOUTS {
+            // several tiles each way, a partial last k tile where the layout allows it
+            let k = if l.a_kmajor && l.b_kmajor { 203 } else { 200 };
+            let (m, n) = (
+                if l.a_kmajor { 264 } else { 257 },
+                if l.b_kmajor { 136 } else { 130 },
+            );
+            check(
+                dtype,
+                &Case {
+                    beta: Some(-0.5),
+                    a_offset: 4,
+                    c_offset: 3,
+                    layouts: l,
+                    ..case(m, n, k)
+                },
+            );
+            // blocked C (blk 8 or 10 divides n) with and without beta
+            for beta in [None, Some(1.5)] {
+                check(
+                    dtype,
+                    &Case {
+                        beta,
+                        c_offset: 3,
+                        c_block: Some(if l.b_kmajor { 8 } else { 10 }),
+                        layouts: l,
+                        ..case(if l.a_kmajor { 136 } else { 130 }, n, 40)
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn k_major_layouts_at_256_cubed() {
+    for l in &LAYOUTS[1..] {
+        check(
+            HalfType::Bf16,
+            &Case {
+                layouts: *l,
+                ..case(256, 256, 256)
+            },
+        );
+    }
+}
+
+#[test]
+fn layouts_the_kernel_cannot_do_are_refused() {
+    let be = PtxBackend::new(SimDriver::new()).unwrap();
+    let buf = be.driver().alloc_zeroed(4096).unwrap();
+    let g = |m: usize, n: usize, k: usize, layouts: Layouts| MmaGemm {
+        dtype: HalfType::Bf16,
+        m,
+        n,
+        k,
+        a: &buf,
+        a_offset: 0,
+        b: &buf,
+        b_offset: 0,
+        c: &buf,
+        c_offset: 0,
+        alpha: 1.0,
+        beta: None,
+        c_block: None,
+        layouts,
+    };
+    let [_, ta, tb, tt] = LAYOUTS;
+    // a K-major operand's rows of m (n) elements move in 16-byte chunks
+    for (m, n, l, what) in [
+        (12, 8, ta, "A stored [k, m]"),
+        (8, 12, tb, "B stored [k, n]"),
+    ] {
+        let e = gemm_mma(&be, &g(m, n, 16, l)).unwrap_err().to_string();
+        assert!(
+            e.contains("gemm_mma_bf16") && e.contains(what) && e.contains("multiple of 8"),
+            "{e}"
+        );
+    }
+    // with one K-contiguous operand K stays a multiple of 8
+    for l in [ta, tb] {
+        let e = gemm_mma(&be, &g(8, 8, 13, l)).unwrap_err().to_string();
+        assert!(e.contains("k = 13") && e.contains("K-contiguous"), "{e}");
+    }
+    // both K-major: any k >= 1 runs, k = 0 is refused
+    gemm_mma(&be, &g(8, 8, 13, tt)).expect("both K-major, k = 13 runs");
+    let e = gemm_mma(&be, &g(8, 8, 0, tt)).unwrap_err().to_string();
+    assert!(e.contains("k = 0"), "{e}");
+    // the buffer check counts m·k halves in either layout
+    let e = gemm_mma(&be, &g(8, 8, 1032, tt)).unwrap_err().to_string();
+    assert!(e.contains("A needs"), "{e}");
+}
+
+/// `planted` (the bf16 entry with `from` replaced by `to`) gets at least one element of
+/// `c` wrong, while the unaltered text passes the same way.
+fn planted_is_caught(from: &str, to: &str, c: &Case) {
+    let src = matmul_text();
+    let entry = entry_text(src, "gemm_mma_bf16");
+    assert!(entry.contains(from), "{from} not in the entry");
+    let planted = src.replace(entry, &entry.replace(from, to));
+    let o = run(HalfType::Bf16, c, Some(&planted));
+    assert!(!o.bad().is_empty(), "{from} -> {to} went unnoticed");
+    let o = run(HalfType::Bf16, c, Some(src));
+    assert!(o.bad().is_empty());
+}
+
+#[test]
+fn planted_bugs_in_the_k_major_paths_are_caught() {
+    let [_, ta, tb, tt] = LAYOUTS;
+    let c = |l: Layouts| Case {
+        layouts: l,
+        ..case(64, 64, 32)
+    };
+    // a K-major A tile read without .trans: each 8x8 matrix arrives transposed
+    planted_is_caught(
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%fa4",
+        "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%fa4",
+        &c(ta),
+    );
+    // the same for B
+    planted_is_caught(
+        "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%fb0",
+        "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%fb0",
+        &c(tb),
+    );
+    // the K-major loader writes unswizzled chunks (the reads still unswizzle)
+    planted_is_caught(
+        "xor.b32 %r5, %r5, %r4;\t\t\t// swizzled chunk position",
+        "mov.b32 %r5, %r4;",
+        &c(tt),
+    );
+    // the K-major B reads n8 tiles 2, 3 at the wrong swizzled chunk (XOR 16, not 32)
+    planted_is_caught("xor.b32 %r2, %r1, 32;", "xor.b32 %r2, %r1, 16;", &c(tt));
 }
