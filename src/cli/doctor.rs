@@ -161,7 +161,7 @@ fn half_precision_rows(be: &dyn bella::Backend, seed: u64) -> usize {
             Box::new(|| {
                 half::check_lora_backward_rounded(be, seed).map(|e| {
                     format!(
-                        "5 shapes x 2 dtypes, dy and h 16-bit (rounded g and dy sum), against \
+                        "8 shapes x 2 dtypes, dy and h 16-bit (rounded g and dy sum), against \
                          float64 with the same rounding, worst norm err {e:.1e}"
                     )
                 })

@@ -436,13 +436,17 @@ pub fn check_lora_backward_rounded(
     use crate::host::{HostTensor, Named};
     let mut rng = Rng::new(seed ^ 0x9e37);
     let mut worst = 0f64;
-    // (K, M, I, O, r, shared x)
+    // (K, M, I, O, r, shared x); the last four have O, r, I multiples of 8: the tensor-core
+    // path on PTX (K = 1 shared, K > 1 shared with the rounded dy sum, past one 128-tile).
     let plans = [
         (1, 1, 8, 1, 1, true),
         (3, 37, 40, 67, 8, true),
         (2, 19, 33, 21, 5, false),
         (4, 9, 16, 130, 16, true),
         (1, 5, 24, 40, 16, false),
+        (1, 3, 8, 8, 8, true),
+        (3, 37, 40, 24, 8, true),
+        (2, 130, 24, 136, 16, false),
     ];
     for d in HALVES {
         for &(k, m, i, o, r, shared) in &plans {

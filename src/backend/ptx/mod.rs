@@ -15,6 +15,7 @@ mod gemm;
 pub mod gemm_mma;
 mod lora;
 pub mod lora_mma;
+mod lora_mma_backward;
 mod modules;
 mod optim;
 mod softmax;
@@ -236,6 +237,19 @@ impl<D: Driver> Backend for PtxBackend<D> {
         } else {
             // SAFETY: the caller's contract is this function's.
             unsafe { crate::backend::lora_forward_half_widened(self, args) }
+        }
+    }
+
+    unsafe fn lora_backward_half_unchecked(
+        &self,
+        args: &LoraBackwardArgs,
+        grads: GradTargets<'_>,
+    ) -> Result<Option<Tensor>> {
+        if lora_mma_backward::covers(args) {
+            lora_mma_backward::backward(self, args, grads)
+        } else {
+            // SAFETY: the caller's contract is this function's.
+            unsafe { crate::backend::lora_backward_half_widened(self, args, grads) }
         }
     }
 

@@ -1,0 +1,245 @@
+//! The tensor-core `lora_backward`: bf16/f16 `x`, `weight`, `lora_a`, `lora_b` with `dy` and
+//! `h` in the same type (the autocast contract of `ops::lora_backward`: `ĝ = rnd(dy B)` and,
+//! for a shared x, `rnd(Σ_k dy_k)`), every product one `gemm_mma` launch per particle, the
+//! operands read as stored through the kernel's layouts (K-contiguous or K-major, `ldmatrix
+//! .trans`), f32 accumulation, f32 gradients:
+//!
+//! | product | op(A) | op(B) | C |
+//! | --- | --- | --- | --- |
+//! | `g_k = dy_k B_k` | `dy_k [M, O]` | `B_k [O, r]` K-major | scratch `[K, M, r]` f32, then `ĝ = rnd(g)` (`cast`) |
+//! | `d_lora_b_k = s dy_kᵀ h_k` | `dy_k` K-major (`[M, O]` read as `[k, m]`) | `h_k [M, r]` K-major | the `d_lora_b` slot |
+//! | `d_lora_a_k = s ĝ_kᵀ x_k` | `ĝ_k` K-major | `x_k [M, I]` K-major | the `d_lora_a` slot |
+//! | `dx = dy W` (shared x: `rnd(Σ_k dy_k) W`) | `dy_k` / the rounded sum `[M, O]` | `W [O, I]` K-major | `dx` |
+//! | `dx += s ĝ_k A_k` | `ĝ_k [M, r]` | `A_k [r, I]` K-major | `dx` (beta 1) |
+//!
+//! So O, r and I must be multiples of 8 (16-byte rows of every operand and block), the
+//! adapter views 16-byte aligned ([`covers`]); other shapes take the composed f32 path. A
+//! shared x's `Σ_k dy_k` is summed in f32 (`cast`, `sum_blocks`) and rounded (`cast`): three
+//! passes over `[K, M, O]` where one fused pass would do (not written yet).
+
+use super::activation::sum_blocks;
+use super::cast::cast_buf;
+use super::driver::Driver;
+use super::gemm_mma::{gemm_mma, HalfType, Layouts, MmaGemm};
+use super::PtxBackend;
+use crate::backend::{GradTargets, LoraBackwardArgs};
+use crate::dtype::DType;
+use crate::error::{BellaError, Result};
+use crate::tensor::Tensor;
+
+/// Whether the tensor-core path computes this `lora_backward`: all six inputs one 16-bit
+/// type, O, r and I multiples of 8, the `lora_a` / `lora_b` blocks 16-byte aligned (offsets
+/// and strides multiples of 8 elements).
+pub(crate) fn covers(args: &LoraBackwardArgs) -> bool {
+    let d = args.dims;
+    let t = args.x.dtype();
+    let eight = |v: usize| v.is_multiple_of(8);
+    t.is_half()
+        && args.dy.dtype() == t
+        && args.h.dtype() == t
+        && eight(d.o)
+        && eight(d.r)
+        && eight(d.i)
+        && eight(args.a.offset)
+        && eight(args.a.stride)
+        && eight(args.b.offset)
+        && eight(args.b.stride)
+}
+
+/// The module's products (the caller checked [`covers`] and the op's checks passed).
+pub(crate) fn backward<D: Driver>(
+    be: &PtxBackend<D>,
+    args: &LoraBackwardArgs,
+    grads: GradTargets<'_>,
+) -> Result<Option<Tensor>> {
+    let d = args.dims;
+    let s = args.scale;
+    let dtype = args.x.dtype();
+    let half = match dtype {
+        DType::BF16 => HalfType::Bf16,
+        DType::F16 => HalfType::F16,
+        DType::F32 => {
+            return Err(BellaError::invalid(
+                "lora_backward (tensor cores): f32 inputs",
+            ))
+        }
+    };
+    let (mo, mr, mi) = (d.m * d.o, d.m * d.r, d.m * d.i);
+    let (dy, x, w) = (be.buf(args.dy)?, be.buf(args.x)?, be.buf(args.weight)?);
+    let (a, b, h) = (
+        be.buf(args.a.tensor)?,
+        be.buf(args.b.tensor)?,
+        be.buf(args.h)?,
+    );
+    // Words of a 16-bit element offset (the blocks are 16-byte aligned: `covers`).
+    let w16 = |elems: usize| elems / 2;
+    let nk = Layouts {
+        a_kmajor: false,
+        b_kmajor: true,
+    };
+    let kk = Layouts {
+        a_kmajor: true,
+        b_kmajor: true,
+    };
+    let gemm = |m, n, k, a, b, c, alpha, beta, layouts| {
+        launch(be, half, (m, n, k), a, b, c, (alpha, beta), layouts)
+    };
+
+    // ĝ_k = rnd(dy_k B_k): f32 products into a scratch, one rounding into a 16-bit copy.
+    let g = be.storage(d.k * mr)?;
+    let g16 = be.storage(dtype.words(d.k * mr))?;
+    for k in 0..d.k {
+        let b_off = w16(args.b.offset + k * args.b.stride);
+        gemm(
+            d.m,
+            d.r,
+            d.o,
+            (dy, w16(k * mo)),
+            (b, b_off),
+            (&g.buf, k * mr),
+            1.0,
+            None,
+            nk,
+        )?;
+    }
+    cast_buf(be, DType::F32, dtype, &g16.buf, &g.buf, d.k * mr)?;
+
+    // d_lora_b_k [O, r] = s dy_kᵀ h_k and d_lora_a_k [r, I] = s ĝ_kᵀ x_k, into their slots.
+    let (out_a, out_b) = match grads {
+        GradTargets::Arena(grad) => {
+            let g = be.buf_mut(grad)?;
+            (g, g)
+        }
+        GradTargets::Split(da, db) => (be.buf_mut(da)?, be.buf_mut(db)?),
+    };
+    let x_block = if d.x_shared { 0 } else { mi };
+    for k in 0..d.k {
+        let c_b = args.db.offset + k * args.db.stride;
+        gemm(
+            d.o,
+            d.r,
+            d.m,
+            (dy, w16(k * mo)),
+            (h, w16(k * mr)),
+            (out_b, c_b),
+            s,
+            None,
+            kk,
+        )?;
+        let c_a = args.da.offset + k * args.da.stride;
+        let x_off = w16(k * x_block);
+        gemm(
+            d.r,
+            d.i,
+            d.m,
+            (&g16.buf, w16(k * mr)),
+            (x, x_off),
+            (out_a, c_a),
+            s,
+            None,
+            kk,
+        )?;
+    }
+
+    if !args.need_dx {
+        return Ok(None);
+    }
+    // dx: the base product(s), then the K rank products accumulated (beta 1).
+    let dx = be.storage(if d.x_shared { mi } else { d.k * mi })?;
+    let sum16;
+    if d.x_shared {
+        let base_a = if d.k > 1 {
+            // rnd(Σ_k dy_k): widen, sum the K blocks in f32, round once.
+            let wide = be.storage(d.k * mo)?;
+            cast_buf(be, dtype, DType::F32, &wide.buf, dy, d.k * mo)?;
+            let sum = be.storage(mo)?;
+            sum_blocks(be, &wide.buf, d.k, mo, &sum.buf)?;
+            sum16 = be.storage(dtype.words(mo))?;
+            cast_buf(be, DType::F32, dtype, &sum16.buf, &sum.buf, mo)?;
+            &sum16.buf
+        } else {
+            dy
+        };
+        gemm(
+            d.m,
+            d.i,
+            d.o,
+            (base_a, 0),
+            (w, 0),
+            (&dx.buf, 0),
+            1.0,
+            None,
+            nk,
+        )?;
+    } else {
+        for k in 0..d.k {
+            gemm(
+                d.m,
+                d.i,
+                d.o,
+                (dy, w16(k * mo)),
+                (w, 0),
+                (&dx.buf, k * mi),
+                1.0,
+                None,
+                nk,
+            )?;
+        }
+    }
+    for k in 0..d.k {
+        let a_off = w16(args.a.offset + k * args.a.stride);
+        let c_off = if d.x_shared { 0 } else { k * mi };
+        let g_k = (&g16.buf, w16(k * mr));
+        gemm(
+            d.m,
+            d.i,
+            d.r,
+            g_k,
+            (a, a_off),
+            (&dx.buf, c_off),
+            s,
+            Some(1.0),
+            nk,
+        )?;
+    }
+    let shape = if d.x_shared {
+        vec![d.m, d.i]
+    } else {
+        vec![d.k, d.m, d.i]
+    };
+    Ok(Some(be.tensor(&shape, dx)?))
+}
+
+/// One `gemm_mma` launch: `c[m, n] (+)= alpha · op(a) · op(b)`, each operand `(buffer, offset
+/// in words)` (C's in floats).
+#[allow(clippy::too_many_arguments)]
+fn launch<D: Driver>(
+    be: &PtxBackend<D>,
+    dtype: HalfType,
+    (m, n, k): (usize, usize, usize),
+    (a, a_offset): (&D::Buf, usize),
+    (b, b_offset): (&D::Buf, usize),
+    (c, c_offset): (&D::Buf, usize),
+    (alpha, beta): (f32, Option<f32>),
+    layouts: Layouts,
+) -> Result<()> {
+    gemm_mma(
+        be,
+        &MmaGemm {
+            dtype,
+            m,
+            n,
+            k,
+            a,
+            a_offset,
+            b,
+            b_offset,
+            c,
+            c_offset,
+            alpha,
+            beta,
+            c_block: None,
+            layouts,
+        },
+    )
+}
