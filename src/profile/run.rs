@@ -355,7 +355,8 @@ fn profile_case(
 }
 
 /// The cases of `op` profiled at `scale`: `bella bench`'s, plus at `--scale gpu` the single
-/// 4096³ GEMM of issue 11's targets next to bench's batched one.
+/// 4096³ GEMM of issue 11's targets next to bench's batched one (with 16-bit operands in all
+/// four `trans_a` / `trans_b` layouts).
 pub fn profile_cases(
     op: &str,
     scale: Scale,

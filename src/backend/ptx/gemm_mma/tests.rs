@@ -623,3 +623,84 @@ fn planted_bugs_in_the_k_major_paths_are_caught() {
     // the K-major B reads n8 tiles 2, 3 at the wrong swizzled chunk (XOR 16, not 32)
     planted_is_caught("xor.b32 %r2, %r1, 32;", "xor.b32 %r2, %r1, 16;", &c(tt));
 }
+
+#[test]
+fn ops_matmul_reaches_the_tensor_cores_in_every_layout() {
+    use crate::backend::Backend;
+    use crate::ops;
+    use crate::tensor::{OutSlot, Strided};
+    let be = PtxBackend::new(SimDriver::new()).unwrap();
+    let mut rng = Rng::new(Rng::fresh_seed());
+    let t = HalfType::Bf16;
+    let (m, n, batch) = (24, 16, 3);
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        // a batched a against a shared b; k = 13 where both operands are K-major
+        let k = if ta && !tb { 13 } else { 40 };
+        let a_block = if ta { [k, m] } else { [m, k] };
+        let b_block = if tb { [n, k] } else { [k, n] };
+        let round = |v: Vec<f32>| -> Vec<f32> { v.iter().map(|&x| t.value(t.bits(x))).collect() };
+        let av = round(rng.normal_vec(batch * m * k));
+        let bv = round(rng.normal_vec(n * k));
+        let a = be
+            .upload_as(&[batch, a_block[0], a_block[1]], DType::BF16, &av)
+            .unwrap();
+        let b = be.upload_as(&b_block, DType::BF16, &bv).unwrap();
+        // the dispatch takes the tensor-core kernel for this layout, not the widened GEMM,
+        // and refuses the shapes the kernel cannot do
+        let args = |m: usize, n: usize, k: usize| MatmulArgs {
+            batch,
+            m,
+            n,
+            inner: k,
+            a: Strided {
+                tensor: &a,
+                offset: 0,
+                stride: m * k,
+            },
+            b: Strided {
+                tensor: &b,
+                offset: 0,
+                stride: 0,
+            },
+            trans_a: ta,
+            trans_b: tb,
+            alpha: 0.5,
+            out: OutSlot {
+                offset: 0,
+                stride: m * n,
+            },
+        };
+        assert!(covers(&args(m, n, k)), "ta={ta} tb={tb}");
+        assert_eq!(covers(&args(20, n, k)), !ta, "ta={ta} tb={tb}: m = 20");
+        assert_eq!(covers(&args(m, 20, k)), tb, "ta={ta} tb={tb}: n = 20");
+        assert_eq!(
+            covers(&args(m, n, 13)),
+            ta && !tb,
+            "ta={ta} tb={tb}: k = 13"
+        );
+        let c = be
+            .download(&ops::matmul(&be, &a, &b, ta, tb, 0.5).unwrap())
+            .unwrap();
+        let eps = f64::powi(2.0, -24);
+        for p in 0..batch {
+            for i in 0..m {
+                for j in 0..n {
+                    let (mut s, mut s_abs) = (0f64, 0f64);
+                    for q in 0..k {
+                        let x = av[p * m * k + if ta { q * m + i } else { i * k + q }] as f64;
+                        let y = bv[if tb { j * k + q } else { q * n + j }] as f64;
+                        s += x * y;
+                        s_abs += (x * y).abs();
+                    }
+                    let bound = 2.0 * eps * (k as f64 / 16.0 + 3.0) * 0.5 * s_abs + 1e-30;
+                    let got = c[(p * m + i) * n + j] as f64;
+                    assert!(
+                        (got - 0.5 * s).abs() <= bound,
+                        "ta={ta} tb={tb} block {p} ({i}, {j}): {got} vs {}",
+                        0.5 * s
+                    );
+                }
+            }
+        }
+    }
+}
