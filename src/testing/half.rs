@@ -177,8 +177,9 @@ fn nt(batch: usize, m: usize, n: usize, inner: usize) -> Product {
 }
 
 /// The products checked: `a · bᵀ` with K % 8 = 0 and aligned blocks (the tensor-core kernel
-/// on PTX: one element, past one 128-tile, batched with a shared `b` at offsets), then what
-/// it does not cover (odd K, misaligned offsets, the other transposes).
+/// on PTX: one element, past one 128-tile, batched with a shared `b` at offsets), what it
+/// does not cover (odd K, misaligned offsets, K-major operands whose M or N is not a multiple
+/// of 8), then the K-major layouts it covers.
 pub fn products() -> Vec<Product> {
     vec![
         nt(1, 1, 1, 8),
@@ -204,6 +205,24 @@ pub fn products() -> Vec<Product> {
         Product {
             trans_b: false,
             ..nt(1, 5, 70, 33)
+        },
+        // The K-major layouts the tensor-core kernel takes since it reads them with
+        // `ldmatrix .trans` (M / N multiples of 8): `a · b`, `aᵀ · b` (any K), `aᵀ · bᵀ`,
+        // past one 128-tile.
+        Product {
+            trans_b: false,
+            ..nt(1, 37, 136, 24)
+        },
+        Product {
+            trans_a: true,
+            trans_b: false,
+            b_offset: 8,
+            b_shared: true,
+            ..nt(2, 16, 24, 13)
+        },
+        Product {
+            trans_a: true,
+            ..nt(1, 144, 9, 16)
         },
     ]
 }
