@@ -119,6 +119,8 @@ pub fn check(e: &Entry, run: &Run) -> bool {
         "cast_f32_to_f16" => cast_narrow(&c, DType::F16),
         "cast_bf16_to_f32" => cast_widen(&c, DType::BF16),
         "cast_f16_to_f32" => cast_widen(&c, DType::F16),
+        "sum_blocks_bf16" => sum_blocks_half(&c, DType::BF16),
+        "sum_blocks_f16" => sum_blocks_half(&c, DType::F16),
         _ => return false,
     }
     true
@@ -437,4 +439,22 @@ fn cast_widen(c: &Case, dtype: DType) {
         .collect();
     let got: Vec<u32> = c.run.outputs["p_dst"].iter().map(|x| x.to_bits()).collect();
     assert_eq!(got, want, "{}: `p_dst` bits", c.e.name);
+}
+
+/// `p_out` = the K blocks' f32 sum in block order, rounded once, bit for bit.
+fn sum_blocks_half(c: &Case, dtype: DType) {
+    let (k, words) = (c.u("p_k"), c.u("p_words"));
+    let src = unpack_bits(&c.bits("p_src"), 2 * k * words);
+    let len = 2 * words;
+    let sums: Vec<u16> = (0..len)
+        .map(|e| {
+            let mut acc = dtype.widen_bits(src[e]);
+            for b in 1..k {
+                acc += dtype.widen_bits(src[b * len + e]);
+            }
+            dtype.round_bits(acc)
+        })
+        .collect();
+    let got: Vec<u32> = c.run.outputs["p_out"].iter().map(|x| x.to_bits()).collect();
+    assert_eq!(got, pack_bits(&sums), "{}: `p_out` bits", c.e.name);
 }

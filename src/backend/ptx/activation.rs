@@ -1,10 +1,12 @@
-//! Elementwise kernels: activations, `axpby` and `sum_blocks` (kernels/activation.ptx).
-//! Each thread owns groups of 4 elements.
+//! Elementwise kernels: activations, `axpby`, `sum_blocks` and its 16-bit forms
+//! (kernels/activation.ptx). Each thread owns groups of 4 elements (the 16-bit sums: one
+//! word of two).
 
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, ACTIVATION, BLOCK};
 use super::{ptr, PtxBackend};
-use crate::error::Result;
+use crate::dtype::DType;
+use crate::error::{BellaError, Result};
 use crate::tensor::Tensor;
 
 /// Grid for `n` elements in groups of 4 per thread (also AdamW's, `optim.rs`).
@@ -33,6 +35,54 @@ pub(crate) fn sum_blocks<D: Driver>(
         ("p_len", Param::U32(u32_of("sum_blocks", "len", len)?)),
     ];
     be.launch_named(ACTIVATION, "sum_blocks", grid(be, len), params)
+}
+
+/// `out = rnd(Σ_k src block k)` for `k ≥ 1` blocks of `len` 16-bit `dtype` elements (`len`
+/// even: each block whole words) in one launch of `sum_blocks_bf16` / `sum_blocks_f16`: the
+/// sum in f32 in block order, one rounding (src read once, no f32 copy). `module`: where
+/// the entry is loaded from (tests load altered copies).
+pub(crate) fn sum_blocks_half_in<D: Driver>(
+    be: &PtxBackend<D>,
+    module: &str,
+    dtype: DType,
+    src: &D::Buf,
+    (k, len): (usize, usize),
+    out: &D::Buf,
+) -> Result<()> {
+    let kernel = match dtype {
+        DType::BF16 => "sum_blocks_bf16",
+        DType::F16 => "sum_blocks_f16",
+        DType::F32 => return Err(BellaError::invalid("sum_blocks_half: an f32 dtype")),
+    };
+    if !len.is_multiple_of(2) {
+        return Err(BellaError::invalid(format!(
+            "{kernel}: blocks of {len} elements are not whole 32-bit words"
+        )));
+    }
+    if len == 0 || k == 0 {
+        return Ok(());
+    }
+    let words = len / 2;
+    u32_of(kernel, "K*words", k * words)?;
+    let params = vec![
+        ("p_out", ptr(out)),
+        ("p_src", ptr(src)),
+        ("p_k", Param::U32(u32_of(kernel, "K", k)?)),
+        ("p_words", Param::U32(u32_of(kernel, "words", words)?)),
+    ];
+    let grid = grid_1d(be.props(), words.div_ceil(BLOCK as usize), 16);
+    be.launch_named(module, kernel, grid, params)
+}
+
+/// [`sum_blocks_half_in`] from kernels/activation.ptx.
+pub(crate) fn sum_blocks_half<D: Driver>(
+    be: &PtxBackend<D>,
+    dtype: DType,
+    src: &D::Buf,
+    (k, len): (usize, usize),
+    out: &D::Buf,
+) -> Result<()> {
+    sum_blocks_half_in(be, ACTIVATION, dtype, src, (k, len), out)
 }
 
 /// `y = f(x)` for `relu_forward`, `gelu_forward`.
@@ -105,3 +155,6 @@ pub fn axpby<D: Driver>(
     }
     be.tensor(x.shape(), out)
 }
+
+#[cfg(all(test, feature = "ptx-sim"))]
+mod tests;

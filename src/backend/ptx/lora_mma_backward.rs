@@ -14,10 +14,10 @@
 //!
 //! So O, r and I must be multiples of 8 (16-byte rows of every operand and block), the
 //! adapter views 16-byte aligned ([`covers`]); other shapes take the composed f32 path. A
-//! shared x's `Σ_k dy_k` is summed in f32 (`cast`, `sum_blocks`) and rounded (`cast`): three
-//! passes over `[K, M, O]` where one fused pass would do (not written yet).
+//! shared x's `rnd(Σ_k dy_k)` is one `sum_blocks_bf16` / `_f16` launch (kernels/activation.ptx:
+//! dy read once, f32 sums in block order, one rounding).
 
-use super::activation::sum_blocks;
+use super::activation::sum_blocks_half;
 use super::cast::cast_buf;
 use super::driver::Driver;
 use super::gemm_mma::{gemm_mma, HalfType, Layouts, MmaGemm};
@@ -149,13 +149,9 @@ pub(crate) fn backward<D: Driver>(
     let sum16;
     if d.x_shared {
         let base_a = if d.k > 1 {
-            // rnd(Σ_k dy_k): widen, sum the K blocks in f32, round once.
-            let wide = be.storage(d.k * mo)?;
-            cast_buf(be, dtype, DType::F32, &wide.buf, dy, d.k * mo)?;
-            let sum = be.storage(mo)?;
-            sum_blocks(be, &wide.buf, d.k, mo, &sum.buf)?;
+            // rnd(Σ_k dy_k): the K blocks summed in f32 and rounded once, dy read once.
             sum16 = be.storage(dtype.words(mo))?;
-            cast_buf(be, DType::F32, dtype, &sum16.buf, &sum.buf, mo)?;
+            sum_blocks_half(be, dtype, dy, (d.k, mo), &sum16.buf)?;
             &sum16.buf
         } else {
             dy
