@@ -9,7 +9,7 @@ use super::cases::{OpCase, Scale, Work};
 use super::measure::{measure, Budget};
 use super::timer::WallClock;
 use crate::backend::ptx::driver::Driver;
-use crate::backend::ptx::gemm_mma::{gemm_mma, pack_half, HalfType, MmaGemm};
+use crate::backend::ptx::gemm_mma::{gemm_mma, pack_half, Batch, HalfType, MmaGemm};
 use crate::backend::ptx::PtxBackend;
 use crate::backend::Backend;
 use crate::error::Result;
@@ -74,6 +74,7 @@ pub fn gemm_mma_case<D: Driver>(be: Arc<PtxBackend<D>>, dtype: HalfType, n: usiz
                         beta: None,
                         c_block: None,
                         layouts: Default::default(),
+                        batch: Batch::ONE,
                     },
                 )
             }))

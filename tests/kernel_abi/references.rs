@@ -318,50 +318,49 @@ fn half_at(t: HalfType, words: &[u32], i: usize) -> f64 {
 }
 
 /// Every flag: bit 0 beta, bit 1 C blocked `[n / blk, m, blk]` (blk = flags >> 8), bit 2 A
-/// stored `[k, m]`, bit 3 B stored `[k, n]`; bits 4..7 are unused (must be 0).
+/// stored `[k, m]`, bit 3 B stored `[k, n]`; bits 4..7 are unused (must be 0); `p_batch`
+/// blocks at the `p_*_bs` strides.
 fn gemm_mma(c: &Case, t: HalfType) {
     let (m, n, k, flags) = (c.u("p_m"), c.u("p_n"), c.u("p_k"), c.u("p_flags"));
     assert_eq!(flags & 0xf0, 0, "gemm_mma: flags bits 4..7 are not defined");
     let (alpha, beta) = (c.f("p_alpha"), c.f("p_beta"));
+    let (batch, a_bs, b_bs, c_bs) = (c.u("p_batch"), c.u("p_a_bs"), c.u("p_b_bs"), c.u("p_c_bs"));
     let (a, b, c0) = (c.bits("p_a"), c.bits("p_b"), c.input("p_c"));
-    // op(A)(row, q) and op(B)(col, q) in the stored layouts
-    let a_at = |row: usize, q: usize| {
-        half_at(
-            t,
-            &a,
-            if flags & 4 != 0 {
-                q * m + row
-            } else {
-                row * k + q
-            },
-        )
-    };
-    let b_at = |col: usize, q: usize| {
-        half_at(
-            t,
-            &b,
-            if flags & 8 != 0 {
-                q * n + col
-            } else {
-                col * k + q
-            },
-        )
-    };
-    // C's word of (row, col)
-    let blk = flags >> 8;
-    let word = |row: usize, col: usize| {
-        if flags & 2 != 0 {
-            ((col / blk) * m + row) * blk + col % blk
+    // op(A)(row, q) and op(B)(col, q) of batch block bt in the stored layouts
+    let a_at = |bt: usize, row: usize, q: usize| {
+        let e = if flags & 4 != 0 {
+            q * m + row
         } else {
-            row * n + col
-        }
+            row * k + q
+        };
+        half_at(t, &a, bt * a_bs + e)
+    };
+    let b_at = |bt: usize, col: usize, q: usize| {
+        let e = if flags & 8 != 0 {
+            q * n + col
+        } else {
+            col * k + q
+        };
+        half_at(t, &b, bt * b_bs + e)
+    };
+    // C's word of (row, col) in block bt
+    let blk = flags >> 8;
+    let word = |bt: usize, row: usize, col: usize| {
+        bt * c_bs
+            + if flags & 2 != 0 {
+                ((col / blk) * m + row) * blk + col % blk
+            } else {
+                row * n + col
+            }
     };
     let mut want = c0.clone();
-    for row in 0..m {
-        for col in 0..n {
-            let s: f64 = (0..k).map(|q| a_at(row, q) * b_at(col, q)).sum();
-            let w = word(row, col);
-            want[w] = alpha * s + if flags & 1 != 0 { beta * c0[w] } else { 0.0 };
+    for bt in 0..batch {
+        for row in 0..m {
+            for col in 0..n {
+                let s: f64 = (0..k).map(|q| a_at(bt, row, q) * b_at(bt, col, q)).sum();
+                let w = word(bt, row, col);
+                want[w] = alpha * s + if flags & 1 != 0 { beta * c0[w] } else { 0.0 };
+            }
         }
     }
     c.expect("p_c", &want, 1e-5);

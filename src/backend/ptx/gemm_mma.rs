@@ -12,8 +12,8 @@
 //!
 //! **In the ops**: `ops::matmul` with bf16/f16 operands runs it where it `covers` the
 //! case (every `trans_a` / `trans_b`: 16-byte aligned blocks, K a multiple of 8 unless both
-//! operands are K-major, M (N) a multiple of 8 for a K-major A (B)), one launch per batch
-//! block; other half-precision products widen on the device. The tests below run it
+//! operands are K-major, M (N) a multiple of 8 for a K-major A (B)), all batch blocks in one
+//! launch ([`Batch`]); other half-precision products widen on the device. The tests below run it
 //! on the PTX simulator, `bella profile` models it at 4096³, and `bella doctor` checks it on
 //! cuda and ptx-sim ([`check`]).
 
@@ -121,12 +121,41 @@ pub struct MmaGemm<'a, B> {
     pub c_block: Option<usize>,
     /// how A and B are stored
     pub layouts: Layouts,
+    /// several products in one launch ([`Batch::ONE`]: one)
+    pub batch: Batch,
+}
+
+/// `count` products in one launch (`p_batch`, `p_a_bs`, `p_b_bs`, `p_c_bs`): product `t`'s A,
+/// B and C at `t · a`, `t · b` 16-bit elements (multiples of 8: 16-byte aligned blocks) and
+/// `t · c` floats after the launch's offsets; its tiles join one list, so small products
+/// fill the SMs together. The C blocks must not overlap (`c` at least C's size, unless
+/// `count` is 1); a stride may be 0 for a shared operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// products, ≥ 1
+    pub count: usize,
+    /// 16-bit elements from one A block to the next
+    pub a: usize,
+    /// 16-bit elements from one B block to the next
+    pub b: usize,
+    /// floats from one C block to the next
+    pub c: usize,
+}
+
+impl Batch {
+    /// One product.
+    pub const ONE: Batch = Batch {
+        count: 1,
+        a: 0,
+        b: 0,
+        c: 0,
+    };
 }
 
 /// Output tile of one CTA (square).
 pub const TILE: usize = 128;
-/// Registers per thread, the larger of ptxas' sm_80 (121) and sm_90 (127) reports.
-pub const REGS: u32 = 127;
+/// Registers per thread, the larger of ptxas' sm_80 (124) and sm_90 (128) reports.
+pub const REGS: u32 = 128;
 /// Static shared memory per CTA: 3 stages × (A + B) × 128 rows × 64 bytes.
 pub const SMEM: u32 = 49152;
 
@@ -148,7 +177,7 @@ pub(crate) fn launch_in<D: Driver>(
 ) -> Result<()> {
     let name = g.dtype.kernel();
     check(be.driver(), g)?;
-    let tiles = g.m.div_ceil(TILE) * g.n.div_ceil(TILE);
+    let tiles = g.m.div_ceil(TILE) * g.n.div_ceil(TILE) * g.batch.count;
     u32_of(name, "tile count", tiles)?;
     let params = vec![
         ("p_c", ptr_at(g.c, g.c_offset)),
@@ -160,6 +189,19 @@ pub(crate) fn launch_in<D: Driver>(
         ("p_alpha", Param::F32(g.alpha)),
         ("p_beta", Param::F32(g.beta.unwrap_or(0.0))),
         ("p_flags", Param::U32(flags(g))),
+        ("p_batch", Param::U32(u32_of(name, "batch", g.batch.count)?)),
+        (
+            "p_a_bs",
+            Param::U32(u32_of(name, "A batch stride", g.batch.a)?),
+        ),
+        (
+            "p_b_bs",
+            Param::U32(u32_of(name, "B batch stride", g.batch.b)?),
+        ),
+        (
+            "p_c_bs",
+            Param::U32(u32_of(name, "C batch stride", g.batch.c)?),
+        ),
     ];
     let grid = grid_1d(be.props(), tiles, blocks_per_sm());
     be.launch_named(module, name, grid, params)
@@ -218,15 +260,33 @@ fn check<D: Driver>(d: &D, g: &MmaGemm<'_, D::Buf>) -> Result<()> {
             ));
         }
     }
+    let bt = g.batch;
+    if bt.count == 0 {
+        return bad("a batch of 0 products".into());
+    }
+    if bt.a % 8 != 0 || bt.b % 8 != 0 {
+        return bad(format!(
+            "batch strides {} and {} elements of A and B must be multiples of 8 (16-byte \
+             aligned blocks)",
+            bt.a, bt.b
+        ));
+    }
+    if bt.count > 1 && bt.c < g.m * g.n {
+        return bad(format!(
+            "batch: C blocks {} floats apart overlap (C is {} x {})",
+            bt.c, g.m, g.n
+        ));
+    }
     // every element index (halves of A and B, floats of C) must fit the kernel's u32 math
     u32_of(name, "m·k", g.m * g.k)?;
     u32_of(name, "n·k", g.n * g.k)?;
     u32_of(name, "m·n", g.m * g.n)?;
-    // either layout holds m·k (n·k) halves
+    // either layout holds m·k (n·k) halves; the last batch block the furthest
+    let last = bt.count - 1;
     for (what, buf, offset, words) in [
-        ("A", g.a, g.a_offset, g.m * g.k / 2),
-        ("B", g.b, g.b_offset, g.n * g.k / 2),
-        ("C", g.c, g.c_offset, g.m * g.n),
+        ("A", g.a, g.a_offset, (last * bt.a + g.m * g.k).div_ceil(2)),
+        ("B", g.b, g.b_offset, (last * bt.b + g.n * g.k).div_ceil(2)),
+        ("C", g.c, g.c_offset, last * bt.c + g.m * g.n),
     ] {
         let len = d.buf_len(buf);
         if offset + words > len {
@@ -267,7 +327,7 @@ pub(crate) fn covers(args: &MatmulArgs) -> bool {
         && aligned(&args.b)
 }
 
-/// `matmul` of bf16/f16 operands on tensor cores, one `gemm_mma_*` launch per batch block
+/// `matmul` of bf16/f16 operands on tensor cores, one batched `gemm_mma_*` launch
 /// (the caller checked [`covers`] and the op's checks passed).
 pub(crate) fn matmul<D: Driver>(
     be: &PtxBackend<D>,
@@ -286,28 +346,32 @@ pub(crate) fn matmul<D: Driver>(
     let a = be.buf(args.a.tensor)?;
     let b = be.buf(args.b.tensor)?;
     let c = be.buf_mut(out)?;
-    for k in 0..args.batch {
-        gemm_mma(
-            be,
-            &MmaGemm {
-                dtype,
-                m: args.m,
-                n: args.n,
-                k: args.inner,
-                a,
-                a_offset: (args.a.offset + k * args.a.stride) / 2,
-                b,
-                b_offset: (args.b.offset + k * args.b.stride) / 2,
-                c,
-                c_offset: args.out.offset + k * args.out.stride,
-                alpha: args.alpha,
-                beta: None,
-                c_block: None,
-                layouts: layouts_of(args),
+    // every batch block in one launch (the op's checks keep the output blocks apart)
+    gemm_mma(
+        be,
+        &MmaGemm {
+            dtype,
+            m: args.m,
+            n: args.n,
+            k: args.inner,
+            a,
+            a_offset: args.a.offset / 2,
+            b,
+            b_offset: args.b.offset / 2,
+            c,
+            c_offset: args.out.offset,
+            alpha: args.alpha,
+            beta: None,
+            c_block: None,
+            layouts: layouts_of(args),
+            batch: Batch {
+                count: args.batch,
+                a: args.a.stride,
+                b: args.b.stride,
+                c: args.out.stride,
             },
-        )?;
-    }
-    Ok(())
+        },
+    )
 }
 
 pub mod check;

@@ -14,7 +14,7 @@
 //! `lora_a` blocks, then this kernel); other 16-bit cases widen their operands on the device.
 
 use super::driver::{Driver, Param};
-use super::gemm_mma::{gemm_mma, HalfType, MmaGemm};
+use super::gemm_mma::{gemm_mma, Batch, HalfType, MmaGemm};
 use super::modules::{grid_1d, resident_ctas, u32_of, LORA};
 use super::{ptr_at, PtxBackend};
 use crate::backend::LoraForwardArgs;
@@ -229,6 +229,7 @@ pub(crate) fn forward<D: Driver>(
                 beta: None,
                 c_block: stacked.then_some(d.r),
                 layouts: Default::default(),
+                batch: Batch::ONE,
             },
         )?;
     }

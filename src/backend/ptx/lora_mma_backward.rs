@@ -1,7 +1,7 @@
 //! The tensor-core `lora_backward`: bf16/f16 `x`, `weight`, `lora_a`, `lora_b` with `dy` and
 //! `h` in the same type (the autocast contract of `ops::lora_backward`: `ĝ = rnd(dy B)` and,
-//! for a shared x, `rnd(Σ_k dy_k)`), every product one `gemm_mma` launch per particle, the
-//! operands read as stored through the kernel's layouts (K-contiguous or K-major, `ldmatrix
+//! for a shared x, `rnd(Σ_k dy_k)`), each product one batched `gemm_mma` launch for all K
+//! particles (a shared x's rank term into its one dx: K launches), the operands read as stored through the kernel's layouts (K-contiguous or K-major, `ldmatrix
 //! .trans`), f32 accumulation, f32 gradients:
 //!
 //! | product | op(A) | op(B) | C |
@@ -20,7 +20,7 @@
 use super::activation::sum_blocks_half;
 use super::cast::cast_buf;
 use super::driver::Driver;
-use super::gemm_mma::{gemm_mma, HalfType, Layouts, MmaGemm};
+use super::gemm_mma::{gemm_mma, Batch, HalfType, Layouts, MmaGemm};
 use super::PtxBackend;
 use crate::backend::{GradTargets, LoraBackwardArgs};
 use crate::dtype::DType;
@@ -81,27 +81,34 @@ pub(crate) fn backward<D: Driver>(
         a_kmajor: true,
         b_kmajor: true,
     };
-    let gemm = |m, n, k, a, b, c, alpha, beta, layouts| {
-        launch(be, half, (m, n, k), a, b, c, (alpha, beta), layouts)
+    let gemm = |m, n, k, a, b, c, alpha, beta, layouts, batch| {
+        launch(be, half, (m, n, k), a, b, c, (alpha, beta), layouts, batch)
+    };
+    // The K particles' blocks, one launch: strides in 16-bit elements (A, B) and floats (C).
+    let per_particle = |a, b, c| Batch {
+        count: d.k,
+        a,
+        b,
+        c,
     };
 
     // ĝ_k = rnd(dy_k B_k): f32 products into a scratch, one rounding into a 16-bit copy.
     let g = be.storage(d.k * mr)?;
     let g16 = be.storage(dtype.words(d.k * mr))?;
-    for k in 0..d.k {
-        let b_off = w16(args.b.offset + k * args.b.stride);
-        gemm(
-            d.m,
-            d.r,
-            d.o,
-            (dy, w16(k * mo)),
-            (b, b_off),
-            (&g.buf, k * mr),
-            1.0,
-            None,
-            nk,
-        )?;
-    }
+    let b_off = w16(args.b.offset);
+    let batch = per_particle(mo, args.b.stride, mr);
+    gemm(
+        d.m,
+        d.r,
+        d.o,
+        (dy, 0),
+        (b, b_off),
+        (&g.buf, 0),
+        1.0,
+        None,
+        nk,
+        batch,
+    )?;
     cast_buf(be, DType::F32, dtype, &g16.buf, &g.buf, d.k * mr)?;
 
     // d_lora_b_k [O, r] = s dy_kᵀ h_k and d_lora_a_k [r, I] = s ĝ_kᵀ x_k, into their slots.
@@ -113,41 +120,32 @@ pub(crate) fn backward<D: Driver>(
         GradTargets::Split(da, db) => (be.buf_mut(da)?, be.buf_mut(db)?),
     };
     let x_block = if d.x_shared { 0 } else { mi };
-    for k in 0..d.k {
-        let c_b = args.db.offset + k * args.db.stride;
-        gemm(
-            d.o,
-            d.r,
-            d.m,
-            (dy, w16(k * mo)),
-            (h, w16(k * mr)),
-            (out_b, c_b),
-            s,
-            None,
-            kk,
-        )?;
-        let c_a = args.da.offset + k * args.da.stride;
-        let x_off = w16(k * x_block);
-        gemm(
-            d.r,
-            d.i,
-            d.m,
-            (&g16.buf, w16(k * mr)),
-            (x, x_off),
-            (out_a, c_a),
-            s,
-            None,
-            kk,
-        )?;
-    }
+    let batch = per_particle(mo, mr, args.db.stride);
+    let c_b = (out_b, args.db.offset);
+    gemm(d.o, d.r, d.m, (dy, 0), (h, 0), c_b, s, None, kk, batch)?;
+    let batch = per_particle(mr, x_block, args.da.stride);
+    let c_a = (out_a, args.da.offset);
+    gemm(
+        d.r,
+        d.i,
+        d.m,
+        (&g16.buf, 0),
+        (x, 0),
+        c_a,
+        s,
+        None,
+        kk,
+        batch,
+    )?;
 
     if !args.need_dx {
         return Ok(None);
     }
-    // dx: the base product(s), then the K rank products accumulated (beta 1).
+    // dx: the base product(s), then the rank products accumulated (beta 1).
     let dx = be.storage(if d.x_shared { mi } else { d.k * mi })?;
-    let sum16;
+    let a_off = w16(args.a.offset);
     if d.x_shared {
+        let sum16;
         let base_a = if d.k > 1 {
             // rnd(Σ_k dy_k): the K blocks summed in f32 and rounded once, dy read once.
             sum16 = be.storage(dtype.words(mo))?;
@@ -156,6 +154,7 @@ pub(crate) fn backward<D: Driver>(
         } else {
             dy
         };
+        let one = Batch::ONE;
         gemm(
             d.m,
             d.i,
@@ -166,36 +165,41 @@ pub(crate) fn backward<D: Driver>(
             1.0,
             None,
             nk,
+            one,
         )?;
-    } else {
+        // every particle adds into the one dx: K launches (a batch would race on its tiles)
         for k in 0..d.k {
-            gemm(
-                d.m,
-                d.i,
-                d.o,
-                (dy, w16(k * mo)),
-                (w, 0),
-                (&dx.buf, k * mi),
-                1.0,
-                None,
-                nk,
-            )?;
+            let g_k = (&g16.buf, w16(k * mr));
+            let a_k = (a, a_off + w16(k * args.a.stride));
+            gemm(d.m, d.i, d.r, g_k, a_k, (&dx.buf, 0), s, Some(1.0), nk, one)?;
         }
-    }
-    for k in 0..d.k {
-        let a_off = w16(args.a.offset + k * args.a.stride);
-        let c_off = if d.x_shared { 0 } else { k * mi };
-        let g_k = (&g16.buf, w16(k * mr));
+    } else {
+        let batch = per_particle(mo, 0, mi);
+        gemm(
+            d.m,
+            d.i,
+            d.o,
+            (dy, 0),
+            (w, 0),
+            (&dx.buf, 0),
+            1.0,
+            None,
+            nk,
+            batch,
+        )?;
+        let batch = per_particle(mr, args.a.stride, mi);
+        let g_all = (&g16.buf, 0);
         gemm(
             d.m,
             d.i,
             d.r,
-            g_k,
+            g_all,
             (a, a_off),
-            (&dx.buf, c_off),
+            (&dx.buf, 0),
             s,
             Some(1.0),
             nk,
+            batch,
         )?;
     }
     let shape = if d.x_shared {
@@ -206,8 +210,8 @@ pub(crate) fn backward<D: Driver>(
     Ok(Some(be.tensor(&shape, dx)?))
 }
 
-/// One `gemm_mma` launch: `c[m, n] (+)= alpha · op(a) · op(b)`, each operand `(buffer, offset
-/// in words)` (C's in floats).
+/// One `gemm_mma` launch: `c[m, n] (+)= alpha · op(a) · op(b)` for each block of `batch`,
+/// each operand `(buffer, offset in words)` (C's in floats).
 #[allow(clippy::too_many_arguments)]
 fn launch<D: Driver>(
     be: &PtxBackend<D>,
@@ -218,6 +222,7 @@ fn launch<D: Driver>(
     (c, c_offset): (&D::Buf, usize),
     (alpha, beta): (f32, Option<f32>),
     layouts: Layouts,
+    batch: Batch,
 ) -> Result<()> {
     gemm_mma(
         be,
@@ -236,6 +241,7 @@ fn launch<D: Driver>(
             beta,
             c_block: None,
             layouts,
+            batch,
         },
     )
 }

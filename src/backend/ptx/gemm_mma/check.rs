@@ -2,7 +2,7 @@
 //! `bella doctor` runs on cuda and ptx-sim on the kernel itself, at a shape past its tiles
 //! (the op-level 16-bit matmul rows reach it through `ops::matmul` too). The unit tests (`tests.rs`) cover more shapes and modes.
 
-use super::{gemm_mma, pack_half, HalfType, MmaGemm};
+use super::{gemm_mma, pack_half, Batch, HalfType, MmaGemm};
 use crate::backend::ptx::driver::Driver;
 use crate::backend::ptx::PtxBackend;
 use crate::error::Result;
@@ -68,6 +68,7 @@ pub fn check<D: Driver>(
             beta: None,
             c_block: None,
             layouts: Default::default(),
+            batch: Batch::ONE,
         },
     )?;
     let got = d.download(&cb, m * n)?;

@@ -152,6 +152,7 @@ fn run(dtype: HalfType, c: &Case, module: Option<&str>) -> Outcome {
         beta: c.beta,
         c_block: c.c_block,
         layouts: c.layouts,
+        batch: Batch::ONE,
     };
     match module {
         Some(_) => launch_in(&be, "planted", &g),
@@ -317,6 +318,7 @@ fn k_not_a_multiple_of_8_and_misaligned_offsets_are_refused() {
         beta: None,
         c_block: None,
         layouts: Layouts::default(),
+        batch: Batch::ONE,
     };
     for k in [4, 12] {
         let e = gemm_mma(&be, &g(k, 0)).unwrap_err().to_string();
@@ -425,6 +427,7 @@ fn bad_block_widths_are_refused() {
         beta: None,
         c_block,
         layouts: Layouts::default(),
+        batch: Batch::ONE,
     };
     for blk in [0, 5, 24, 1 << 24] {
         let e = gemm_mma(&be, &g(Some(blk))).unwrap_err().to_string();
@@ -555,6 +558,7 @@ fn layouts_the_kernel_cannot_do_are_refused() {
         beta: None,
         c_block: None,
         layouts,
+        batch: Batch::ONE,
     };
     let [_, ta, tb, tt] = LAYOUTS;
     // a K-major operand's rows of m (n) elements move in 16-byte chunks
@@ -703,4 +707,217 @@ fn ops_matmul_reaches_the_tensor_cores_in_every_layout() {
             }
         }
     }
+}
+
+/// `count` products in one launch ([`Batch`]): A blocks `a_gap` elements apart beyond their
+/// size, B shared (stride 0) or per block, C blocks `c_gap` floats apart beyond theirs (the
+/// gaps NaN and untouched); returns (got, float64 reference, bound) over every block.
+#[allow(clippy::too_many_arguments)]
+fn run_batched(
+    dtype: HalfType,
+    (m, n, k): (usize, usize, usize),
+    count: usize,
+    layouts: Layouts,
+    shared_b: bool,
+    beta: Option<f32>,
+    module: Option<&str>,
+) -> std::result::Result<Outcome, String> {
+    let be = PtxBackend::new(SimDriver::new()).expect("simulator loads kernels/");
+    if let Some(text) = module {
+        be.driver().load_module("planted", text).expect("loads");
+    }
+    let mut rng = Rng::new(Rng::fresh_seed());
+    let round =
+        |v: Vec<f32>| -> Vec<f32> { v.iter().map(|&x| dtype.value(dtype.bits(x))).collect() };
+    let (a_bs, b_bs) = (
+        (m * k).next_multiple_of(8) + 8,
+        if shared_b {
+            0
+        } else {
+            (n * k).next_multiple_of(8) + 16
+        },
+    );
+    let c_bs = m * n + 5;
+    let b_blocks = if shared_b { 1 } else { count };
+    let a: Vec<Vec<f32>> = (0..count).map(|_| round(rng.normal_vec(m * k))).collect();
+    let b: Vec<Vec<f32>> = (0..b_blocks)
+        .map(|_| round(rng.normal_vec(n * k)))
+        .collect();
+    let stored = |x: &[f32], rows: usize, kmajor: bool| -> Vec<f32> {
+        if kmajor {
+            (0..rows * k)
+                .map(|w| x[(w % rows) * k + w / rows])
+                .collect()
+        } else {
+            x.to_vec()
+        }
+    };
+    let mut a_elems = vec![0f32; (count - 1) * a_bs + m * k];
+    for (t, blk) in a.iter().enumerate() {
+        let s = stored(blk, m, layouts.a_kmajor);
+        a_elems[t * a_bs..t * a_bs + m * k].copy_from_slice(&s);
+    }
+    let mut b_elems = vec![0f32; (b_blocks - 1) * b_bs + n * k];
+    for (t, blk) in b.iter().enumerate() {
+        let s = stored(blk, n, layouts.b_kmajor);
+        b_elems[t * b_bs..t * b_bs + n * k].copy_from_slice(&s);
+    }
+    let c_len = (count - 1) * c_bs + m * n;
+    let c0: Vec<f32> = match beta {
+        Some(_) => rng.normal_vec(c_len),
+        None => vec![f32::NAN; c_len],
+    };
+    let d = be.driver();
+    let (ab, bb, cb) = (
+        d.upload(&pack_half(dtype, &a_elems)).unwrap(),
+        d.upload(&pack_half(dtype, &b_elems)).unwrap(),
+        d.upload(&c0).unwrap(),
+    );
+    let alpha = 0.5f32;
+    let g = MmaGemm {
+        dtype,
+        m,
+        n,
+        k,
+        a: &ab,
+        a_offset: 0,
+        b: &bb,
+        b_offset: 0,
+        c: &cb,
+        c_offset: 0,
+        alpha,
+        beta,
+        c_block: None,
+        layouts,
+        batch: Batch {
+            count,
+            a: a_bs,
+            b: b_bs,
+            c: c_bs,
+        },
+    };
+    match module {
+        Some(_) => launch_in(&be, "planted", &g),
+        None => gemm_mma(&be, &g),
+    }
+    .map_err(|e| e.to_string())?;
+    let out = d.download(&cb, c_len).unwrap();
+    let eps = f64::powi(2.0, -24);
+    let (mut got, mut want, mut bound) = (Vec::new(), Vec::new(), Vec::new());
+    for t in 0..count {
+        let bt = &b[if shared_b { 0 } else { t }];
+        for i in 0..m {
+            for j in 0..n {
+                let (mut s, mut s_abs) = (0f64, 0f64);
+                for q in 0..k {
+                    let p = a[t][i * k + q] as f64 * bt[j * k + q] as f64;
+                    s += p;
+                    s_abs += p.abs();
+                }
+                let w = t * c_bs + i * n + j;
+                let (mut v, mut scale) = (alpha as f64 * s, alpha as f64 * s_abs);
+                if let Some(beta) = beta {
+                    v += beta as f64 * c0[w] as f64;
+                    scale += (beta as f64 * c0[w] as f64).abs();
+                }
+                got.push(out[w]);
+                want.push(v);
+                bound.push(2.0 * eps * ((k as f64 / 16.0 + 3.0) * scale) + 1e-30);
+            }
+        }
+        if beta.is_none() && t + 1 < count {
+            assert!(
+                out[t * c_bs + m * n..(t + 1) * c_bs]
+                    .iter()
+                    .all(|x| x.is_nan()),
+                "the gap after C block {t} was written"
+            );
+        }
+    }
+    Ok(Outcome { got, want, bound })
+}
+
+#[test]
+fn batched_products_match_float64_in_every_layout() {
+    for dtype in TYPES {
+        for (l, layouts) in LAYOUTS.iter().enumerate() {
+            for (mnk, count, shared_b, beta) in [
+                ((40, 24, 16), 3, l % 2 == 0, None),
+                ((136, 16, 24), 2, false, Some(0.25)),
+                ((8, 8, 8), 5, true, None),
+            ] {
+                let o = run_batched(dtype, mnk, count, *layouts, shared_b, beta, None)
+                    .expect("the batched GEMM runs");
+                let bad = o.bad();
+                assert!(
+                    bad.is_empty(),
+                    "{dtype:?} {layouts:?} {mnk:?} x{count}: {bad:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn planted_batch_offsets_are_caught() {
+    // A's and C's batch offsets scaled wrong (A: 4 bytes an element instead of 2; C: 2 bytes a
+    // float instead of 4): caught by the comparison or by the simulator (a misaligned or
+    // out-of-bounds access is an error there, as on a GPU)
+    let text = matmul_text();
+    for (good, bad) in [
+        (
+            "\tshl.b64 %rdk, %rdk, 1;\n\tadd.u64 %rda, %rda, %rdk;",
+            "\tshl.b64 %rdk, %rdk, 2;\n\tadd.u64 %rda, %rda, %rdk;",
+        ),
+        (
+            "\tshl.b64 %rdk, %rdk, 2;\n\tadd.u64 %rdc, %rdc, %rdk;",
+            "\tshl.b64 %rdk, %rdk, 1;\n\tadd.u64 %rdc, %rdc, %rdk;",
+        ),
+    ] {
+        assert_eq!(text.matches(good).count(), 2, "both entries: {good}");
+        let planted = text.replace(good, bad);
+        let caught = match run_batched(
+            HalfType::Bf16,
+            (40, 24, 16),
+            3,
+            LAYOUTS[0],
+            false,
+            None,
+            Some(&planted),
+        ) {
+            Ok(o) => !o.bad().is_empty(),
+            Err(_) => true,
+        };
+        assert!(caught, "the planted batch offset went unnoticed: {bad}");
+    }
+}
+
+#[test]
+fn batches_are_refused_where_the_kernel_cannot_take_them() {
+    let be = PtxBackend::new(SimDriver::new()).expect("simulator loads kernels/");
+    let d = be.driver();
+    let buf = d.upload(&vec![0f32; 4096]).unwrap();
+    let g = |batch: Batch| MmaGemm {
+        dtype: HalfType::Bf16,
+        m: 16,
+        n: 16,
+        k: 16,
+        a: &buf,
+        a_offset: 0,
+        b: &buf,
+        b_offset: 0,
+        c: &buf,
+        c_offset: 0,
+        alpha: 1.0,
+        beta: None,
+        c_block: None,
+        layouts: Layouts::default(),
+        batch,
+    };
+    let err = |b: Batch| gemm_mma(&be, &g(b)).unwrap_err().to_string();
+    let b = |count, a, bb, c| Batch { count, a, b: bb, c };
+    assert!(err(b(0, 0, 0, 0)).contains("batch of 0"));
+    assert!(err(b(2, 4, 0, 256)).contains("multiples of 8"));
+    assert!(err(b(2, 256, 0, 100)).contains("overlap"));
+    assert!(err(b(40, 256, 0, 256)).contains("needs"), "past the buffer");
 }
