@@ -178,6 +178,41 @@ fn outs<T>(ptrs: &[(*mut *mut T, &str)]) -> bella::Result<()> {
     }
 }
 
+/// The caller's `n` values at `p` (`what` names them): null only when there are none.
+unsafe fn input<'a, T>(p: *const T, n: usize, what: &str) -> bella::Result<&'a [T]> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(null(what));
+    }
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// The caller's buffer of `len` values at `p` for tensor `t`'s elements (`call` and `unit` for
+/// the message): `len` must be its element count, `p` null only when there are none.
+unsafe fn output<'a, T>(
+    p: *mut T,
+    len: usize,
+    t: &Tensor,
+    (call, unit, what): (&str, &str, &str),
+) -> bella::Result<&'a mut [T]> {
+    if len != t.numel() {
+        return Err(BellaError::invalid(format!(
+            "{call}: the buffer holds {len} {unit}, the tensor {} ({:?})",
+            t.numel(),
+            t.shape()
+        )));
+    }
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(null(what));
+    }
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
+}
+
 unsafe fn shape<'a>(shape: *const usize, rank: usize) -> bella::Result<&'a [usize]> {
     if rank == 0 {
         return Ok(&[]);
@@ -288,15 +323,7 @@ pub unsafe extern "C" fn bella_tensor_upload(
     guard(|| {
         outs(&[(out, "out")])?;
         let (be, shape) = (unsafe { backend(be) }?, unsafe { shape(shape_ptr, rank) }?);
-        let n: usize = shape.iter().product();
-        if data.is_null() && n > 0 {
-            return Err(null("data"));
-        }
-        let data = if n == 0 {
-            &[][..]
-        } else {
-            unsafe { std::slice::from_raw_parts(data, n) }
-        };
+        let data = unsafe { input(data, shape.iter().product(), "data") }?;
         let t = be.upload(shape, data)?;
         unsafe { put(out, t) };
         Ok(())
@@ -331,20 +358,8 @@ pub unsafe extern "C" fn bella_tensor_download(
 ) -> BellaStatus {
     guard(|| {
         let (be, t) = (unsafe { backend(be) }?, unsafe { tensor(t, "tensor") }?);
-        if len != t.numel() {
-            return Err(BellaError::invalid(format!(
-                "download: the buffer holds {len} f32, the tensor {} ({:?})",
-                t.numel(),
-                t.shape()
-            )));
-        }
-        if data.is_null() && len > 0 {
-            return Err(null("data"));
-        }
-        let v = be.download(t)?;
-        if len > 0 {
-            unsafe { std::slice::from_raw_parts_mut(data, len) }.copy_from_slice(&v);
-        }
+        let dst = unsafe { output(data, len, t, ("download", "f32", "data")) }?;
+        dst.copy_from_slice(&be.download(t)?);
         Ok(())
     })
 }
@@ -409,15 +424,7 @@ pub unsafe extern "C" fn bella_tensor_upload_bits(
                  bella_tensor_upload)",
             ));
         }
-        let n: usize = shape.iter().product();
-        if bits.is_null() && n > 0 {
-            return Err(null("bits"));
-        }
-        let bits = if n == 0 {
-            &[][..]
-        } else {
-            unsafe { std::slice::from_raw_parts(bits, n) }
-        };
+        let bits = unsafe { input(bits, shape.iter().product(), "bits") }?;
         let t = be.upload_bits(shape, dtype, bits)?;
         unsafe { put(out, t) };
         Ok(())
@@ -436,20 +443,8 @@ pub unsafe extern "C" fn bella_tensor_download_bits(
 ) -> BellaStatus {
     guard(|| {
         let (be, t) = (unsafe { backend(be) }?, unsafe { tensor(t, "tensor") }?);
-        if len != t.numel() {
-            return Err(BellaError::invalid(format!(
-                "download_bits: the buffer holds {len} values, the tensor {} ({:?})",
-                t.numel(),
-                t.shape()
-            )));
-        }
-        if bits.is_null() && len > 0 {
-            return Err(null("bits"));
-        }
-        let v = be.download_bits(t)?;
-        if len > 0 {
-            unsafe { std::slice::from_raw_parts_mut(bits, len) }.copy_from_slice(&v);
-        }
+        let dst = unsafe { output(bits, len, t, ("download_bits", "values", "bits")) }?;
+        dst.copy_from_slice(&be.download_bits(t)?);
         Ok(())
     })
 }

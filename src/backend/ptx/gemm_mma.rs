@@ -36,6 +36,18 @@ pub enum HalfType {
 }
 
 impl HalfType {
+    /// The format of a 16-bit `dtype`; f32 is an error naming `kernel` (the f32 kernels take
+    /// those operands).
+    pub(crate) fn of(kernel: &str, dtype: DType) -> Result<HalfType> {
+        match dtype {
+            DType::BF16 => Ok(HalfType::Bf16),
+            DType::F16 => Ok(HalfType::F16),
+            DType::F32 => Err(BellaError::invalid(format!(
+                "{kernel}: f32 operands (the f32 kernels take them)"
+            ))),
+        }
+    }
+
     /// The kernel entry of kernels/matmul.ptx for this format.
     pub fn kernel(self) -> &'static str {
         match self {
@@ -334,15 +346,7 @@ pub(crate) fn matmul<D: Driver>(
     args: &MatmulArgs,
     out: &mut Tensor,
 ) -> Result<()> {
-    let dtype = match args.a.tensor.dtype() {
-        DType::BF16 => HalfType::Bf16,
-        DType::F16 => HalfType::F16,
-        DType::F32 => {
-            return Err(BellaError::invalid(
-                "gemm_mma: f32 operands (the f32 matmul takes them)",
-            ))
-        }
-    };
+    let dtype = HalfType::of("gemm_mma", args.a.tensor.dtype())?;
     let a = be.buf(args.a.tensor)?;
     let b = be.buf(args.b.tensor)?;
     let c = be.buf_mut(out)?;

@@ -197,11 +197,7 @@ pub(crate) fn forward<D: Driver>(
 ) -> Result<(Tensor, Tensor)> {
     let d = args.dims;
     let dtype = args.x.dtype();
-    let half = match dtype {
-        DType::BF16 => HalfType::Bf16,
-        DType::F16 => HalfType::F16,
-        DType::F32 => return Err(BellaError::invalid("lora_forward_mma: f32 operands")),
-    };
+    let half = HalfType::of("lora_forward_mma", dtype)?;
     let h = be.storage(d.k * d.m * d.r)?;
     let y = be.storage(d.k * d.m * d.o)?;
     let (x, w) = (be.buf(args.x)?, be.buf(args.weight)?);

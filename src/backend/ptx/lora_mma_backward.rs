@@ -24,7 +24,7 @@ use super::gemm_mma::{gemm_mma, Batch, HalfType, Layouts, MmaGemm};
 use super::PtxBackend;
 use crate::backend::{GradTargets, LoraBackwardArgs};
 use crate::dtype::DType;
-use crate::error::{BellaError, Result};
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// Whether the tensor-core path computes this `lora_backward`: all six inputs one 16-bit
@@ -55,15 +55,7 @@ pub(crate) fn backward<D: Driver>(
     let d = args.dims;
     let s = args.scale;
     let dtype = args.x.dtype();
-    let half = match dtype {
-        DType::BF16 => HalfType::Bf16,
-        DType::F16 => HalfType::F16,
-        DType::F32 => {
-            return Err(BellaError::invalid(
-                "lora_backward (tensor cores): f32 inputs",
-            ))
-        }
-    };
+    let half = HalfType::of("lora_backward (tensor cores)", dtype)?;
     let (mo, mr, mi) = (d.m * d.o, d.m * d.r, d.m * d.i);
     let (dy, x, w) = (be.buf(args.dy)?, be.buf(args.x)?, be.buf(args.weight)?);
     let (a, b, h) = (
