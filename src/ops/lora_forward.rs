@@ -125,11 +125,11 @@ pub struct LoraForwardOut {
 ///
 /// **Dtypes.** `x`, `weight`, `lora_a` and `lora_b` are all f32, or all bf16 or all f16
 /// ([`crate::dtype`]; `bias` f32 or their type); `y` and `h` are f32: the f32 math on the
-/// exact 16-bit values, accumulated in f32. On PTX (cuda, ptx-sim) a shared `x` with I a
-/// multiple of 8 runs the tensor cores (`h` by `gemm_mma_*`, `y` by `lora_forward_mma_*`,
-/// which carries `s·h` into the rank update split into 16-bit terms); every other case, and
-/// the other backends, widen the operands on the device (temporary f32 copies) and run the
-/// f32 kernels.
+/// exact 16-bit values, accumulated in f32. On PTX (cuda, ptx-sim) an `x` shared or per
+/// particle with I a multiple of 8 runs the tensor cores (`h` by `gemm_mma_*`, `y` by
+/// `lora_forward_mma_*`, which carries `s·h` into the rank update split into 16-bit terms);
+/// every other case, and the other backends, widen the operands on the device (temporary f32
+/// copies) and run the f32 kernels.
 ///
 /// # Errors
 /// [`BellaError::Shape`] if the shapes disagree (or a tensor is empty);

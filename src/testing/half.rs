@@ -389,6 +389,8 @@ pub fn check_lora(be: &dyn Backend, op_name: &str, seed: u64) -> std::result::Re
         (3, 37, 40, 67, 8, true, Some(false)),
         (2, 19, 33, 21, 5, false, Some(true)),
         (1, 5, 16, 130, 16, false, None),
+        // per-particle x past one 128-row tile, I % 8 == 0: the tensor cores on PTX
+        (3, 131, 24, 20, 3, false, Some(false)),
     ];
     for d in HALVES {
         for &(k, m, i, o, r, shared, bias) in &plans {

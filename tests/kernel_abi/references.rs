@@ -403,12 +403,14 @@ fn lora_forward_mma(c: &Case, t: HalfType) {
     let (b_ps, scale, flags) = (c.u("p_b_ps"), c.f("p_scale"), c.u("p_flags"));
     let (x, w, b) = (c.bits("p_x"), c.bits("p_w"), c.bits("p_b"));
     let (bias, h) = (c.input("p_bias"), c.input("p_h"));
+    // flags bit 1: x_p at element p * x_ps, else one x for every particle
+    let x_ps = if flags & 2 != 0 { c.u("p_x_ps") } else { 0 };
     let mut want = vec![0.0; k * m * o];
     for p in 0..k {
         for row in 0..m {
             for col in 0..o {
                 let base: f64 = (0..i)
-                    .map(|q| half_at(t, &x, row * i + q) * half_at(t, &w, col * i + q))
+                    .map(|q| half_at(t, &x, p * x_ps + row * i + q) * half_at(t, &w, col * i + q))
                     .sum();
                 let rank: f64 = (0..r)
                     .map(|q| h[(p * m + row) * r + q] * half_at(t, &b, p * b_ps + col * r + q))

@@ -1,7 +1,7 @@
 //! The tensor-core LoRA forward on the PTX simulator against a float64 loop over the exact
 //! 16-bit x, W, B and the f32 h: minimal, edge, odd-rank and multi-step-rank shapes, bias,
-//! offsets and a strided B; y outside the output untouched; planted bugs (a swapped B
-//! fragment, the old two-way split (mid folded into a rounded lo), the lo term dropped, the
+//! offsets and a strided B, x shared or per particle (with gaps between the x_k); y outside
+//! the output untouched; planted bugs (every particle reading x_0, a swapped B fragment, the old two-way split (mid folded into a rounded lo), the lo term dropped, the
 //! mid mma dropped, an unswizzled staging store) caught against a bound with no split error,
 //! and staging plants (a misplaced staged row, a missing barrier, one buffer instead of two)
 //! reported by the simulator; the two entries' texts in step; preconditions refused.
@@ -42,6 +42,8 @@ struct Case {
     y_offset: usize,
     /// h is normal · h_scale (a power of two: a large one makes the rank term dominate)
     h_scale: f32,
+    /// `Some(gap)`: x per particle, x_k `m·i + gap` elements apart (gap a multiple of 8)
+    x_gap: Option<usize>,
 }
 
 fn case(m: usize, o: usize, i: usize, r: usize, k: usize) -> Case {
@@ -58,6 +60,15 @@ fn case(m: usize, o: usize, i: usize, r: usize, k: usize) -> Case {
         b_gap: 0,
         y_offset: 0,
         h_scale: 1.0,
+        x_gap: None,
+    }
+}
+
+/// [`case`] with x per particle, the x_k `gap` elements apart.
+fn per_particle(m: usize, o: usize, i: usize, r: usize, k: usize, gap: usize) -> Case {
+    Case {
+        x_gap: Some(gap),
+        ..case(m, o, i, r, k)
     }
 }
 
@@ -120,7 +131,10 @@ fn try_run(dtype: DType, c: &Case, module: Option<&str>) -> Result<Outcome> {
     let mut rng = Rng::new(Rng::fresh_seed());
     let (m, o, i, r, k) = (c.m, c.o, c.i, c.r, c.k);
     let b_ps = o * r + c.b_gap;
-    let (xb, x) = halves(dtype, &rng.normal_vec(m * i));
+    // x: one [m, i] block, or k of them x_ps apart (the gaps hold other values, never read)
+    let x_ps = c.x_gap.map(|gap| m * i + gap);
+    let x_len = (k - 1) * x_ps.unwrap_or(0) + m * i;
+    let (xb, x) = halves(dtype, &rng.normal_vec(x_len));
     let (wb, w) = halves(dtype, &rng.normal_vec(o * i));
     // B: k blocks of o·r elements b_ps apart (the gaps hold other values, never read)
     let (bb, b) = halves(dtype, &rng.normal_vec((k - 1) * b_ps + o * r));
@@ -155,6 +169,7 @@ fn try_run(dtype: DType, c: &Case, module: Option<&str>) -> Result<Outcome> {
         k,
         x: &xbuf,
         x_offset: c.x_offset,
+        x_ps,
         w: &wbuf,
         w_offset: 0,
         bias: c.bias.then_some((&biasbuf, 0)),
@@ -193,8 +208,9 @@ fn try_run(dtype: DType, c: &Case, module: Option<&str>) -> Result<Outcome> {
         for row in 0..m {
             for col in 0..o {
                 let (mut base, mut base_abs) = (0f64, 0f64);
+                let x0 = p * x_ps.unwrap_or(0) + row * i;
                 for q in 0..i {
-                    let v = x[row * i + q] * w[col * i + q];
+                    let v = x[x0 + q] * w[col * i + q];
                     base += v;
                     base_abs += v.abs();
                 }
@@ -228,8 +244,8 @@ fn check(dtype: DType, c: &Case) {
     let o = run(dtype, c, None);
     let bad = o.bad();
     let shape = format!(
-        "{dtype:?} m {} o {} i {} r {} k {}",
-        c.m, c.o, c.i, c.r, c.k
+        "{dtype:?} m {} o {} i {} r {} k {} x gap {:?}",
+        c.m, c.o, c.i, c.r, c.k, c.x_gap
     );
     assert!(
         bad.is_empty(),
@@ -287,6 +303,51 @@ fn even_o_stores_pairs_aligned_and_not() {
         }
         check(dtype, &case(9, 2, 8, 3, 3));
     }
+}
+
+#[test]
+fn per_particle_x_minimal_and_one_particle() {
+    for dtype in TYPES {
+        check(dtype, &per_particle(1, 1, 8, 1, 1, 0));
+        check(dtype, &per_particle(3, 5, 16, 2, 1, 8));
+    }
+}
+
+#[test]
+fn per_particle_x_edge_tiles_odd_rank_with_bias_offsets_and_gaps() {
+    // 2 x 2 tiles x 3 particles = 12 units over the 2 CTAs (each loops), x_k 8 elements
+    // apart beyond their m·i
+    for dtype in TYPES {
+        check(
+            dtype,
+            &Case {
+                bias: true,
+                x_offset: 4,
+                h_offset: 3,
+                b_offset: 1,
+                b_gap: 3,
+                y_offset: 3,
+                ..per_particle(130, 129, 40, 5, 3, 8)
+            },
+        );
+    }
+}
+
+#[test]
+fn per_particle_x_two_rank_steps_and_paired_stores() {
+    for dtype in TYPES {
+        check(dtype, &per_particle(67, 130, 24, 24, 2, 0));
+    }
+}
+
+#[test]
+fn per_particle_x_read_from_x_0_is_caught() {
+    // every unit's x rows from x_0 (the particle's x offset dropped): particles 1.. wrong
+    caught(
+        |e| e.replace("mul.lo.u32 %r0, %part0, %xps;", "mov.u32 %r0, 0;"),
+        &per_particle(19, 21, 16, 5, 2, 8),
+        "x_0 for every particle",
+    );
 }
 
 #[test]
@@ -507,6 +568,7 @@ fn preconditions_are_refused() {
         k: 2,
         x: &buf,
         x_offset,
+        x_ps: None,
         w: &buf,
         w_offset: 0,
         bias: None,
@@ -559,12 +621,36 @@ fn preconditions_are_refused() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("empty shape"), "{e}");
+    // per-particle x: the stride must keep rows 16-byte aligned, the K blocks fit the buffer
+    let e = lora_forward_mma(
+        &be,
+        &LoraMma {
+            x_ps: Some(68),
+            ..l(DType::BF16, 16, 0)
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("x_ps = 68") && e.contains("multiple of 8"),
+        "{e}"
+    );
+    let e = lora_forward_mma(
+        &be,
+        &LoraMma {
+            x_ps: Some(8192),
+            ..l(DType::BF16, 16, 0)
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("x needs"), "{e}");
 }
 
 /// The registers and shared memory the grid is sized from are ptxas' (when installed).
 #[test]
 fn resources_match_ptxas() {
-    // 210 registers: 1 CTA of 256 threads per SM
+    // 216 registers: 1 CTA of 256 threads per SM
     assert_eq!(blocks_per_sm(), 1);
     let mut ptxas = crate::profile::ptxas::Ptxas::new();
     if !ptxas.available() {
