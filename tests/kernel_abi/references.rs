@@ -121,6 +121,7 @@ pub fn check(e: &Entry, run: &Run) -> bool {
         "cast_f16_to_f32" => cast_widen(&c, DType::F16),
         "sum_blocks_bf16" => sum_blocks_half(&c, DType::BF16),
         "sum_blocks_f16" => sum_blocks_half(&c, DType::F16),
+        "gather_blocks" => gather_blocks(&c),
         _ => return false,
     }
     true
@@ -458,4 +459,16 @@ fn sum_blocks_half(c: &Case, dtype: DType) {
         .collect();
     let got: Vec<u32> = c.run.outputs["p_out"].iter().map(|x| x.to_bits()).collect();
     assert_eq!(got, pack_bits(&sums), "{}: `p_out` bits", c.e.name);
+}
+
+/// `p_out` = the k source blocks of `p_len` words, `p_stride` apart, one after another, bit
+/// for bit.
+fn gather_blocks(c: &Case) {
+    let (k, len, stride) = (c.u("p_k"), c.u("p_len"), c.u("p_stride"));
+    let src = c.bits("p_src");
+    let want: Vec<u32> = (0..k)
+        .flat_map(|b| src[b * stride..b * stride + len].iter().copied())
+        .collect();
+    let got: Vec<u32> = c.run.outputs["p_out"].iter().map(|x| x.to_bits()).collect();
+    assert_eq!(got, want, "{}: `p_out` bits", c.e.name);
 }

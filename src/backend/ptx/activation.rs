@@ -1,10 +1,10 @@
-//! Elementwise kernels: activations, `axpby`, `sum_blocks` and its 16-bit forms
-//! (kernels/activation.ptx). Each thread owns groups of 4 elements (the 16-bit sums: one
-//! word of two).
+//! Elementwise kernels: activations, `axpby`, `sum_blocks` and its 16-bit forms,
+//! `gather_blocks` (kernels/activation.ptx). Each thread owns groups of 4 elements (the
+//! 16-bit sums and the gather: one 32-bit word).
 
 use super::driver::{Driver, Param};
 use super::modules::{grid_1d, u32_of, ACTIVATION, BLOCK};
-use super::{ptr, PtxBackend};
+use super::{ptr, ptr_at, PtxBackend};
 use crate::dtype::DType;
 use crate::error::{BellaError, Result};
 use crate::tensor::Tensor;
@@ -83,6 +83,61 @@ pub(crate) fn sum_blocks_half<D: Driver>(
     out: &D::Buf,
 ) -> Result<()> {
     sum_blocks_half_in(be, ACTIVATION, dtype, src, (k, len), out)
+}
+
+/// `out[b·len + e] = src[src_offset + b·stride + e]` for `b < k`, `e < len`, in 32-bit words
+/// (the bits copied, so any dtype: two 16-bit elements a word), in one launch of
+/// `gather_blocks`: the `k` blocks of a strided view (`stride` 0: one block repeated) stacked
+/// into the contiguous `out`. `module`: where the entry is loaded from (tests load altered
+/// copies). Errors (nothing launched) when a block or `out` would pass its buffer's end or a
+/// size passes the kernels' u32 limit.
+pub(crate) fn gather_blocks_in<D: Driver>(
+    be: &PtxBackend<D>,
+    module: &str,
+    (src, src_offset): (&D::Buf, usize),
+    (k, len, stride): (usize, usize, usize),
+    out: &D::Buf,
+) -> Result<()> {
+    const KERNEL: &str = "gather_blocks";
+    if len == 0 || k == 0 {
+        return Ok(());
+    }
+    let total = k
+        .checked_mul(len)
+        .ok_or_else(|| BellaError::invalid(format!("{KERNEL}: K*len overflows")))?;
+    u32_of(KERNEL, "K*len", total)?;
+    let last = (k - 1)
+        .checked_mul(stride)
+        .and_then(|v| v.checked_add(src_offset))
+        .and_then(|v| v.checked_add(len))
+        .ok_or_else(|| BellaError::invalid(format!("{KERNEL}: the last block's end overflows")))?;
+    let (src_len, out_len) = (be.driver().buf_len(src), be.driver().buf_len(out));
+    if last > src_len || total > out_len {
+        return Err(BellaError::invalid(format!(
+            "{KERNEL}: {k} blocks of {len} words, {stride} apart from word {src_offset}, need \
+             {last} source words and {total} output words; the buffers have {src_len} and \
+             {out_len}"
+        )));
+    }
+    let params = vec![
+        ("p_out", ptr(out)),
+        ("p_src", ptr_at(src, src_offset)),
+        ("p_k", Param::U32(u32_of(KERNEL, "K", k)?)),
+        ("p_len", Param::U32(u32_of(KERNEL, "len", len)?)),
+        ("p_stride", Param::U32(u32_of(KERNEL, "stride", stride)?)),
+    ];
+    let grid = grid_1d(be.props(), total.div_ceil(BLOCK as usize), 16);
+    be.launch_named(module, KERNEL, grid, params)
+}
+
+/// [`gather_blocks_in`] from kernels/activation.ptx.
+pub(crate) fn gather_blocks<D: Driver>(
+    be: &PtxBackend<D>,
+    src: (&D::Buf, usize),
+    (k, len, stride): (usize, usize, usize),
+    out: &D::Buf,
+) -> Result<()> {
+    gather_blocks_in(be, ACTIVATION, src, (k, len, stride), out)
 }
 
 /// `y = f(x)` for `relu_forward`, `gelu_forward`.
