@@ -11,8 +11,8 @@
 //! terms (hi + mid + lo, three mma per k16 step) so that the rank term is f32 math (see the
 //! kernel's header).
 //!
-//! **In the ops**: `ops::lora_forward` on PTX runs it for a 16-bit `x` where it [`covers`]
-//! the case ([`forward`]: h by `gemm_mma` — one blocked-store launch for a shared x and
+//! **In the ops**: `ops::lora_forward` on PTX runs it for a 16-bit `x` where it `covers`
+//! the case (`forward`: h by `gemm_mma` — one blocked-store launch for a shared x and
 //! stacked `lora_a` blocks, else one batched launch — then this kernel); other 16-bit cases
 //! widen their operands on the device.
 
