@@ -55,10 +55,12 @@ def rel_err(out, ref, floor=0.0):
     return float(np.linalg.norm(out - ref) / nref)
 
 
-def floor_for(name, want, inputs):
+def floor_for(op, name, want, inputs):
     """mutual_info = entropy − expected_entropy cancels when the particles agree (K=1: it is
     0 up to rounding, a few f32 ulps of the entropy): judge it against 1% of the entropy at
-    least. Random particles have MI well above that, so there the floor does not act."""
+    least. Random particles have MI well above that, so there the floor does not act.
+    AdamW's `m` and `param` (`svgd_step`'s `m` and `theta`) are judged against the size of
+    the two terms they are the difference of (`reference.adamw_term_sizes`)."""
     if name == "mutual_info":
         return 1e-2 * float(np.linalg.norm(want["entropy"]))
     if name in ("param - param_in", "theta - theta_in"):
@@ -66,6 +68,11 @@ def floor_for(name, want, inputs):
         # ‖param‖ at least (still 100x tighter than the check of `param` itself).
         base = name.split(" ")[0]
         return 1e-2 * float(np.linalg.norm(np.asarray(inputs[base], np.float64)))
+    sizes = {"adamw_step": reference.adamw_term_sizes, "svgd_step": reference.svgd_step_term_sizes}
+    if op in sizes:
+        terms = sizes[op](inputs)
+        if name in terms:
+            return float(np.linalg.norm(terms[name]))
     return 0.0
 
 
@@ -84,7 +91,7 @@ def compare(op, got, want, tol, inputs):
         if not np.all(np.isfinite(out)):
             problems.append(f"`{name}` has non-finite values")
             continue
-        e = rel_err(out, ref, floor_for(name, want, inputs))
+        e = rel_err(out, ref, floor_for(op, name, want, inputs))
         worst[name] = e
         if not e <= tol:
             i = np.unravel_index(np.argmax(np.abs(out.astype(np.float64) - ref)), ref.shape) if ref.ndim else ()

@@ -128,6 +128,29 @@ def adamw_step(t):
     return {"param": p, "m": m, "v": v}
 
 
+def adamw_term_sizes(t):
+    """|a| + |b| per element for the outputs that are a difference a - b of two rounded
+    terms: `m` = b1·m + (1 − b1)·g and `param` = p·(1 − lr·wd) − lr·m̂/(√v̂ + eps). Where the
+    terms cancel, f32 holds the result only to an ulp of the terms, not of itself (one
+    element at -2e-5 from terms near 0.1 failed a relative check on wgpu): the checker
+    judges these outputs against the terms' size. Without cancellation it is ‖ref‖ itself."""
+    p, g, m, v = (_f(t[n]) for n in ("param", "grad", "m", "v"))
+    lr, b1, b2, eps, wd = (F(_scalar(t[n])) for n in ("lr", "beta1", "beta2", "eps", "weight_decay"))
+    step = _scalar(t["step"])
+    m_new = b1 * m + (1 - b1) * g
+    v_new = b2 * v + (1 - b2) * g * g
+    update = lr * (m_new / (1 - b1**step)) / (np.sqrt(v_new / (1 - b2**step)) + eps)
+    return {"m": np.abs(b1 * m) + np.abs((1 - b1) * g), "param": np.abs(p * (1 - lr * wd)) + np.abs(update)}
+
+
+def svgd_step_term_sizes(t):
+    """`adamw_term_sizes` of the AdamW half of `svgd_step` (its `m` and `theta`)."""
+    a = {n: t[n] for n in ("m", "v", "lr", "beta1", "beta2", "eps", "weight_decay", "step")}
+    a.update(param=t["theta"], grad=F(_scalar(t["grad_scale"])) * svgd_direction(t)["phi"])
+    r = adamw_term_sizes(a)
+    return {"m": r["m"], "theta": r["param"]}
+
+
 def svgd_step(t):
     # svgd_direction, then adamw_step with the gradient grad_scale * phi
     phi = svgd_direction(t)["phi"]
