@@ -457,8 +457,10 @@ pub fn check_lora_backward_rounded(
     use crate::host::{HostTensor, Named};
     let mut rng = Rng::new(seed ^ 0x9e37);
     let mut worst = 0f64;
-    // (K, M, I, O, r, shared x); the last four have O, r, I multiples of 8: the tensor-core
-    // path on PTX (K = 1 shared, K > 1 shared with the rounded dy sum, past one 128-tile).
+    // (K, M, I, O, r, shared x); from the fifth on O, r, I are multiples of 8: the
+    // tensor-core path on PTX (K = 1 shared, K > 1 shared with the rounded dy sum, past one
+    // 128-tile); the last two are shared with M % 8 == 0, where PTX computes ĝ transposed
+    // and the rank term as one product over K·r (past one 128-row tile of M).
     let plans = [
         (1, 1, 8, 1, 1, true),
         (3, 37, 40, 67, 8, true),
@@ -468,6 +470,8 @@ pub fn check_lora_backward_rounded(
         (1, 3, 8, 8, 8, true),
         (3, 37, 40, 24, 8, true),
         (2, 130, 24, 136, 16, false),
+        (3, 16, 40, 24, 8, true),
+        (2, 136, 24, 16, 8, true),
     ];
     for d in HALVES {
         for &(k, m, i, o, r, shared) in &plans {
