@@ -44,6 +44,8 @@ struct Case {
     h_scale: f32,
     /// `Some(gap)`: x per particle, x_k `m·i + gap` elements apart (gap a multiple of 8)
     x_gap: Option<usize>,
+    /// `Some(v)`: h's first element set so that s·h there is about v
+    sh_first: Option<f32>,
 }
 
 fn case(m: usize, o: usize, i: usize, r: usize, k: usize) -> Case {
@@ -61,6 +63,7 @@ fn case(m: usize, o: usize, i: usize, r: usize, k: usize) -> Case {
         y_offset: 0,
         h_scale: 1.0,
         x_gap: None,
+        sh_first: None,
     }
 }
 
@@ -139,13 +142,16 @@ fn try_run(dtype: DType, c: &Case, module: Option<&str>) -> Result<Outcome> {
     // B: k blocks of o·r elements b_ps apart (the gaps hold other values, never read)
     let (bb, b) = halves(dtype, &rng.normal_vec((k - 1) * b_ps + o * r));
     // h: full f32 mantissas (the split has work to do), scale not a power of two
-    let h: Vec<f32> = rng
+    let scale = 0.3f32;
+    let mut h: Vec<f32> = rng
         .normal_vec(k * m * r)
         .into_iter()
         .map(|v| v * c.h_scale)
         .collect();
+    if let Some(v) = c.sh_first {
+        h[0] = v / scale;
+    }
     let bias: Vec<f32> = rng.normal_vec(o);
-    let scale = 0.3f32;
     let d = be.driver();
     let mut h_words = vec![0f32; c.h_offset];
     h_words.extend(&h);
@@ -376,6 +382,43 @@ fn rank_dominated_output_at_f32_accuracy() {
     for dtype in TYPES {
         check(dtype, &rank_heavy());
     }
+}
+
+#[test]
+fn f16_rank_term_is_exact_up_to_its_range_limit_and_not_finite_past_it() {
+    // s·h near 2^15 everywhere: the split's parts are large f16 normals, still exact
+    check(
+        DType::F16,
+        &Case {
+            h_scale: 32768.0,
+            ..case(24, 16, 16, 3, 2)
+        },
+    );
+    // hi = s·h rounded to 8 bits: 65280 below 65408, 65536 (f16 infinity) from there on
+    // (the limit ops::lora_forward documents); bf16 has f32's range
+    let at = |v: f32, dtype: DType| {
+        let c = Case {
+            sh_first: Some(v),
+            ..case(8, 16, 16, 3, 2)
+        };
+        run(dtype, &c, None)
+    };
+    let below = at(65400.0, DType::F16);
+    assert!(
+        below.bad().is_empty(),
+        "f16, s·h = 65400: {:?}",
+        below.bad()
+    );
+    let past = at(65420.0, DType::F16);
+    // h[0] is particle 0, row 0: its o outputs (and only those) lose finiteness
+    assert!(
+        past.got[..16].iter().all(|v| !v.is_finite()),
+        "{:?}",
+        &past.got[..16]
+    );
+    assert!(past.got[16..].iter().all(|v| v.is_finite()));
+    let bf16 = at(1e9, DType::BF16);
+    assert!(bf16.bad().is_empty(), "bf16, s·h = 1e9: {:?}", bf16.bad());
 }
 
 /// The planted text must fail the check, the unaltered text (loaded the same way) pass.
