@@ -7,7 +7,7 @@
 # It runs `bella doctor` (every op against the float64 oracle) on cuda and wgpu, then
 # `bella bench` on both, and tees everything under $OUT: gpu-check.log (card, driver,
 # every command and its exit status), doctor-{cuda,wgpu}.txt, bench-{cuda,wgpu}.txt and
-# bench-{cuda,wgpu}.json, bench-cuda-cpu-scale.{txt,json}, bench-cuda-bf16.{txt,json}. Exit
+# bench-{cuda,wgpu}.json, bench-cuda-cpu-scale.{txt,json}, bench-cuda-{bf16,f16}.{txt,json}. Exit
 # status: 0 when every command succeeded.
 # wgpu needs a Vulkan loader: when .gl/*.deb exist (see the device README), each is
 # unpacked into a private prefix that LD_LIBRARY_PATH points at, and the NVIDIA ICD is
@@ -66,9 +66,13 @@ run bench-cuda "$BIN" bench --backend cuda --json "$OUT/bench-cuda.json"
 # they run lora_forward_64x32, which the GPU-scale shapes do not reach
 run bench-cuda-cpu-scale "$BIN" bench --backend cuda --op lora_forward,lora_backward --scale cpu \
     --json "$OUT/bench-cuda-cpu-scale.json"
-# the 16-bit ops (matmul a·bᵀ on the tensor cores through the op layer; the LoRA ops widen)
+# the 16-bit ops on the tensor cores through the op layer (matmul on gemm_mma_*, lora_forward
+# on gemm_mma_* + lora_forward_mma_*, lora_backward's products on gemm_mma_*); f16 runs the
+# same shapes on the f16 entries
 run bench-cuda-bf16 "$BIN" bench --backend cuda --op matmul,lora_forward,lora_backward \
     --dtype bf16 --json "$OUT/bench-cuda-bf16.json"
+run bench-cuda-f16 "$BIN" bench --backend cuda --op matmul,lora_forward \
+    --dtype f16 --json "$OUT/bench-cuda-f16.json"
 run bench-wgpu "$BIN" bench --backend wgpu --json "$OUT/bench-wgpu.json"
 
 say "done, status $status; outputs in $OUT"

@@ -34,8 +34,9 @@ pub struct BenchArgs {
     #[arg(long)]
     scale: Option<String>,
     /// f32 | bf16 | f16: the operands of matmul, lora_forward and lora_backward (their outputs
-    /// f32); with bf16/f16 only those ops run. On PTX the 16-bit matmul `a · bᵀ` is the
-    /// tensor-core kernel; the rest widens its operands on the device. [default: f32]
+    /// f32); with bf16/f16 only those ops run. On PTX they run on the tensor-core kernels
+    /// where the shapes are aligned (README, "Half precision"); elsewhere the operands are
+    /// widened on the device. [default: f32]
     #[arg(long, default_value = "f32")]
     dtype: bella::DType,
 }
