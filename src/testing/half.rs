@@ -492,85 +492,27 @@ pub fn check_lora_backward_rounded(
             });
             let h = draw(k * m * r, &mut uniform(1.0));
             let s = 2.0 / r as f32;
-            let wide =
-                |v: &[u16]| -> Vec<f64> { v.iter().map(|&b| d.widen_bits(b) as f64).collect() };
-            let (xv, wv, av, bv, dyv, hv) =
-                (wide(&x), wide(&w), wide(&a), wide(&b), wide(&dy), wide(&h));
-            let rnd = |v: f64| d.widen_bits(d.round_bits(v as f32)) as f64;
-            let xat = |kk: usize, mm: usize, ii: usize| {
-                xv[((if shared { 0 } else { kk }) * m + mm) * i + ii]
-            };
-            // ĝ_k = rnd(dy_k B_k): exact products and sums (the grids), one rounding.
-            let mut g = vec![0f64; k * m * r];
-            for kk in 0..k {
-                for mm in 0..m {
-                    for j in 0..r {
-                        let v: f64 = (0..o)
-                            .map(|oo| dyv[(kk * m + mm) * o + oo] * bv[(kk * o + oo) * r + j])
-                            .sum();
-                        g[(kk * m + mm) * r + j] = rnd(v);
-                    }
-                }
+            let want = RoundedBackward {
+                d,
+                dims: crate::backend::LoraDims {
+                    k,
+                    m,
+                    i,
+                    o,
+                    r,
+                    x_shared: shared,
+                },
+                x: &x,
+                w: &w,
+                a: &a,
+                a_blocks: k,
+                b: &b,
+                dy: &dy,
+                h: &h,
+                s,
             }
-            // Each output: (value, Σ|terms|, terms) per element.
-            let mut want_b = Vec::new();
-            for kk in 0..k {
-                for oo in 0..o {
-                    for j in 0..r {
-                        let t = (0..m).map(|mm| {
-                            s as f64 * dyv[(kk * m + mm) * o + oo] * hv[(kk * m + mm) * r + j]
-                        });
-                        want_b.push(sum_abs(t, m));
-                    }
-                }
-            }
-            let mut want_a = Vec::new();
-            for kk in 0..k {
-                for j in 0..r {
-                    for ii in 0..i {
-                        let t =
-                            (0..m).map(|mm| s as f64 * g[(kk * m + mm) * r + j] * xat(kk, mm, ii));
-                        want_a.push(sum_abs(t, m));
-                    }
-                }
-            }
-            let mut want_dx = Vec::new();
-            let blocks = if shared { 1 } else { k };
-            let dysum: Vec<f64> = (0..m * o)
-                .map(|e| {
-                    if shared && k > 1 {
-                        rnd((0..k).map(|kk| dyv[kk * m * o + e]).sum())
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            for blk in 0..blocks {
-                for mm in 0..m {
-                    for ii in 0..i {
-                        let base: Vec<f64> = (0..o)
-                            .map(|oo| {
-                                let dyo = if shared && k > 1 {
-                                    dysum[mm * o + oo]
-                                } else {
-                                    dyv[(blk * m + mm) * o + oo]
-                                };
-                                dyo * wv[oo * i + ii]
-                            })
-                            .collect();
-                        let parts: Vec<usize> = if shared { (0..k).collect() } else { vec![blk] };
-                        let rank: Vec<f64> = parts
-                            .iter()
-                            .flat_map(|&kk| (0..r).map(move |j| (kk, j)))
-                            .map(|(kk, j)| {
-                                s as f64 * g[(kk * m + mm) * r + j] * av[(kk * r + j) * i + ii]
-                            })
-                            .collect();
-                        let n = o + rank.len() + 2;
-                        want_dx.push(sum_abs(base.into_iter().chain(rank), n));
-                    }
-                }
-            }
+            .want();
+            let [want_dx, want_a, want_b] = &want;
             let mut named = Named::new();
             let x_shape = if shared { vec![m, i] } else { vec![k, m, i] };
             named.insert("x".into(), HostTensor::half(&x_shape, d, x));
@@ -587,11 +529,7 @@ pub fn check_lora_backward_rounded(
                 &case,
                 crate::ops::named::run_named(be, "lora_backward", &named),
             )?;
-            for (name, want) in [
-                ("dx", &want_dx),
-                ("d_lora_a", &want_a),
-                ("d_lora_b", &want_b),
-            ] {
+            for (name, want) in [("dx", want_dx), ("d_lora_a", want_a), ("d_lora_b", want_b)] {
                 let Some((_, t)) = got.iter().find(|(n, _)| n == name) else {
                     return fail(format!("[{case}] no output `{name}`"));
                 };
@@ -626,9 +564,118 @@ pub fn check_lora_backward_rounded(
     Ok(worst)
 }
 
+/// The 16-bit-`dy` `lora_backward`'s inputs (bits of type `d`) for its float64 reference
+/// with the contract's two roundings, [`RoundedBackward::want`].
+pub(crate) struct RoundedBackward<'a> {
+    pub d: DType,
+    pub dims: crate::backend::LoraDims,
+    /// `[M, I]` (shared) or `[K, M, I]`
+    pub x: &'a [u16],
+    pub w: &'a [u16],
+    /// `a_blocks` blocks `[r, I]`: K, or 1 used by every particle
+    pub a: &'a [u16],
+    pub a_blocks: usize,
+    /// `[K, O, r]`
+    pub b: &'a [u16],
+    pub dy: &'a [u16],
+    pub h: &'a [u16],
+    pub s: f32,
+}
+
+impl RoundedBackward<'_> {
+    /// `(dx, d_lora_a, d_lora_b)`, each element `(float64 value, f32-accumulation bound)`:
+    /// `ĝ_k = rnd(dy_k B_k)` and, for a shared x with K > 1, `rnd(Σ_k dy_k)` rounded once
+    /// (exact sums on check_lora_backward_rounded's grids), the rest exact.
+    pub(crate) fn want(&self) -> [Vec<(f64, f64)>; 3] {
+        let (d, dm) = (self.d, self.dims);
+        let (k, m, i, o, r, shared) = (dm.k, dm.m, dm.i, dm.o, dm.r, dm.x_shared);
+        let wide = |v: &[u16]| -> Vec<f64> { v.iter().map(|&b| d.widen_bits(b) as f64).collect() };
+        let (xv, wv, av, bv, dyv, hv) = (
+            wide(self.x),
+            wide(self.w),
+            wide(self.a),
+            wide(self.b),
+            wide(self.dy),
+            wide(self.h),
+        );
+        let rnd = |v: f64| d.widen_bits(d.round_bits(v as f32)) as f64;
+        let s = self.s as f64;
+        let xat =
+            |kk: usize, mm: usize, ii: usize| xv[((if shared { 0 } else { kk }) * m + mm) * i + ii];
+        let aat = |kk: usize, j: usize, ii: usize| {
+            av[((if self.a_blocks == 1 { 0 } else { kk }) * r + j) * i + ii]
+        };
+        // ĝ_k = rnd(dy_k B_k): exact products and sums (the grids), one rounding.
+        let mut g = vec![0f64; k * m * r];
+        for kk in 0..k {
+            for mm in 0..m {
+                for j in 0..r {
+                    let v: f64 = (0..o)
+                        .map(|oo| dyv[(kk * m + mm) * o + oo] * bv[(kk * o + oo) * r + j])
+                        .sum();
+                    g[(kk * m + mm) * r + j] = rnd(v);
+                }
+            }
+        }
+        let mut want_b = Vec::new();
+        for kk in 0..k {
+            for oo in 0..o {
+                for j in 0..r {
+                    let t = (0..m)
+                        .map(|mm| s * dyv[(kk * m + mm) * o + oo] * hv[(kk * m + mm) * r + j]);
+                    want_b.push(sum_abs(t, m));
+                }
+            }
+        }
+        let mut want_a = Vec::new();
+        for kk in 0..k {
+            for j in 0..r {
+                for ii in 0..i {
+                    let t = (0..m).map(|mm| s * g[(kk * m + mm) * r + j] * xat(kk, mm, ii));
+                    want_a.push(sum_abs(t, m));
+                }
+            }
+        }
+        // dx: one block for a shared x (Σ_k dy_k W + s Σ_k ĝ_k A_k), else one per particle
+        let sum_dy = shared && k > 1;
+        let dysum: Vec<f64> = (0..m * o)
+            .map(|e| {
+                if sum_dy {
+                    rnd((0..k).map(|kk| dyv[kk * m * o + e]).sum())
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut want_dx = Vec::new();
+        for blk in 0..if shared { 1 } else { k } {
+            for mm in 0..m {
+                for ii in 0..i {
+                    let base = (0..o).map(|oo| {
+                        let dyo = if sum_dy {
+                            dysum[mm * o + oo]
+                        } else {
+                            dyv[(blk * m + mm) * o + oo]
+                        };
+                        dyo * wv[oo * i + ii]
+                    });
+                    let parts = if shared { 0..k } else { blk..blk + 1 };
+                    let rank: Vec<f64> = parts
+                        .flat_map(|kk| (0..r).map(move |j| (kk, j)))
+                        .map(|(kk, j)| s * g[(kk * m + mm) * r + j] * aat(kk, j, ii))
+                        .collect();
+                    let n = o + rank.len() + 2;
+                    want_dx.push(sum_abs(base.chain(rank), n));
+                }
+            }
+        }
+        [want_dx, want_a, want_b]
+    }
+}
+
 /// `(Σ terms, bound)`: the float64 sum and the f32-accumulation bound `2·2⁻²⁴·(n + 3)·Σ|terms|`
 /// of computing it from `n` f32 terms.
-fn sum_abs(terms: impl Iterator<Item = f64>, n: usize) -> (f64, f64) {
+pub(crate) fn sum_abs(terms: impl Iterator<Item = f64>, n: usize) -> (f64, f64) {
     let (mut sum, mut abs) = (0f64, 0f64);
     for t in terms {
         sum += t;

@@ -13,6 +13,7 @@ use crate::backend::ptx_sim::SimDriver;
 use crate::backend::{Backend, LoraDims};
 use crate::rng::Rng;
 use crate::tensor::{OutSlot, Strided};
+use crate::testing::half::RoundedBackward;
 
 const HALVES: [DType; 2] = [DType::BF16, DType::F16];
 
@@ -48,17 +49,6 @@ struct Case {
     s: f32,
 }
 
-/// `(Σ terms, bound)`: the float64 sum and the bound `2·2⁻²⁴·(n + 3)·Σ|terms|` of an f32
-/// accumulation of `n` terms (as `testing::half`).
-fn sum_abs(terms: impl Iterator<Item = f64>, n: usize) -> (f64, f64) {
-    let (mut sum, mut abs) = (0f64, 0f64);
-    for t in terms {
-        sum += t;
-        abs += t.abs();
-    }
-    (sum, 2.0 * 2f64.powi(-24) * (n as f64 + 3.0) * abs + 1e-30)
-}
-
 impl Case {
     fn new(d: DType, (k, m, i, o, r): Shape, blocks: Blocks) -> Self {
         let mut rng = Rng::new(Rng::fresh_seed());
@@ -91,79 +81,26 @@ impl Case {
         }
     }
 
-    fn a_at(&self, k: usize, j: usize, i: usize) -> f64 {
-        let blk = if self.blocks == Blocks::SharedA { 0 } else { k };
-        let d = self.dims;
-        self.d.widen_bits(self.a[(blk * d.r + j) * d.i + i]) as f64
-    }
-
     /// `(dx, d_lora_a, d_lora_b)` in float64 with the contract's roundings, each element
-    /// `(value, bound)`.
+    /// `(value, bound)`: the reference `testing::half` checks every backend against.
     fn want(&self) -> [Vec<(f64, f64)>; 3] {
-        let (t, dm) = (self.d, self.dims);
-        let (k, m, i, o, r) = (dm.k, dm.m, dm.i, dm.o, dm.r);
-        let wide = |v: &[u16]| -> Vec<f64> { v.iter().map(|&b| t.widen_bits(b) as f64).collect() };
-        let (x, w, b, dy, h) = (
-            wide(&self.x),
-            wide(&self.w),
-            wide(&self.b),
-            wide(&self.dy),
-            wide(&self.h),
-        );
-        let rnd = |v: f64| t.widen_bits(t.round_bits(v as f32)) as f64;
-        let s = self.s as f64;
-        // ĝ_k = rnd(dy_k B_k), exact sums (the grids of dy and B), one rounding
-        let mut g = vec![0f64; k * m * r];
-        for kk in 0..k {
-            for mm in 0..m {
-                for j in 0..r {
-                    let v: f64 = (0..o)
-                        .map(|oo| dy[(kk * m + mm) * o + oo] * b[(kk * o + oo) * r + j])
-                        .sum();
-                    g[(kk * m + mm) * r + j] = rnd(v);
-                }
-            }
+        RoundedBackward {
+            d: self.d,
+            dims: self.dims,
+            x: &self.x,
+            w: &self.w,
+            a: &self.a,
+            a_blocks: if self.blocks == Blocks::SharedA {
+                1
+            } else {
+                self.dims.k
+            },
+            b: &self.b,
+            dy: &self.dy,
+            h: &self.h,
+            s: self.s,
         }
-        let mut want_b = Vec::new();
-        for kk in 0..k {
-            for oo in 0..o {
-                for j in 0..r {
-                    let t =
-                        (0..m).map(|mm| s * dy[(kk * m + mm) * o + oo] * h[(kk * m + mm) * r + j]);
-                    want_b.push(sum_abs(t, m));
-                }
-            }
-        }
-        let mut want_a = Vec::new();
-        for kk in 0..k {
-            for j in 0..r {
-                for ii in 0..i {
-                    let t = (0..m).map(|mm| s * g[(kk * m + mm) * r + j] * x[mm * i + ii]);
-                    want_a.push(sum_abs(t, m));
-                }
-            }
-        }
-        let base: Vec<f64> = (0..m * o)
-            .map(|e| {
-                if k > 1 {
-                    rnd((0..k).map(|kk| dy[kk * m * o + e]).sum())
-                } else {
-                    dy[e]
-                }
-            })
-            .collect();
-        let mut want_dx = Vec::new();
-        for mm in 0..m {
-            for ii in 0..i {
-                let terms = (0..o).map(|oo| base[mm * o + oo] * w[oo * i + ii]).chain(
-                    (0..k)
-                        .flat_map(|kk| (0..r).map(move |j| (kk, j)))
-                        .map(|(kk, j)| s * g[(kk * m + mm) * r + j] * self.a_at(kk, j, ii)),
-                );
-                want_dx.push(sum_abs(terms, o + k * r + 2));
-            }
-        }
-        [want_dx, want_a, want_b]
+        .want()
     }
 
     /// `(dx, d_lora_a, d_lora_b)` from `be`: through `Backend::lora_backward` (`None`) or
