@@ -9,7 +9,9 @@
 // Each kernel comes in two tile sizes, chosen by the host like the GEMMs (`prefers_128` in
 // src/backend/wgpu/matmul.rs): `lora_forward_128` / `lora_dx_128` (128×128 tiles, 8×8 per
 // invocation, like `gemm_tiled_128`, at the end of this file) for big layers, and
-// `lora_forward` / `lora_dx`, described here and first in the file.
+// `lora_forward` / `lora_dx`, described here and first in the file. A 16-bit lora_forward
+// (x, W, B bf16 or f16) runs `lora_forward_bf16` / `lora_forward_f16` (and `_128`; the last
+// section), which read the packed operands as stored.
 //
 // Both kernels are 64×64-output GEMM tiles laid out like `gemm_tiled` in matmul.wgsl: 256
 // invocations in a 16×16 grid, each a 4×4 register block (rows ty·4 + i, columns tx·4 + j),
@@ -69,6 +71,8 @@ struct LoraParams {
 //   slot:          1     2       3       4   5     6
 //   lora_forward:  x     weight  lora_b  h   bias  y
 //   lora_dx:       dy    weight  lora_a  g   dx
+//   lora_forward_bf16 / _f16 (and _128; at the end of the file): x16, w16, b16 (packed u32
+//   words), then h, bias, y as lora_forward
 @group(0) @binding(0) var<storage, read> lp: LoraParams;
 @group(0) @binding(1) var<storage, read> lhs: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
@@ -715,4 +719,293 @@ fn lora_dx_128(
     dx_row(r + 66u, c + 64u, acc8[13]);
     dx_row(r + 67u, c, acc8[14]);
     dx_row(r + 67u, c + 64u, acc8[15]);
+}
+
+// ---- 16-bit lora_forward: lora_forward_bf16, lora_forward_f16 ----
+//
+// The fused pass of `lora_forward` (above) with x, W and B read as the packed 16-bit words
+// they are stored as (bf16 or f16, two per u32, element 2i in the low half; the layout of
+// `gemm_tiled_bf16` in matmul.wgsl): no f32 copy of an operand is made. Each element is
+// widened to f32 exactly as it is staged, the products and sums are f32 (`fma`), h and y
+// are f32, the bias f32 (the host widens a 16-bit one: O elements). The same parameters and
+// tiles as `lora_forward` and `lora_forward_128` (`_128` entries, chosen by the host the
+// same way): base x Wᵀ once per tile, then the rank term over the flat j = k·r + q, 0 for
+// the rows of other particles (`low_elem`). Operand slices in workgroup memory as the f32
+// kernels hold them (k-major vec4s of 4 rows or columns, 8 KiB per operand: 32 deep for
+// 64-tiles, 16 for 128-tiles), so the inner loop is theirs: one vec4 of each operand per k
+// for 16 (4×4 block) or two of each for 64 FMAs (8×8). Staging differs: each invocation
+// reads 8 consecutive halves of one row (5 words, any alignment), widens them and writes
+// them as one component of 8 vec4s; no prefetch of the next slice. PTX has no entry of
+// these names: its 16-bit lora_forward is `lora_forward_mma_*`, on the tensor cores.
+
+@group(0) @binding(1) var<storage, read> x16: array<u32>;
+@group(0) @binding(2) var<storage, read> w16: array<u32>;
+@group(0) @binding(3) var<storage, read> b16: array<u32>;
+
+const H_TK: u32 = 32u;
+
+// One 32-deep slice per operand, k-major: ha[k·16 + q] = rows (columns) 4q .. 4q + 3 at depth
+// k, so that each k step reads one vec4 of each operand for 16 FMAs, as in `lora_forward`.
+var<workgroup> ha: array<vec4<f32>, 512>;
+var<workgroup> hb: array<vec4<f32>, 512>;
+
+// f16 bits (low 16 of h) -> f32 bits, exactly (cast.wgsl's f16_to_f32_bits; WGSL has no
+// include, and unpack2x16float may flush subnormals).
+fn f16_widen(h: u32) -> u32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0x1fu) {
+        // inf, or a NaN (kept quiet, its payload shifted into place).
+        if (m == 0u) {
+            return sign | 0x7f800000u;
+        }
+        return sign | 0x7fc00000u | (m << 13u);
+    }
+    if (e == 0u) {
+        if (m == 0u) {
+            return sign;
+        }
+        // A subnormal m · 2^-24 with its top bit at q (0..9) is 1.f · 2^(q - 24).
+        let q = 31u - countLeadingZeros(m);
+        return sign | ((q + 103u) << 23u) | ((m << (23u - q)) & 0x7fffffu);
+    }
+    return sign | ((e + 112u) << 23u) | (m << 13u);
+}
+
+// Element e of the packed words holding `word` (= words[e >> 1]), widened exactly.
+fn half_value(word: u32, e: u32, is_f16: bool) -> f32 {
+    let bits = (word >> ((e & 1u) * 16u)) & 0xffffu;
+    if (is_f16) {
+        return bitcast<f32>(f16_widen(bits));
+    }
+    return bitcast<f32>(bits << 16u);
+}
+
+// Both elements of a packed word, widened: (low half, high half).
+fn widen2(w: u32, is_f16: bool) -> vec2<f32> {
+    return vec2<f32>(half_value(w, 0u, is_f16), half_value(w, 1u, is_f16));
+}
+
+// Elements e0 .. e0 + 7 of `words` (x16 or w16: `x_words`) widened, as two vec4 (t = 0..3,
+// 4..7), element t 0 unless t < n. Five words from e0 >> 1 cover an odd e0; loads past the
+// array's end are clamped to its last word (their elements are masked). Written out by hand:
+// lavapipe keeps a private array indexed by a loop variable in memory.
+fn eight(x_words: bool, e0: u32, n: u32, is_f16: bool) -> array<vec4<f32>, 2> {
+    let w0 = e0 >> 1u;
+    var last = arrayLength(&w16) - 1u;
+    if (x_words) {
+        last = arrayLength(&x16) - 1u;
+    }
+    var p: array<vec2<f32>, 5>;
+    if (x_words) {
+        p[0] = widen2(x16[min(w0, last)], is_f16);
+        p[1] = widen2(x16[min(w0 + 1u, last)], is_f16);
+        p[2] = widen2(x16[min(w0 + 2u, last)], is_f16);
+        p[3] = widen2(x16[min(w0 + 3u, last)], is_f16);
+        p[4] = widen2(x16[min(w0 + 4u, last)], is_f16);
+    } else {
+        p[0] = widen2(w16[min(w0, last)], is_f16);
+        p[1] = widen2(w16[min(w0 + 1u, last)], is_f16);
+        p[2] = widen2(w16[min(w0 + 2u, last)], is_f16);
+        p[3] = widen2(w16[min(w0 + 3u, last)], is_f16);
+        p[4] = widen2(w16[min(w0 + 4u, last)], is_f16);
+    }
+    let even = (e0 & 1u) == 0u;
+    let lo = select(vec4<f32>(p[0].y, p[1].x, p[1].y, p[2].x), vec4<f32>(p[0], p[1]), even);
+    let hi = select(vec4<f32>(p[2].y, p[3].x, p[3].y, p[4].x), vec4<f32>(p[2], p[3]), even);
+    let t = vec4<u32>(0u, 1u, 2u, 3u);
+    return array<vec4<f32>, 2>(
+        select(vec4<f32>(0.0), lo, t < vec4<u32>(n)),
+        select(vec4<f32>(0.0), hi, t + 4u < vec4<u32>(n)),
+    );
+}
+
+// Row `row` of the stacked x (a shared x: its M rows; else the K·M rows of x_k) at
+// k0 .. k0 + 7, widened, 0 outside.
+fn x16_eight(row: u32, k0: u32, is_f16: bool) -> array<vec4<f32>, 2> {
+    let n = select(0u, min(8u, lp.i - min(k0, lp.i)), row < lp.rows);
+    return eight(true, row * lp.i + k0, n, is_f16);
+}
+
+// Row `col` of W at k0 .. k0 + 7, widened, 0 outside.
+fn w16_eight(col: u32, k0: u32, is_f16: bool) -> array<vec4<f32>, 2> {
+    let n = select(0u, min(8u, lp.i - min(k0, lp.i)), col < lp.o);
+    return eight(false, col * lp.i + k0, n, is_f16);
+}
+
+// B_kp[col, q] at j = kp·r + q (the arena view f_off + kp·f_stride), 0 outside [.., j_end).
+fn b16_at(col: u32, j: u32, j_end: u32, is_f16: bool) -> f32 {
+    if (col >= lp.o || j >= j_end) {
+        return 0.0;
+    }
+    let e = lp.f_off + (j / lp.r) * lp.f_stride + col * lp.r + j % lp.r;
+    return half_value(b16[e >> 1u], e, is_f16);
+}
+
+// acc (64×64 tiles) or acc8 (`big`: 128×128 tiles, 8×8 per invocation as in
+// `lora_forward_128`) += the tile's product over t in [t_beg, t_end): x Wᵀ over k (`rank`
+// false), or (s h) Bᵀ over j (`rank` true). Slices are 32 deep (64-tiles) or 16 (128-tiles),
+// both 512 vec4 per operand. Staging: invocation li widens 8 consecutive t (from
+// 8·(li / tile)) of tile row (column) c = li % tile into component c % 4 of the slice's vec4s.
+fn half_phase(rank: bool, t_beg: u32, t_end: u32, li: u32, is_f16: bool, big: bool) {
+    let tile = select(TILE, TILE_BIG, big);
+    let quads = tile / 4u;
+    let slice = select(H_TK, TK_BIG, big);
+    let c = li % tile;
+    let t8 = (li / tile) * 8u;
+    let tx = li % 16u;
+    let ty = li / 16u;
+    for (var t0 = t_beg; t0 < t_end; t0 += slice) {
+        var a: array<vec4<f32>, 2>;
+        var b: array<vec4<f32>, 2>;
+        if (rank) {
+            let j = t0 + t8;
+            let row = row0 + c;
+            let col = col0 + c;
+            a[0] = lp.scale * vec4<f32>(low_elem(row, j, t_end), low_elem(row, j + 1u, t_end),
+                low_elem(row, j + 2u, t_end), low_elem(row, j + 3u, t_end));
+            a[1] = lp.scale * vec4<f32>(low_elem(row, j + 4u, t_end), low_elem(row, j + 5u, t_end),
+                low_elem(row, j + 6u, t_end), low_elem(row, j + 7u, t_end));
+            b[0] = vec4<f32>(b16_at(col, j, t_end, is_f16), b16_at(col, j + 1u, t_end, is_f16),
+                b16_at(col, j + 2u, t_end, is_f16), b16_at(col, j + 3u, t_end, is_f16));
+            b[1] = vec4<f32>(b16_at(col, j + 4u, t_end, is_f16), b16_at(col, j + 5u, t_end, is_f16),
+                b16_at(col, j + 6u, t_end, is_f16), b16_at(col, j + 7u, t_end, is_f16));
+        } else {
+            a = x16_eight(row0 + c, t0 + t8, is_f16);
+            b = w16_eight(col0 + c, t0 + t8, is_f16);
+        }
+        // component c % 4 of the vec4 holding tile rows (columns) c - c % 4 .. at depth t8 + t
+        let at = t8 * quads + c / 4u;
+        let q = c % 4u;
+        ha[at][q] = a[0].x;
+        ha[at + quads][q] = a[0].y;
+        ha[at + 2u * quads][q] = a[0].z;
+        ha[at + 3u * quads][q] = a[0].w;
+        ha[at + 4u * quads][q] = a[1].x;
+        ha[at + 5u * quads][q] = a[1].y;
+        ha[at + 6u * quads][q] = a[1].z;
+        ha[at + 7u * quads][q] = a[1].w;
+        hb[at][q] = b[0].x;
+        hb[at + quads][q] = b[0].y;
+        hb[at + 2u * quads][q] = b[0].z;
+        hb[at + 3u * quads][q] = b[0].w;
+        hb[at + 4u * quads][q] = b[1].x;
+        hb[at + 5u * quads][q] = b[1].y;
+        hb[at + 6u * quads][q] = b[1].z;
+        hb[at + 7u * quads][q] = b[1].w;
+        workgroupBarrier();
+        let depth = min(slice, t_end - t0);
+        if (big) {
+            for (var kk = 0u; kk < depth; kk++) {
+                let a0 = ha[kk * 32u + ty];
+                let a1 = ha[kk * 32u + 16u + ty];
+                let b0 = hb[kk * 32u + tx];
+                let b1 = hb[kk * 32u + 16u + tx];
+                acc8[0] = fma(vec4<f32>(a0.x), b0, acc8[0]);
+                acc8[1] = fma(vec4<f32>(a0.x), b1, acc8[1]);
+                acc8[2] = fma(vec4<f32>(a0.y), b0, acc8[2]);
+                acc8[3] = fma(vec4<f32>(a0.y), b1, acc8[3]);
+                acc8[4] = fma(vec4<f32>(a0.z), b0, acc8[4]);
+                acc8[5] = fma(vec4<f32>(a0.z), b1, acc8[5]);
+                acc8[6] = fma(vec4<f32>(a0.w), b0, acc8[6]);
+                acc8[7] = fma(vec4<f32>(a0.w), b1, acc8[7]);
+                acc8[8] = fma(vec4<f32>(a1.x), b0, acc8[8]);
+                acc8[9] = fma(vec4<f32>(a1.x), b1, acc8[9]);
+                acc8[10] = fma(vec4<f32>(a1.y), b0, acc8[10]);
+                acc8[11] = fma(vec4<f32>(a1.y), b1, acc8[11]);
+                acc8[12] = fma(vec4<f32>(a1.z), b0, acc8[12]);
+                acc8[13] = fma(vec4<f32>(a1.z), b1, acc8[13]);
+                acc8[14] = fma(vec4<f32>(a1.w), b0, acc8[14]);
+                acc8[15] = fma(vec4<f32>(a1.w), b1, acc8[15]);
+            }
+        } else {
+            for (var kk = 0u; kk < depth; kk++) {
+                let av = ha[kk * 16u + ty];
+                let bv = hb[kk * 16u + tx];
+                acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+                acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+                acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+                acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// y_k = x_k Wᵀ + bias + s · h_k B_kᵀ for every particle, h already computed; the flow of
+// `lora_forward` (`lora_forward_128` when `big`).
+fn lora_forward_half(wid: vec3<u32>, nwg: vec3<u32>, li: u32, is_f16: bool, big: bool) {
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= lp.tiles_rows * lp.tiles_cols) {
+        return;
+    }
+    let tile = select(TILE, TILE_BIG, big);
+    row0 = (group / lp.tiles_cols) * tile;
+    col0 = (group % lp.tiles_cols) * tile;
+    acc = array<vec4<f32>, 4>();
+    acc8 = array<vec4<f32>, 16>();
+    let tx = li % 16u;
+    let ty = li / 16u;
+
+    half_phase(false, 0u, lp.i, li, is_f16, big);
+
+    if (lp.x_shared != 0u) {
+        base = acc;
+        base8 = acc8;
+        for (var kp = 0u; kp < lp.k; kp++) {
+            acc = base;
+            acc8 = base8;
+            half_phase(true, kp * lp.r, (kp + 1u) * lp.r, li, is_f16, big);
+            if (big) {
+                write_y_128(tx, ty, kp * lp.m, lp.m);
+            } else {
+                write_y(tx, ty, kp * lp.m, lp.m);
+            }
+        }
+    } else {
+        let ks = particle_range(group, tile);
+        half_phase(true, ks.x * lp.r, ks.y * lp.r, li, is_f16, big);
+        if (big) {
+            write_y_128(tx, ty, 0u, lp.rows);
+        } else {
+            write_y(tx, ty, 0u, lp.rows);
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn lora_forward_bf16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    lora_forward_half(wid, nwg, li, false, false);
+}
+
+@compute @workgroup_size(256)
+fn lora_forward_f16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    lora_forward_half(wid, nwg, li, true, false);
+}
+
+@compute @workgroup_size(256)
+fn lora_forward_bf16_128(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    lora_forward_half(wid, nwg, li, false, true);
+}
+
+@compute @workgroup_size(256)
+fn lora_forward_f16_128(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    lora_forward_half(wid, nwg, li, true, true);
 }

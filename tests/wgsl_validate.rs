@@ -207,13 +207,19 @@ fn wgsl_entries_carry_the_ptx_names() {
     // `gemm_tiled_bf16` / `gemm_tiled_f16` read packed halves on the CUDA cores, and
     // `gemm_tiled_f16_native` (matmul_f16.wgsl) reads `array<f16>` where the device has
     // SHADER_F16; PTX's 16-bit GEMM is `gemm_mma_*`, on the tensor cores, a different kernel.
-    const WGSL_ONLY: [&str; 6] = [
+    // Likewise `lora_forward_bf16` / `lora_forward_f16` (and `_128`) against PTX's
+    // `lora_forward_mma_*`.
+    const WGSL_ONLY: [&str; 10] = [
         "lora_dx",
         "lora_forward_128",
         "lora_dx_128",
         "gemm_tiled_bf16",
         "gemm_tiled_f16",
         "gemm_tiled_f16_native",
+        "lora_forward_bf16",
+        "lora_forward_f16",
+        "lora_forward_bf16_128",
+        "lora_forward_f16_128",
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let files = FAMILIES.iter().map(|f| (*f, *f)).chain(VARIANTS);

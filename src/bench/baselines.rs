@@ -194,6 +194,58 @@ pub fn lora_forward_baselines(
     ])
 }
 
+/// A 16-bit `lora_forward` as the backend runs it (PTX: tensor cores; wgpu: the packed
+/// operands read as stored) vs the same op on f32 copies of its operands made on the device
+/// each call (`ops::cast`, then the f32 kernels: what a backend without a 16-bit path does),
+/// interleaved. On the CPU both are the widened path, so the ratio is about 1 there.
+pub fn half_lora_forward_vs_widened(
+    be: &Arc<dyn Backend>,
+    budget: &Budget,
+    s: LoraShape,
+    dtype: crate::dtype::DType,
+) -> Result<Comparison> {
+    let inp = Arc::new(LoraInputs::random_in(
+        be.as_ref(),
+        &mut Rng::new(17),
+        &s,
+        dtype,
+    )?);
+    let mut native: Box<Body> = {
+        let (be, inp) = (be.clone(), inp.clone());
+        Box::new(move || -> Result<()> {
+            let b = be.as_ref();
+            ops::lora_forward(b, &inp.x, &inp.weight, None, &inp.adapter()?, inp.scale).map(drop)
+        })
+    };
+    let mut widened: Box<Body> = {
+        let be = be.clone();
+        Box::new(move || -> Result<()> {
+            let b = be.as_ref();
+            let f32_of = |t: &Tensor| ops::cast(b, t, crate::dtype::DType::F32);
+            let (a, bb) = (f32_of(&inp.lora_a)?, f32_of(&inp.lora_b)?);
+            let adapter = Adapter::from_tensors("lora_forward", &a, &bb)?;
+            let (x, w) = (f32_of(&inp.x)?, f32_of(&inp.weight)?);
+            ops::lora_forward(b, &x, &w, None, &adapter, inp.scale).map(drop)
+        })
+    };
+    let wall = WallClock::new(be.clone());
+    let st = measure_interleaved(&wall, budget, &mut [&mut native, &mut widened])?;
+    Ok(Comparison {
+        name: if s.x_shared {
+            "half_lora_forward_vs_widened".into()
+        } else {
+            "half_lora_forward_vs_widened_per_particle_x".into()
+        },
+        backend: be.kind().name().into(),
+        shape: format!("{} {dtype}", s.label()),
+        ratio: ms(&st[1]) / ms(&st[0]),
+        ours_ms: ms(&st[0]),
+        baseline_ms: ms(&st[1]),
+        target: None,
+        note: "16-bit lora_forward as run vs cast of x, W, A, B to f32 on the device + the f32 op (wall clock, interleaved)".into(),
+    })
+}
+
 /// One SVGD step (`rbf_kernel` + `svgd_direction` + `adamw_step`) vs the time its bytes
 /// take at the stream bandwidth, measured interleaved with the step (see [`stream_probe`]).
 pub fn svgd_step_vs_floor(

@@ -205,6 +205,13 @@ fn run_backend(
             }
         }
     }
+    if opts.wants("lora_forward") && opts.dtype.is_half() {
+        for shared in [true, false] {
+            let shape = cases::target_lora_shape(scale, shared);
+            let c = baselines::half_lora_forward_vs_widened(be, &budget, shape, opts.dtype)?;
+            report.comparisons.push(c);
+        }
+    }
     if opts.wants("matmul") && kind == BackendKind::Cuda {
         match tensor_core_comparisons(&budget, scale) {
             Ok(cs) => report.comparisons.extend(cs),

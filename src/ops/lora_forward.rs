@@ -128,8 +128,9 @@ pub struct LoraForwardOut {
 /// exact 16-bit values, accumulated in f32. On PTX (cuda, ptx-sim) an `x` shared or per
 /// particle with I a multiple of 8 runs the tensor cores (`h` by `gemm_mma_*`, `y` by
 /// `lora_forward_mma_*`, which carries `s·h` into the rank update split into 16-bit terms);
-/// every other case, and the other backends, widen the operands on the device (temporary f32
-/// copies) and run the f32 kernels. The split has the 16-bit type's range: bf16's is f32's,
+/// on wgpu the kernels read the packed operands as stored (`lora_forward_bf16` / `_f16`,
+/// h on the 16-bit GEMM); every other case, and the CPU, widen the operands on the device
+/// (temporary f32 copies) and run the f32 kernels. The split has the 16-bit type's range: bf16's is f32's,
 /// but for f16 on the tensor cores `|s·h|` must stay below 65408, beyond which `y` is not
 /// finite (where PyTorch's f16 autocast would already have overflowed `h`).
 ///

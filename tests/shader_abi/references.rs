@@ -174,6 +174,27 @@ pub fn expected(name: &str, b: &Buffers, p: &Params) -> Option<BTreeMap<&'static
             map("phi", phi)
         }
         "lora_forward" | "lora_forward_128" => lora_forward(b, p),
+        "lora_forward_bf16"
+        | "lora_forward_f16"
+        | "lora_forward_bf16_128"
+        | "lora_forward_f16_128" => {
+            // The packed operands widened (exactly) to their values, then the f32 entry's
+            // reference under its variable names.
+            let dt = if name.starts_with("lora_forward_bf16") {
+                DType::BF16
+            } else {
+                DType::F16
+            };
+            let wide = |k: &str| -> Vec<f32> {
+                let v = halves(dt, &b[k], 2 * b[k].len());
+                v.into_iter().map(|x| x as f32).collect()
+            };
+            let mut f32s: Buffers = b.clone();
+            for (packed, var) in [("x16", "lhs"), ("w16", "weight"), ("b16", "factor")] {
+                f32s.insert(var.into(), wide(packed));
+            }
+            lora_forward(&f32s, p)
+        }
         "lora_dx" | "lora_dx_128" => lora_dx(b, p),
         "cast_f32_to_bf16" | "cast_f32_to_f16" => {
             let dt = narrowed_to(name)?;

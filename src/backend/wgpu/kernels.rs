@@ -71,6 +71,10 @@ impl Family {
 pub enum Kernel {
     LoraForward,
     LoraForward128,
+    LoraForwardBf16,
+    LoraForwardF16,
+    LoraForwardBf16_128,
+    LoraForwardF16_128,
     LoraDx,
     LoraDx128,
     GemmTiled,
@@ -114,6 +118,10 @@ impl Kernel {
         match self {
             Kernel::LoraForward => "lora_forward",
             Kernel::LoraForward128 => "lora_forward_128",
+            Kernel::LoraForwardBf16 => "lora_forward_bf16",
+            Kernel::LoraForwardF16 => "lora_forward_f16",
+            Kernel::LoraForwardBf16_128 => "lora_forward_bf16_128",
+            Kernel::LoraForwardF16_128 => "lora_forward_f16_128",
             Kernel::LoraDx => "lora_dx",
             Kernel::LoraDx128 => "lora_dx_128",
             Kernel::GemmTiled => "gemm_tiled",

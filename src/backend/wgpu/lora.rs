@@ -8,6 +8,7 @@ use super::kernels::{Kernel, Params, Step};
 use super::matmul::{self, Gemm, Groups, Operand};
 use super::{bind, bind4, storage, storage_mut, tensor, WgpuBackend};
 use crate::backend::{GradTargets, LoraBackwardArgs, LoraForwardArgs};
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -27,28 +28,41 @@ fn fused(
     }
 }
 
+/// `lora_forward`, f32 or 16-bit: for bf16 / f16 operands (x, weight, lora_a, lora_b all one
+/// type) h runs on the 16-bit GEMM ([`matmul::half_step`]) and y on `lora_forward_bf16` /
+/// `lora_forward_f16` (or their `_128` variants, chosen as the f32 ones), both reading the packed operands as stored (no f32 copy; a 16-bit
+/// bias, O elements, is widened).
 pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
     let op = "lora_forward";
     let d = args.dims;
+    let dt = args.x.dtype();
     let rows = if d.x_shared { d.m } else { d.k * d.m };
     let x = storage(op, args.x)?;
     let w = storage(op, args.weight)?;
-    let bias = args.bias.map(|b| storage(op, b)).transpose()?;
+    let wide_bias = match args.bias {
+        Some(b) if b.dtype().is_half() => Some(super::cast::cast(be, b, DType::F32)?),
+        _ => None,
+    };
+    let bias = wide_bias.as_ref().or(args.bias);
+    let bias = bias.map(|b| storage(op, b)).transpose()?;
     let a = storage(op, args.a.tensor)?;
     let b = storage(op, args.b.tensor)?;
     let h = be.alloc(d.k * d.m * d.r)?;
     let y = be.alloc(d.k * d.m * d.o)?;
+    // The f32 kernels read vec4 operands (bindings rounded up to 16 bytes), the 16-bit ones
+    // the packed words as they are.
+    let operand = if dt.is_half() { bind } else { bind4 };
 
     // h_k = x_k A_kᵀ: [M, I] · [r, I]ᵀ. For a shared x, one product x [A_0; …; A_K-1]ᵀ
     // ([M, I] · [I, K·r], the A rows read through the arena stride, h written as [K, M, r]);
     // for a per-particle x, a batch of K.
     let x_op = Operand {
-        binding: bind4(x),
+        binding: operand(x),
         offset: 0,
         stride: if d.x_shared { 0 } else { d.m * d.i },
     };
     let a_op = Operand {
-        binding: bind4(a),
+        binding: operand(a),
         offset: args.a.offset,
         stride: args.a.stride,
     };
@@ -57,45 +71,35 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
         offset: 0,
         stride: d.m * d.r,
     };
-    let h_step = if d.x_shared {
-        matmul::step_with(
-            be,
-            &Gemm {
-                batch: 1,
-                m: d.m,
-                n: d.k * d.r,
-                inner: d.i,
-                trans_a: false,
-                trans_b: true,
-                alpha: 1.0,
-            },
-            x_op,
-            a_op,
-            h_op,
-            Some(Groups {
-                cols: d.r,
-                b_stride: args.a.stride,
-                c_stride: d.m * d.r,
-            }),
-        )
+    let (batch, n, groups) = if d.x_shared {
+        let groups = Groups {
+            cols: d.r,
+            b_stride: args.a.stride,
+            c_stride: d.m * d.r,
+        };
+        (1, d.k * d.r, Some(groups))
     } else {
-        matmul::step(
-            be,
-            &Gemm {
-                batch: d.k,
-                m: d.m,
-                n: d.r,
-                inner: d.i,
-                trans_a: false,
-                trans_b: true,
-                alpha: 1.0,
-            },
-            x_op,
-            a_op,
-            h_op,
-        )
+        (d.k, d.r, None)
     };
-    let (kernel, tile) = fused(be, rows, d.o, Kernel::LoraForward, Kernel::LoraForward128);
+    let gemm = Gemm {
+        batch,
+        m: d.m,
+        n,
+        inner: d.i,
+        trans_a: false,
+        trans_b: true,
+        alpha: 1.0,
+    };
+    let h_step = match matmul::half_kernel(dt, be.shader_f16()) {
+        Some(kernel) => matmul::half_step(kernel, &gemm, x_op, a_op, h_op, groups),
+        None => matmul::step_with(be, &gemm, x_op, a_op, h_op, groups),
+    };
+    let (small, big) = match dt {
+        DType::BF16 => (Kernel::LoraForwardBf16, Kernel::LoraForwardBf16_128),
+        DType::F16 => (Kernel::LoraForwardF16, Kernel::LoraForwardF16_128),
+        DType::F32 => (Kernel::LoraForward, Kernel::LoraForward128),
+    };
+    let (kernel, tile) = fused(be, rows, d.o, small, big);
     let (tiles_rows, tiles_cols) = (rows.div_ceil(tile), d.o.div_ceil(tile));
     let params = Params::named()
         .set_u("k", d.k)
@@ -116,9 +120,9 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
         params,
         // Without a bias, the weight stands in for the unused bias binding.
         bindings: vec![
-            bind4(x),
-            bind4(w),
-            bind4(b),
+            operand(x),
+            operand(w),
+            operand(b),
             bind4(&h),
             bind(bias.unwrap_or(w)),
             bind(&y),
@@ -272,3 +276,6 @@ pub fn backward(
         None => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests;

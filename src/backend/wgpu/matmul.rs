@@ -229,15 +229,20 @@ pub fn matmul(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<(
 /// The dispatch of a 16-bit product: `gemm_tiled_bf16`, `gemm_tiled_f16` or
 /// `gemm_tiled_f16_native` on 64×64 tiles, `a` and `b` bound as the packed words they are
 /// stored as (read as `array<f16>` by the native kernel) (offsets and strides element
-/// indices of the 16-bit tensors), `c` f32.
-fn half_step<'a>(
+/// indices of the 16-bit tensors), `c` f32; columns in groups as [`step_with`].
+pub fn half_step<'a>(
     kernel: Kernel,
     g: &Gemm,
     a: Operand<'a>,
     b: Operand<'a>,
     c: Operand<'a>,
+    groups: Option<Groups>,
 ) -> Step<'a> {
-    let layout = Layout::new(g, &a, &b, &c, None);
+    debug_assert!(
+        groups.is_none() || g.trans_b,
+        "grouped columns need trans_b"
+    );
+    let layout = Layout::new(g, &a, &b, &c, groups);
     let (tiles_m, tiles_n) = (layout.m.div_ceil(TILE.0), layout.n.div_ceil(TILE.1));
     Step {
         kernel,
@@ -292,6 +297,7 @@ pub fn matmul_half(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Res
             offset: args.out.offset,
             stride: args.out.stride,
         },
+        None,
     );
     be.run(op, &[s])
 }

@@ -350,6 +350,13 @@ impl Backend for WgpuBackend {
         matmul::matmul(self, args, out)
     }
 
+    unsafe fn lora_forward_half_unchecked(
+        &self,
+        args: &LoraForwardArgs,
+    ) -> Result<(Tensor, Tensor)> {
+        lora::forward(self, args)
+    }
+
     unsafe fn matmul_half_unchecked(&self, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
         matmul::matmul_half(self, args, out)
     }

@@ -11,6 +11,76 @@ use crate::rng::Rng;
 use crate::tensor::{OutSlot, Strided};
 use crate::testing::{rel_err, required};
 
+/// `words` as a new storage buffer of `gpu`.
+fn upload_words(gpu: &WgpuBackend, words: &[u32]) -> super::pool::WgpuStorage {
+    let s = gpu.alloc(words.len()).unwrap();
+    gpu.ctx
+        .gpu
+        .queue
+        .write_buffer(s.buffer(), 0, bytemuck::cast_slice(words));
+    s
+}
+
+/// `entry` of the WGSL `text` (a copy of a shader, perhaps with a planted bug) on raw wgpu,
+/// not through the host's cached pipelines: `inputs` at bindings 0.. (the parameters first),
+/// then an f32 output of `out_len` NaNs at the next binding, `groups` workgroups; returns it.
+pub(super) fn run_text(
+    gpu: &WgpuBackend,
+    text: &str,
+    entry: &str,
+    inputs: &[&[u32]],
+    out_len: usize,
+    groups: u32,
+) -> Vec<f32> {
+    let g = &gpu.ctx.gpu;
+    let mut buffers: Vec<_> = inputs.iter().map(|w| upload_words(gpu, w)).collect();
+    buffers.push(upload_words(gpu, &vec![f32::NAN.to_bits(); out_len]));
+    g.scoped("planted kernel text", || {
+        let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("planted kernel text"),
+            source: wgpu::ShaderSource::Wgsl(text.into()),
+        });
+        let pipeline = g
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: s.buffer(),
+                    offset: 0,
+                    size: wgpu::BufferSize::new(s.binding_bytes()),
+                }),
+            })
+            .collect();
+        let bind_group = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut encoder = g.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups, 1, 1);
+        }
+        g.queue.submit([encoder.finish()]);
+        Ok(())
+    })
+    .unwrap();
+    gpu.read(buffers.last().unwrap()).unwrap()
+}
+
 pub(super) fn gpu_or_skip() -> Option<WgpuBackend> {
     match WgpuBackend::new() {
         Ok(b) => Some(b),
@@ -349,6 +419,10 @@ fn every_kernel_resolves_in_the_abi() {
     let all = [
         LoraForward,
         LoraForward128,
+        LoraForwardBf16,
+        LoraForwardF16,
+        LoraForwardBf16_128,
+        LoraForwardF16_128,
         LoraDx,
         LoraDx128,
         GemmTiled,

@@ -9,7 +9,7 @@
 //! `tests/half_precision.rs` covers the host path on many more layouts.
 
 use super::super::kernels::Kernel;
-use super::super::tests::gpu_or_skip;
+use super::super::tests::{gpu_or_skip, run_text};
 use super::super::{OpenOptions, WgpuBackend};
 use crate::backend::Backend;
 use crate::dtype::{pack_bits, DType};
@@ -104,15 +104,6 @@ fn random_halves(rng: &mut Rng, dt: DType, exps: (u64, u64), n: usize) -> Vec<u1
         .collect()
 }
 
-fn upload_words(gpu: &WgpuBackend, words: &[u32]) -> super::super::pool::WgpuStorage {
-    let s = gpu.alloc(words.len()).unwrap();
-    gpu.ctx
-        .gpu
-        .queue
-        .write_buffer(s.buffer(), 0, bytemuck::cast_slice(words));
-    s
-}
-
 /// `entry` of the WGSL `text` on raw wgpu: c (f32, `c_len` long) from the packed words.
 fn gemm_with_text(
     gpu: &WgpuBackend,
@@ -123,54 +114,14 @@ fn gemm_with_text(
     b: &[u32],
     c_len: usize,
 ) -> Vec<f32> {
-    let g = &gpu.ctx.gpu;
-    let params = upload_words(gpu, &case.words());
-    let (a, b) = (upload_words(gpu, a), upload_words(gpu, b));
-    let c = upload_words(gpu, &vec![f32::NAN.to_bits(); c_len]);
-    g.scoped("planted gemm", || {
-        let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("planted GEMM text"),
-            source: wgpu::ShaderSource::Wgsl(text.into()),
-        });
-        let pipeline = g
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-        let entries: Vec<wgpu::BindGroupEntry> = [&params, &a, &b, &c]
-            .iter()
-            .enumerate()
-            .map(|(i, s)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: s.buffer(),
-                    offset: 0,
-                    size: wgpu::BufferSize::new(s.binding_bytes()),
-                }),
-            })
-            .collect();
-        let bind_group = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        let mut encoder = g.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(case.groups(), 1, 1);
-        }
-        g.queue.submit([encoder.finish()]);
-        Ok(())
-    })
-    .unwrap();
-    gpu.read(&c).unwrap()
+    run_text(
+        gpu,
+        text,
+        entry,
+        &[&case.words(), a, b],
+        c_len,
+        case.groups(),
+    )
 }
 
 /// Elements of `got` off the reference by more than 1e-5 of its largest magnitude.
