@@ -11,13 +11,15 @@ use crate::rng::Rng;
 use crate::tensor::{OutSlot, Strided};
 use crate::testing::{rel_err, required};
 
-/// `words` as a new storage buffer of `gpu`.
-fn upload_words(gpu: &WgpuBackend, words: &[u32]) -> super::pool::WgpuStorage {
+/// `words` as a new storage buffer of `gpu` (at least one word long).
+pub(super) fn upload_words(gpu: &WgpuBackend, words: &[u32]) -> super::pool::WgpuStorage {
     let s = gpu.alloc(words.len()).unwrap();
-    gpu.ctx
-        .gpu
-        .queue
-        .write_buffer(s.buffer(), 0, bytemuck::cast_slice(words));
+    if !words.is_empty() {
+        gpu.ctx
+            .gpu
+            .queue
+            .write_buffer(s.buffer(), 0, bytemuck::cast_slice(words));
+    }
     s
 }
 

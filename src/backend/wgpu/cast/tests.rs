@@ -5,24 +5,12 @@
 //! 16-bit pattern widened; and planted rounding bugs (ties away from zero, the f16 underflow
 //! edge) caught.
 
-use super::super::tests::gpu_or_skip;
+use super::super::tests::{gpu_or_skip, run_text, upload_words};
 use super::*;
 use crate::dtype::{pack_bits, unpack_bits, HALF_NAN};
 use crate::rng::Rng;
 
 const HALVES: [DType; 2] = [DType::BF16, DType::F16];
-
-/// A storage holding `words` (at least one word long).
-fn upload_words(gpu: &WgpuBackend, words: &[u32]) -> WgpuStorage {
-    let s = gpu.alloc(words.len()).unwrap();
-    if !words.is_empty() {
-        gpu.ctx
-            .gpu
-            .queue
-            .write_buffer(s.buffer(), 0, bytemuck::cast_slice(words));
-    }
-    s
-}
 
 fn read_words(gpu: &WgpuBackend, s: &WgpuStorage) -> Vec<u32> {
     gpu.read(s).unwrap().iter().map(|x| x.to_bits()).collect()
@@ -305,64 +293,12 @@ fn empty_and_unsupported_casts() {
 /// Run `entry` of the WGSL `text` on raw wgpu (not the host's cached pipelines): `xs`
 /// narrowed to packed halves.
 fn narrow_with_text(gpu: &WgpuBackend, text: &str, entry: &str, xs: &[f32]) -> Vec<u32> {
-    let g = &gpu.ctx.gpu;
     let n = xs.len();
     let bits: Vec<u32> = xs.iter().map(|x| x.to_bits()).collect();
-    let params = upload_words(gpu, &[n as u32, 0, 0, 0]);
-    let src = upload_words(gpu, &bits);
-    let dst = gpu.alloc(n.div_ceil(2)).unwrap();
-    g.scoped("planted cast", || {
-        let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("planted cast.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(text.into()),
-        });
-        let pipeline = g
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-        fn whole(s: &WgpuStorage) -> wgpu::BindingResource<'_> {
-            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: s.buffer(),
-                offset: 0,
-                size: wgpu::BufferSize::new(s.binding_bytes()),
-            })
-        }
-        let bind_group = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: whole(&params),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: whole(&src),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: whole(&dst),
-                },
-            ],
-        });
-        let mut encoder = g.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(n.div_ceil(2).div_ceil(THREADS) as u32, 1, 1);
-        }
-        g.queue.submit([encoder.finish()]);
-        Ok(())
-    })
-    .unwrap();
-    read_words(gpu, &dst)
+    let params = [n as u32, 0, 0, 0];
+    let groups = n.div_ceil(2).div_ceil(THREADS) as u32;
+    let out = run_text(gpu, text, entry, &[&params, &bits], n.div_ceil(2), groups);
+    out.iter().map(|x| x.to_bits()).collect()
 }
 
 /// How many of `xs` the words disagree with the reference on.
