@@ -7,7 +7,7 @@
 # It runs `bella doctor` (every op against the float64 oracle) on cuda and wgpu, then
 # `bella bench` on both, and tees everything under $OUT: gpu-check.log (card, driver,
 # every command and its exit status), doctor-{cuda,wgpu}.txt, bench-{cuda,wgpu}.txt and
-# bench-{cuda,wgpu}.json, bench-cuda-cpu-scale.{txt,json}, bench-cuda-{bf16,f16}.{txt,json}. Exit
+# bench-{cuda,wgpu}.json, bench-cuda-cpu-scale.{txt,json}, bench-cuda-{bf16,f16}.{txt,json}, bench-wgpu-bf16.{txt,json}. Exit
 # status: 0 when every command succeeded.
 # wgpu needs a Vulkan loader: when .gl/*.deb exist (see the device README), each is
 # unpacked into a private prefix that LD_LIBRARY_PATH points at, and the NVIDIA ICD is
@@ -74,6 +74,10 @@ run bench-cuda-bf16 "$BIN" bench --backend cuda --op matmul,lora_forward,lora_ba
 run bench-cuda-f16 "$BIN" bench --backend cuda --op matmul,lora_forward \
     --dtype f16 --json "$OUT/bench-cuda-f16.json"
 run bench-wgpu "$BIN" bench --backend wgpu --json "$OUT/bench-wgpu.json"
+# wgpu's 16-bit matmul and lora_forward read the packed operands as stored; the comparison
+# half_lora_forward_vs_widened times that against cast-to-f32 + the f32 kernels
+run bench-wgpu-bf16 "$BIN" bench --backend wgpu --op matmul,lora_forward --dtype bf16 \
+    --json "$OUT/bench-wgpu-bf16.json"
 
 say "done, status $status; outputs in $OUT"
 exit $status
