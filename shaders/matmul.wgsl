@@ -469,6 +469,56 @@ fn gemm_tiled_128(
 const N_TK: u32 = 32u;
 const N_B: u32 = 512u;
 
+// The narrow kernels' multiply of one staged slice from k0: group g's 8 k of it (those
+// with data) into the invocation's 4×4 block (row quad tr, column quad tc).
+fn narrow_slice(k0: u32, g: u32, tr: u32, tc: u32) {
+    let depth = min(N_TK, p.inner - k0);
+    let mine = min(8u, depth - min(depth, g * 8u));
+    let nq = (mine + 3u) / 4u;
+    for (var s = 0u; s < nq; s++) {
+        for (var u = 0u; u < 4u; u++) {
+            let kk = g * 8u + s * 4u + u;
+            let av = sn[kk * 16u + tr];
+            let bv = sn[N_B + kk * 4u + tc];
+            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
+        }
+    }
+}
+
+// The narrow kernels' end: the four k groups' partial tiles summed by group 0, stored.
+fn narrow_finish(t: vec3<u32>, g: u32, w: u32) {
+    let tr = w / 4u;
+    let tc = w % 4u;
+    // Sum the four k groups' partial tiles.
+    if (g > 0u) {
+        let at = (g - 1u) * 256u + w;
+        sn[at] = acc[0];
+        sn[at + 64u] = acc[1];
+        sn[at + 128u] = acc[2];
+        sn[at + 192u] = acc[3];
+    }
+    workgroupBarrier();
+    if (g == 0u) {
+        for (var o = 0u; o < 3u; o++) {
+            let at = o * 256u + w;
+            acc[0] += sn[at];
+            acc[1] += sn[at + 64u];
+            acc[2] += sn[at + 128u];
+            acc[3] += sn[at + 192u];
+        }
+        let c_base = p.c_off + t.x * p.c_bs;
+        let r0 = t.y + tr * 4u;
+        let c0 = t.z + tc * 4u;
+        store4(c_base, r0, c0, acc[0]);
+        store4(c_base, r0 + 1u, c0, acc[1]);
+        store4(c_base, r0 + 2u, c0, acc[2]);
+        store4(c_base, r0 + 3u, c0, acc[3]);
+    }
+}
+
 @compute @workgroup_size(256)
 fn gemm_narrow_splitk(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -517,49 +567,11 @@ fn gemm_narrow_splitk(
                 blk = b_block(b_base, k1 + kq * 4u, t.z + q * 4u);
             }
         }
-        // This group's 8 k of the slice, those with data.
-        let depth = min(N_TK, p.inner - k0);
-        let mine = min(8u, depth - min(depth, g * 8u));
-        let nq = (mine + 3u) / 4u;
-        for (var s = 0u; s < nq; s++) {
-            for (var u = 0u; u < 4u; u++) {
-                let kk = g * 8u + s * 4u + u;
-                let av = sn[kk * 16u + tr];
-                let bv = sn[N_B + kk * 4u + tc];
-                acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
-                acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
-                acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
-                acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
-            }
-        }
+        narrow_slice(k0, g, tr, tc);
         workgroupBarrier();
     }
 
-    // Sum the four k groups' partial tiles.
-    if (g > 0u) {
-        let at = (g - 1u) * 256u + w;
-        sn[at] = acc[0];
-        sn[at + 64u] = acc[1];
-        sn[at + 128u] = acc[2];
-        sn[at + 192u] = acc[3];
-    }
-    workgroupBarrier();
-    if (g == 0u) {
-        for (var o = 0u; o < 3u; o++) {
-            let at = o * 256u + w;
-            acc[0] += sn[at];
-            acc[1] += sn[at + 64u];
-            acc[2] += sn[at + 128u];
-            acc[3] += sn[at + 192u];
-        }
-        let c_base = p.c_off + t.x * p.c_bs;
-        let r0 = t.y + tr * 4u;
-        let c0 = t.z + tc * 4u;
-        store4(c_base, r0, c0, acc[0]);
-        store4(c_base, r0 + 1u, c0, acc[1]);
-        store4(c_base, r0 + 2u, c0, acc[2]);
-        store4(c_base, r0 + 3u, c0, acc[3]);
-    }
+    narrow_finish(t, g, w);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -707,4 +719,147 @@ fn gemm_tiled_f16(
     @builtin(local_invocation_index) li: u32,
 ) {
     gemm_half(wid, nwg, li, true);
+}
+
+// ---------------------------------------------------------------------------------------
+// gemm_narrow_splitk_bf16 / gemm_narrow_splitk_f16: gemm_narrow_splitk (64×16 tiles, k split
+// four ways inside the workgroup, the same slices, multiply and sum: `narrow_slice`,
+// `narrow_finish`) with a and b packed 16-bit as in gemm_tiled_bf16 (ah, bh), each 4×4
+// block read as 4 lines of 4 contiguous halves (3 words, any alignment) and widened exactly
+// as it is loaded. For the r-wide products of the 16-bit LoRA ops (h per particle, dy·B,
+// the factor gradients), where gemm_tiled_bf16's 64-wide tiles would be mostly padding.
+
+// Four contiguous halves of `words` (ah or bh: `of_a`) from element `first`, the first
+// `count` of them (the rest 0), widened: the word pair holding them funnelled from the 3
+// words that cover an odd `first`; loads past the end clamped (their elements are masked).
+fn half_load4(of_a: bool, first: u32, count: u32, is_f16: bool) -> vec4<f32> {
+    let w0 = first >> 1u;
+    var last = arrayLength(&bh) - 1u;
+    var p0 = 0u;
+    var p1 = 0u;
+    var p2 = 0u;
+    if (of_a) {
+        last = arrayLength(&ah) - 1u;
+        p0 = ah[min(w0, last)];
+        p1 = ah[min(w0 + 1u, last)];
+        p2 = ah[min(w0 + 2u, last)];
+    } else {
+        p0 = bh[min(w0, last)];
+        p1 = bh[min(w0 + 1u, last)];
+        p2 = bh[min(w0 + 2u, last)];
+    }
+    let odd = (first & 1u) == 1u;
+    let lo = select(p0, (p0 >> 16u) | (p1 << 16u), odd);
+    let hi = select(p1, (p1 >> 16u) | (p2 << 16u), odd);
+    let v = vec4<f32>(
+        widen(lo & 0xffffu, is_f16),
+        widen(lo >> 16u, is_f16),
+        widen(hi & 0xffffu, is_f16),
+        widen(hi >> 16u, is_f16),
+    );
+    return first4(v, count);
+}
+
+// a_block of the packed a: op(a)[r0..r0+4, k0..k0+4] as 4 k-rows, the same geometry.
+fn ah_block(base: u32, r0: u32, k0: u32, is_f16: bool) -> array<vec4<f32>, 4> {
+    let nr = in_range(r0, p.m);
+    let nk = in_range(k0, p.inner);
+    let along_k = p.a_ks == 1u;
+    let step = select(p.a_ks, p.a_rs, along_k);
+    let count = select(nr, nk, along_k);
+    let lines = select(nk, nr, along_k);
+    let first = base + r0 * p.a_rs + k0 * p.a_ks;
+    return k_rows(
+        half_load4(true, first, select(0u, count, 0u < lines), is_f16),
+        half_load4(true, first + step, select(0u, count, 1u < lines), is_f16),
+        half_load4(true, first + 2u * step, select(0u, count, 2u < lines), is_f16),
+        half_load4(true, first + 3u * step, select(0u, count, 3u < lines), is_f16),
+        along_k,
+    );
+}
+
+// b_block of the packed b: op(b)[k0..k0+4, c0..c0+4] as 4 k-rows, the same geometry.
+fn bh_block(base: u32, k0: u32, c0: u32, is_f16: bool) -> array<vec4<f32>, 4> {
+    let nc = in_range(c0, p.n);
+    let nk = in_range(k0, p.inner);
+    let along_k = p.b_ks == 1u;
+    let count = select(nc, nk, along_k);
+    let lines = select(nk, nc, along_k);
+    let l0 = b_index(base, k0, c0);
+    let l1 = b_index(base, k0 + select(1u, 0u, along_k), c0 + select(0u, 1u, along_k));
+    let l2 = b_index(base, k0 + select(2u, 0u, along_k), c0 + select(0u, 2u, along_k));
+    let l3 = b_index(base, k0 + select(3u, 0u, along_k), c0 + select(0u, 3u, along_k));
+    return k_rows(
+        half_load4(false, l0, select(0u, count, 0u < lines), is_f16),
+        half_load4(false, l1, select(0u, count, 1u < lines), is_f16),
+        half_load4(false, l2, select(0u, count, 2u < lines), is_f16),
+        half_load4(false, l3, select(0u, count, 3u < lines), is_f16),
+        along_k,
+    );
+}
+
+fn gemm_narrow_half(wid: vec3<u32>, nwg: vec3<u32>, li: u32, is_f16: bool) {
+    let group = wid.x + wid.y * nwg.x;
+    if (group >= p.tiles_m * p.tiles_n * p.batch) {
+        return;
+    }
+    let t = tile_of(group, 64u, 16u);
+    let a_base = p.a_off + t.x * p.a_bs;
+    let b_base = p.b_off + t.x * p.b_bs;
+    let g = li / 64u;
+    let w = li % 64u;
+    clear_acc4();
+
+    // The loads of gemm_narrow_splitk: a by invocations 0-127, b by 128-159.
+    let loads_a = li < 128u;
+    let loads = li < 160u;
+    var q = li % 16u;
+    var kq = li / 16u;
+    if (!loads_a) {
+        q = (li - 128u) % 4u;
+        kq = (li - 128u) / 4u;
+    }
+    var blk: array<vec4<f32>, 4>;
+    if (loads_a) {
+        blk = ah_block(a_base, t.y + q * 4u, kq * 4u, is_f16);
+    } else if (loads) {
+        blk = bh_block(b_base, kq * 4u, t.z + q * 4u, is_f16);
+    }
+    for (var k0 = 0u; k0 < p.inner; k0 += N_TK) {
+        if (loads_a) {
+            stage_n(kq * 64u + q, 16u, blk);
+        } else if (loads) {
+            stage_n(N_B + kq * 16u + q, 4u, blk);
+        }
+        workgroupBarrier();
+        let k1 = k0 + N_TK;
+        if (k1 < p.inner) {
+            if (loads_a) {
+                blk = ah_block(a_base, t.y + q * 4u, k1 + kq * 4u, is_f16);
+            } else if (loads) {
+                blk = bh_block(b_base, k1 + kq * 4u, t.z + q * 4u, is_f16);
+            }
+        }
+        narrow_slice(k0, g, w / 4u, w % 4u);
+        workgroupBarrier();
+    }
+    narrow_finish(t, g, w);
+}
+
+@compute @workgroup_size(256)
+fn gemm_narrow_splitk_bf16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    gemm_narrow_half(wid, nwg, li, false);
+}
+
+@compute @workgroup_size(256)
+fn gemm_narrow_splitk_f16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    gemm_narrow_half(wid, nwg, li, true);
 }

@@ -204,18 +204,21 @@ fn entries(text: &str, wgsl: bool) -> Vec<String> {
 fn wgsl_entries_carry_the_ptx_names() {
     // WGSL-only: the PTX `lora_forward` is one entry with modes and its `dx` runs on
     // `gemm_tiled`; the WGSL splits them (and a 128-tile variant of each). The 16-bit GEMMs
-    // `gemm_tiled_bf16` / `gemm_tiled_f16` read packed halves on the CUDA cores, and
+    // `gemm_tiled_bf16` / `gemm_tiled_f16` (and the narrow `gemm_narrow_splitk_bf16` /
+    // `_f16`) read packed halves on the CUDA cores, and
     // `gemm_tiled_f16_native` (matmul_f16.wgsl) reads `array<f16>` where the device has
     // SHADER_F16; PTX's 16-bit GEMM is `gemm_mma_*`, on the tensor cores, a different kernel.
     // Likewise `lora_forward_bf16` / `lora_forward_f16` (and `_128`) against PTX's
     // `lora_forward_mma_*`.
-    const WGSL_ONLY: [&str; 10] = [
+    const WGSL_ONLY: [&str; 12] = [
         "lora_dx",
         "lora_forward_128",
         "lora_dx_128",
         "gemm_tiled_bf16",
         "gemm_tiled_f16",
         "gemm_tiled_f16_native",
+        "gemm_narrow_splitk_bf16",
+        "gemm_narrow_splitk_f16",
         "lora_forward_bf16",
         "lora_forward_f16",
         "lora_forward_bf16_128",

@@ -88,9 +88,13 @@ pub fn expected(name: &str, b: &Buffers, p: &Params) -> Option<BTreeMap<&'static
         "gemm_tiled" | "gemm_tiled_128" | "gemm_narrow_splitk" => {
             map("c", gemm(&v("a"), &v("b"), p))
         }
-        "gemm_tiled_bf16" | "gemm_tiled_f16" | "gemm_tiled_f16_native" => {
+        "gemm_tiled_bf16"
+        | "gemm_tiled_f16"
+        | "gemm_tiled_f16_native"
+        | "gemm_narrow_splitk_bf16"
+        | "gemm_narrow_splitk_f16" => {
             // The packed operands widened (exactly) to their values: every half of every word.
-            let dt = if name == "gemm_tiled_bf16" {
+            let dt = if name.ends_with("bf16") {
                 DType::BF16
             } else {
                 DType::F16

@@ -90,9 +90,10 @@ pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tens
         trans_b: true,
         alpha: 1.0,
     };
-    let h_step = match matmul::half_kernel(dt, be.shader_f16()) {
-        Some(kernel) => matmul::half_step(kernel, &gemm, x_op, a_op, h_op, groups),
-        None => matmul::step_with(be, &gemm, x_op, a_op, h_op, groups),
+    let h_step = if dt.is_half() {
+        matmul::half_step(be, dt, &gemm, x_op, a_op, h_op, groups)?
+    } else {
+        matmul::step_with(be, &gemm, x_op, a_op, h_op, groups)
     };
     let (small, big) = match dt {
         DType::BF16 => (Kernel::LoraForwardBf16, Kernel::LoraForwardBf16_128),

@@ -121,13 +121,7 @@ pub fn step_with<'a>(
         groups.is_none() || g.trans_b,
         "grouped columns need trans_b"
     );
-    let mut layout = Layout::new(g, &a, &b, &c, groups);
-    let (mut ab, mut bb) = (a.binding, b.binding);
-    // A short, wide product (at most 16 rows) runs on the narrow kernel as its transpose.
-    if groups.is_none() && g.m <= NARROW_TILE.1 && g.n > NARROW_TILE.1 {
-        layout = layout.transposed();
-        std::mem::swap(&mut ab, &mut bb);
-    }
+    let (layout, ab, bb) = oriented(g, a, b, c, groups);
     let (m, n) = (layout.m, layout.n);
     let (kernel, (tm, tn)) = if n <= NARROW_TILE.1 {
         (Kernel::GemmNarrowSplitK, NARROW_TILE)
@@ -143,6 +137,24 @@ pub fn step_with<'a>(
         params,
         bindings: vec![ab, bb, c.binding],
         groups: (tiles_m * tiles_n * g.batch) as u64,
+    }
+}
+
+/// The product's layout as a kernel will compute it, with the bindings of its two operands:
+/// a short, wide product (at most 16 rows) as its transpose, so that it runs on a narrow
+/// kernel (which takes at most 16 columns).
+fn oriented<'a>(
+    g: &Gemm,
+    a: Operand<'a>,
+    b: Operand<'a>,
+    c: Operand<'a>,
+    groups: Option<Groups>,
+) -> (Layout, Binding<'a>, Binding<'a>) {
+    let layout = Layout::new(g, &a, &b, &c, groups);
+    if groups.is_none() && g.m <= NARROW_TILE.1 && g.n > NARROW_TILE.1 {
+        (layout.transposed(), b.binding, a.binding)
+    } else {
+        (layout, a.binding, b.binding)
     }
 }
 
@@ -226,41 +238,48 @@ pub fn matmul(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<(
     be.run(op, &[s])
 }
 
-/// The dispatch of a 16-bit product: `gemm_tiled_bf16`, `gemm_tiled_f16` or
-/// `gemm_tiled_f16_native` on 64×64 tiles, `a` and `b` bound as the packed words they are
-/// stored as (read as `array<f16>` by the native kernel) (offsets and strides element
-/// indices of the 16-bit tensors), `c` f32; columns in groups as [`step_with`].
+/// The dispatch of a product of two `dt` operands (bf16 or f16): `a` and `b` bound as the
+/// packed words they are stored as (offsets and strides element indices of the 16-bit
+/// tensors), `c` f32; columns in groups as [`step_with`]. At most 16 columns (or, as its
+/// transpose, rows) run `gemm_narrow_splitk_bf16` / `_f16` (64×16 tiles), the rest
+/// `gemm_tiled_bf16`, `gemm_tiled_f16` or, on a device with `SHADER_F16`,
+/// `gemm_tiled_f16_native` (64×64, read as `array<f16>`).
+///
+/// # Errors
+/// [`BellaError::Invalid`] for an f32 `dt`.
 pub fn half_step<'a>(
-    kernel: Kernel,
+    be: &WgpuBackend,
+    dt: DType,
     g: &Gemm,
     a: Operand<'a>,
     b: Operand<'a>,
     c: Operand<'a>,
     groups: Option<Groups>,
-) -> Step<'a> {
+) -> Result<Step<'a>> {
     debug_assert!(
         groups.is_none() || g.trans_b,
         "grouped columns need trans_b"
     );
-    let layout = Layout::new(g, &a, &b, &c, groups);
-    let (tiles_m, tiles_n) = (layout.m.div_ceil(TILE.0), layout.n.div_ceil(TILE.1));
-    Step {
+    let (layout, ab, bb) = oriented(g, a, b, c, groups);
+    let (kernel, (tm, tn)) = match (dt, layout.n <= NARROW_TILE.1) {
+        (DType::BF16, true) => (Kernel::GemmNarrowSplitKBf16, NARROW_TILE),
+        (DType::F16, true) => (Kernel::GemmNarrowSplitKF16, NARROW_TILE),
+        (DType::BF16, false) => (Kernel::GemmTiledBf16, TILE),
+        (DType::F16, false) if be.shader_f16() => (Kernel::GemmTiledF16Native, TILE),
+        (DType::F16, false) => (Kernel::GemmTiledF16, TILE),
+        (DType::F32, _) => {
+            return Err(BellaError::invalid(
+                "the 16-bit GEMM kernels take bf16 or f16 operands, not f32",
+            ))
+        }
+    };
+    let (tiles_m, tiles_n) = (layout.m.div_ceil(tm), layout.n.div_ceil(tn));
+    Ok(Step {
         kernel,
         params: gemm_params(&layout, g, tiles_m, tiles_n),
-        bindings: vec![a.binding, b.binding, c.binding],
+        bindings: vec![ab, bb, c.binding],
         groups: (tiles_m * tiles_n * g.batch) as u64,
-    }
-}
-
-/// The kernel of a product of two `dt` operands: bf16 packed; f16 native on a device with
-/// `SHADER_F16` (`shader_f16`), packed otherwise; `None` for any other type.
-pub fn half_kernel(dt: DType, shader_f16: bool) -> Option<Kernel> {
-    match dt {
-        DType::BF16 => Some(Kernel::GemmTiledBf16),
-        DType::F16 if shader_f16 => Some(Kernel::GemmTiledF16Native),
-        DType::F16 => Some(Kernel::GemmTiledF16),
-        _ => None,
-    }
+    })
 }
 
 /// `matmul` of 16-bit operands (both bf16 or both f16; `out` f32), read as they are stored:
@@ -269,18 +288,17 @@ pub fn half_kernel(dt: DType, shader_f16: bool) -> Option<Kernel> {
 pub fn matmul_half(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Result<()> {
     let op = "matmul";
     let (da, db) = (args.a.tensor.dtype(), args.b.tensor.dtype());
-    let kernel = half_kernel(da, be.shader_f16())
-        .filter(|_| da == db)
-        .ok_or_else(|| {
-            BellaError::invalid(format!(
-                "{op}: the 16-bit kernels need a and b both bf16 or both f16, not {da} and {db}"
-            ))
-        })?;
+    if !da.is_half() || da != db {
+        return Err(BellaError::invalid(format!(
+            "{op}: the 16-bit kernels need a and b both bf16 or both f16, not {da} and {db}"
+        )));
+    }
     let a = storage(op, args.a.tensor)?;
     let b = storage(op, args.b.tensor)?;
     let c = storage_mut(op, out)?;
     let s = half_step(
-        kernel,
+        be,
+        da,
         &gemm_of(args),
         Operand {
             binding: super::bind(a),
@@ -298,7 +316,7 @@ pub fn matmul_half(be: &WgpuBackend, args: &MatmulArgs, out: &mut Tensor) -> Res
             stride: args.out.stride,
         },
         None,
-    );
+    )?;
     be.run(op, &[s])
 }
 

@@ -433,6 +433,8 @@ fn every_kernel_resolves_in_the_abi() {
         GemmTiledBf16,
         GemmTiledF16,
         GemmTiledF16Native,
+        GemmNarrowSplitKBf16,
+        GemmNarrowSplitKF16,
         SqdistPartial,
         SqdistFinalize,
         RbfFromSqdist,

@@ -260,11 +260,15 @@ fn half_lora_forward_reads_the_operands_as_stored() {
         return;
     }
     let be = WgpuBackend::open_with(OpenOptions { shader_f16: false }).unwrap();
+    // h: r = 3 and r = 1 per particle on the narrow 16-bit GEMM, K·r = 32 stacked on the
+    // 64-wide one (packed f16: this device has no SHADER_F16)
     Case::new(DType::BF16, SHAPES[2], 1, 0.0).run(&be);
-    Case::new(DType::F16, SHAPES[1], 0, 0.0).run(&be);
+    Case::new(DType::F16, SHAPES[3], 0, 0.0).run(&be);
+    Case::new(DType::F16, SHAPES[5], 0, 0.0).run(&be);
     let k = &be.ctx.kernels;
     let mut built = vec![
-        Kernel::GemmTiledBf16,
+        Kernel::GemmNarrowSplitKBf16,
+        Kernel::GemmNarrowSplitKF16,
         Kernel::GemmTiledF16,
         Kernel::LoraForwardBf16,
         Kernel::LoraForwardF16,

@@ -27,6 +27,8 @@ struct Case {
     a: [u32; 4], // off, bs, rs, ks
     b: [u32; 4], // off, bs, ks, cs
     c_bs: u32,
+    /// output tile columns: 64 (gemm_tiled_*) or 16 (gemm_narrow_splitk_*)
+    tile_n: u32,
 }
 
 impl Case {
@@ -57,13 +59,13 @@ impl Case {
             1, // c_cs
             0.5f32.to_bits(),
             m.div_ceil(64),
-            n.div_ceil(64),
+            n.div_ceil(self.tile_n),
             0,
         ]
     }
 
     fn groups(&self) -> u32 {
-        self.m.div_ceil(64) * self.n.div_ceil(64) * self.batch
+        self.m.div_ceil(64) * self.n.div_ceil(self.tile_n) * self.batch
     }
 
     /// c by the stride formulas, in f64, from the widened operands.
@@ -198,6 +200,104 @@ fn planted_half_gemm_bugs_are_caught() {
     }
 }
 
+#[test]
+fn planted_narrow_half_gemm_bugs_are_caught() {
+    let Some(gpu) = gpu_or_skip() else { return };
+    let text = include_str!("../../../../shaders/matmul.wgsl");
+    // 37×13 per batch block (n ≤ 16: the narrow kernels): a transposed at an odd offset, b
+    // shared along k (b_ks = 1), then a along k and b along the columns at odd offsets
+    let cases = [
+        Case {
+            m: 37,
+            n: 13,
+            inner: 29,
+            batch: 2,
+            a: [3, 37 * 29, 1, 37],
+            b: [1, 0, 1, 29],
+            c_bs: 37 * 13,
+            tile_n: 16,
+        },
+        Case {
+            m: 70,
+            n: 11,
+            inner: 45,
+            batch: 1,
+            a: [1, 0, 45, 1],
+            b: [3, 0, 11, 1],
+            c_bs: 70 * 11,
+            tile_n: 16,
+        },
+    ];
+    let lens = |c: &Case| {
+        let u = |x: u32| x as usize;
+        let a_len = u(c.a[0]) + u(c.batch) * u(c.m * c.inner);
+        let b_len = u(c.b[0]) + u(c.inner * c.n).max(u(c.b[1]) * u(c.batch));
+        (a_len, b_len, u(c.batch * c.c_bs))
+    };
+    let plants: [Plant; 4] = [
+        (
+            "let lo = select(p0, (p0 >> 16u) | (p1 << 16u), odd);",
+            "let lo = select((p0 >> 16u) | (p1 << 16u), p0, odd);",
+            &["gemm_narrow_splitk_bf16", "gemm_narrow_splitk_f16"],
+        ),
+        (
+            "half_load4(true, first + step, select(0u, count, 1u < lines), is_f16)",
+            "half_load4(true, first, select(0u, count, 1u < lines), is_f16)",
+            &["gemm_narrow_splitk_bf16", "gemm_narrow_splitk_f16"],
+        ),
+        (
+            "let l1 = b_index(base, k0 + select(1u, 0u, along_k), c0 + select(0u, 1u, along_k));",
+            "let l1 = b_index(base, k0, c0);",
+            &["gemm_narrow_splitk_bf16", "gemm_narrow_splitk_f16"],
+        ),
+        (
+            "((q + 103u) << 23u)",
+            "((q + 104u) << 23u)",
+            &["gemm_narrow_splitk_f16"],
+        ),
+    ];
+    let sets: [(DType, &str, (u64, u64)); 3] = [
+        (DType::BF16, "gemm_narrow_splitk_bf16", (112, 135)),
+        (DType::F16, "gemm_narrow_splitk_f16", (0, 17)),
+        (DType::F16, "gemm_narrow_splitk_f16", (0, 2)),
+    ];
+    let mut rng = Rng::new(0x0a77_0f16);
+    let mut caught = vec![Vec::new(); plants.len()];
+    for case in &cases {
+        let (a_len, b_len, c_len) = lens(case);
+        for (dt, entry, exps) in sets {
+            let ha = random_halves(&mut rng, dt, exps, a_len);
+            let hb = random_halves(&mut rng, dt, exps, b_len);
+            let wide =
+                |h: &[u16]| -> Vec<f64> { h.iter().map(|&x| dt.widen_bits(x) as f64).collect() };
+            let want = case.reference(&wide(&ha), &wide(&hb));
+            let (wa, wb) = (pack_bits(&ha), pack_bits(&hb));
+            let good = gemm_with_text(&gpu, text, entry, case, &wa, &wb, c_len);
+            assert_eq!(
+                mismatches(&good, &want),
+                0,
+                "{entry} {exps:?}: the unchanged text"
+            );
+            for (i, (from, to, breaks)) in plants.iter().enumerate() {
+                if !breaks.contains(&entry) {
+                    continue;
+                }
+                assert_eq!(text.matches(from).count(), 1, "the plant's text `{from}`");
+                let planted = text.replacen(from, to, 1);
+                let bad = gemm_with_text(&gpu, &planted, entry, case, &wa, &wb, c_len);
+                if mismatches(&bad, &want) > 0 {
+                    caught[i].push(entry);
+                }
+            }
+        }
+    }
+    for ((_, to, breaks), caught) in plants.iter().zip(&caught) {
+        for entry in breaks.iter() {
+            assert!(caught.contains(entry), "{entry}: `{to}` not caught");
+        }
+    }
+}
+
 /// The planted-bug case of both tests: 37×45 = op(a) 37×29 (transposed, offset 3) · op(b)
 /// 29×45 (transposed, offset 1, shared by both batch blocks); odd offsets, so elements
 /// straddle the halves of words.
@@ -210,6 +310,7 @@ fn planted_case() -> (Case, usize, usize, usize) {
         a: [3, 37 * 29, 1, 37],
         b: [1, 0, 1, 29],
         c_bs: 37 * 45,
+        tile_n: 64,
     };
     (case, 3 + 2 * 37 * 29, 1 + 29 * 45, 2 * 37 * 45)
 }
@@ -393,10 +494,6 @@ fn f16_matmul_takes_the_native_kernel_with_shader_f16() {
     let be = WgpuBackend::open_with(OpenOptions { shader_f16: true }).unwrap();
     assert!(be.shader_f16());
     assert!(be.describe().contains("SHADER_F16 on"), "{}", be.describe());
-    assert_eq!(
-        super::half_kernel(DType::F16, true),
-        Some(Kernel::GemmTiledF16Native)
-    );
     let mut rng = Rng::new(0xf16_0001);
     check_host_f16(&be, &mut rng, (0, 17));
     check_host_f16(&be, &mut rng, (0, 2));
