@@ -30,8 +30,8 @@ fn fused(
 
 /// `lora_forward`, f32 or 16-bit: for bf16 / f16 operands (x, weight, lora_a, lora_b all one
 /// type) h runs on the 16-bit GEMM ([`matmul::half_step`]) and y on `lora_forward_bf16` /
-/// `lora_forward_f16` (or their `_128` variants, chosen as the f32 ones), both reading the packed operands as stored (no f32 copy; a 16-bit
-/// bias, O elements, is widened).
+/// `lora_forward_f16` (or their `_128` variants, chosen as the f32 ones), both reading the
+/// packed operands as stored (no f32 copy; a 16-bit bias, O elements, is widened).
 pub fn forward(be: &WgpuBackend, args: &LoraForwardArgs) -> Result<(Tensor, Tensor)> {
     let op = "lora_forward";
     let d = args.dims;

@@ -6,10 +6,12 @@
 //! op(a)ᵀ`, at most 16 rows tall), `gemm_tiled_128` for big ones, `gemm_tiled` otherwise.
 //!
 //! A product of 16-bit operands (both bf16 or both f16, `c` f32) runs on `gemm_tiled_bf16` /
-//! `gemm_tiled_f16` ([`matmul_half`]), which read the packed halves directly and widen them
-//! in registers: no f32 copy of an operand is made. On a device with `SHADER_F16` an f16
-//! product runs `gemm_tiled_f16_native` instead (`shaders/matmul_f16.wgsl`, `enable f16;`):
-//! the same tiles and contract, the operands read as `array<f16>` and widened with `f32(h)`.
+//! `gemm_tiled_f16`, or `gemm_narrow_splitk_bf16` / `_f16` where the f32 product would take
+//! the narrow kernel ([`half_step`], [`matmul_half`]), which read the packed halves directly
+//! and widen them in registers: no f32 copy of an operand is made. On a device with
+//! `SHADER_F16` a wider f16 product runs `gemm_tiled_f16_native` instead
+//! (`shaders/matmul_f16.wgsl`, `enable f16;`): the same tiles and contract, the operands
+//! read as `array<f16>` and widened with `f32(h)`.
 
 use super::kernels::{Binding, Kernel, Params, Step};
 use super::{bind4, storage, storage_mut, WgpuBackend};
