@@ -253,6 +253,64 @@ fn compare_outputs_judges_entropies_against_ln_c() {
 }
 
 #[test]
+fn compare_outputs_judges_one_element_lora_sums_against_one() {
+    // lora_backward at K = M = I = O = r = 1: dx's two terms cancelled to -5.4e-7 in a CI
+    // run; an f32 ulp of the terms (1.4e-9) passes against 1, a wrong term (1e-3) does not.
+    // Bigger dx and the other outputs stay judged against themselves.
+    let one = |v: f64| Tensor64::new(&[1, 1], vec![v]);
+    let want = vec![
+        ("dx".to_string(), one(-5.424642e-7)),
+        (
+            "d_lora_a".to_string(),
+            Tensor64::new(&[1, 1, 1], vec![0.25]),
+        ),
+        ("d_lora_b".to_string(), Tensor64::new(&[1, 1, 1], vec![0.5])),
+    ];
+    let got = |dx: f32| {
+        vec![
+            ("dx".to_string(), HostTensor::float(&[1, 1], vec![dx])),
+            (
+                "d_lora_a".to_string(),
+                HostTensor::float(&[1, 1, 1], vec![0.25]),
+            ),
+            (
+                "d_lora_b".to_string(),
+                HostTensor::float(&[1, 1, 1], vec![0.5]),
+            ),
+        ]
+    };
+    let c = compare_outputs("c", &got(-5.438924e-7), &want);
+    assert!(c.iter().all(Comparison::passed), "{}", c[0].describe());
+    assert_eq!(c[0].scale, 1.0);
+    assert_eq!(c[1].scale, 0.25);
+    let c = compare_outputs("c", &got(1e-3), &want);
+    assert!(!c[0].passed(), "a wrong one-element dx passed");
+    // the same for lora_forward's y (outputs y, h); a two-element y keeps its own scale
+    let fwd = |y: &[f64]| {
+        vec![
+            ("y".to_string(), Tensor64::new(&[1, 1, y.len()], y.to_vec())),
+            ("h".to_string(), Tensor64::new(&[1, 1, 1], vec![0.3])),
+        ]
+    };
+    let got_y = |y: &[f32]| {
+        vec![
+            (
+                "y".to_string(),
+                HostTensor::float(&[1, 1, y.len()], y.to_vec()),
+            ),
+            ("h".to_string(), HostTensor::float(&[1, 1, 1], vec![0.3])),
+        ]
+    };
+    assert!(compare_outputs("c", &got_y(&[2e-6]), &fwd(&[2.001e-6]))[0].passed());
+    let c = compare_outputs("c", &got_y(&[2e-6, 2e-6]), &fwd(&[2e-6, 3e-6]));
+    assert_eq!(
+        c[0].scale, 3e-6,
+        "a two-element y is judged against its own max"
+    );
+    assert!(!c[0].passed(), "off by a third of itself");
+}
+
+#[test]
 fn norm_only_rel_err_misses_one_wrong_element() {
     // `rel_err` is the norm-wise building block: it alone lets the planted bug through.
     let r = normal_reference();
