@@ -810,7 +810,9 @@ fn gemm_narrow_half(wid: vec3<u32>, nwg: vec3<u32>, li: u32, is_f16: bool) {
     let w = li % 64u;
     clear_acc4();
 
-    // The loads of gemm_narrow_splitk: a by invocations 0-127, b by 128-159.
+    // gemm_narrow_splitk's loop with the 16-bit loads. It cannot be one function with the
+    // f32 entry's: a function that reads `ah` cannot be called by an entry that binds `a`
+    // at the same binding. The loads: a by invocations 0-127, b by 128-159.
     let loads_a = li < 128u;
     let loads = li < 160u;
     var q = li % 16u;
