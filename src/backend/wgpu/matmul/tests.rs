@@ -141,6 +141,59 @@ fn mismatches(got: &[f32], want: &[f64]) -> usize {
 /// A plant: the text replaced, its replacement, the entries it breaks.
 type Plant = (&'static str, &'static str, &'static [&'static str]);
 
+/// An operand set: the type, the entry that takes it, the exponent range of its halves.
+type OperandSet = (DType, &'static str, (u64, u64));
+
+/// `case` (its a, b, c lengths `lens`) with fresh halves of each operand set: the
+/// unchanged `text` must match the f64 reference; each plant that breaks the set's entry is
+/// run too, and the entry recorded in `caught[plant]` when it is wrong somewhere.
+fn run_plants(
+    gpu: &WgpuBackend,
+    text: &str,
+    (case, lens): (&Case, (usize, usize, usize)),
+    sets: &[OperandSet],
+    plants: &[Plant],
+    rng: &mut Rng,
+    caught: &mut [Vec<&'static str>],
+) {
+    let (a_len, b_len, c_len) = lens;
+    for &(dt, entry, exps) in sets {
+        let ha = random_halves(rng, dt, exps, a_len);
+        let hb = random_halves(rng, dt, exps, b_len);
+        let wide = |h: &[u16]| -> Vec<f64> { h.iter().map(|&x| dt.widen_bits(x) as f64).collect() };
+        let want = case.reference(&wide(&ha), &wide(&hb));
+        let (wa, wb) = (pack_bits(&ha), pack_bits(&hb));
+        let good = gemm_with_text(gpu, text, entry, case, &wa, &wb, c_len);
+        assert_eq!(
+            mismatches(&good, &want),
+            0,
+            "{entry} {exps:?}: the unchanged text"
+        );
+        for (i, (from, to, breaks)) in plants.iter().enumerate() {
+            if !breaks.contains(&entry) {
+                continue;
+            }
+            assert_eq!(text.matches(from).count(), 1, "the plant's text `{from}`");
+            let planted = text.replacen(from, to, 1);
+            let bad = gemm_with_text(gpu, &planted, entry, case, &wa, &wb, c_len);
+            let wrong = mismatches(&bad, &want);
+            eprintln!("{entry} {exps:?}: `{to}` is wrong on {wrong} of {c_len} outputs");
+            if wrong > 0 {
+                caught[i].push(entry);
+            }
+        }
+    }
+}
+
+/// Every plant was caught on every entry it breaks.
+fn assert_caught(plants: &[Plant], caught: &[Vec<&str>]) {
+    for ((_, to, breaks), caught) in plants.iter().zip(caught) {
+        for entry in breaks.iter() {
+            assert!(caught.contains(entry), "{entry}: `{to}` not caught");
+        }
+    }
+}
+
 #[test]
 fn planted_half_gemm_bugs_are_caught() {
     let Some(gpu) = gpu_or_skip() else { return };
@@ -160,44 +213,24 @@ fn planted_half_gemm_bugs_are_caught() {
     ];
     // Operand sets: bf16 over about 2^-15 .. 2^8; f16 over subnormals .. 2^2, and one of
     // subnormals and the smallest normals only (where a subnormal's value is visible in c).
-    let sets: [(DType, &str, (u64, u64)); 3] = [
+    let sets: [OperandSet; 3] = [
         (DType::BF16, "gemm_tiled_bf16", (112, 135)),
         (DType::F16, "gemm_tiled_f16", (0, 17)),
         (DType::F16, "gemm_tiled_f16", (0, 2)),
     ];
     let mut rng = Rng::new(0x05ee_df16);
     let mut caught = vec![Vec::new(); plants.len()];
-    for (dt, entry, exps) in sets {
-        let ha = random_halves(&mut rng, dt, exps, a_len);
-        let hb = random_halves(&mut rng, dt, exps, b_len);
-        let wide = |h: &[u16]| -> Vec<f64> { h.iter().map(|&x| dt.widen_bits(x) as f64).collect() };
-        let want = case.reference(&wide(&ha), &wide(&hb));
-        let (wa, wb) = (pack_bits(&ha), pack_bits(&hb));
-        let good = gemm_with_text(&gpu, text, entry, &case, &wa, &wb, c_len);
-        assert_eq!(
-            mismatches(&good, &want),
-            0,
-            "{entry} {exps:?}: the unchanged text"
-        );
-        for (i, (from, to, breaks)) in plants.iter().enumerate() {
-            if !breaks.contains(&entry) {
-                continue;
-            }
-            assert!(text.contains(from), "the plant's text `{from}` is gone");
-            let planted = text.replacen(from, to, 1);
-            let bad = gemm_with_text(&gpu, &planted, entry, &case, &wa, &wb, c_len);
-            let wrong = mismatches(&bad, &want);
-            eprintln!("{entry} {exps:?}: `{to}` is wrong on {wrong} of {c_len} outputs");
-            if wrong > 0 {
-                caught[i].push(entry);
-            }
-        }
-    }
-    for ((_, to, breaks), caught) in plants.iter().zip(&caught) {
-        for entry in breaks.iter() {
-            assert!(caught.contains(entry), "{entry}: `{to}` not caught");
-        }
-    }
+    let lens = (a_len, b_len, c_len);
+    run_plants(
+        &gpu,
+        text,
+        (&case, lens),
+        &sets,
+        &plants,
+        &mut rng,
+        &mut caught,
+    );
+    assert_caught(&plants, &caught);
 }
 
 #[test]
@@ -256,7 +289,7 @@ fn planted_narrow_half_gemm_bugs_are_caught() {
             &["gemm_narrow_splitk_f16"],
         ),
     ];
-    let sets: [(DType, &str, (u64, u64)); 3] = [
+    let sets: [OperandSet; 3] = [
         (DType::BF16, "gemm_narrow_splitk_bf16", (112, 135)),
         (DType::F16, "gemm_narrow_splitk_f16", (0, 17)),
         (DType::F16, "gemm_narrow_splitk_f16", (0, 2)),
@@ -264,38 +297,17 @@ fn planted_narrow_half_gemm_bugs_are_caught() {
     let mut rng = Rng::new(0x0a77_0f16);
     let mut caught = vec![Vec::new(); plants.len()];
     for case in &cases {
-        let (a_len, b_len, c_len) = lens(case);
-        for (dt, entry, exps) in sets {
-            let ha = random_halves(&mut rng, dt, exps, a_len);
-            let hb = random_halves(&mut rng, dt, exps, b_len);
-            let wide =
-                |h: &[u16]| -> Vec<f64> { h.iter().map(|&x| dt.widen_bits(x) as f64).collect() };
-            let want = case.reference(&wide(&ha), &wide(&hb));
-            let (wa, wb) = (pack_bits(&ha), pack_bits(&hb));
-            let good = gemm_with_text(&gpu, text, entry, case, &wa, &wb, c_len);
-            assert_eq!(
-                mismatches(&good, &want),
-                0,
-                "{entry} {exps:?}: the unchanged text"
-            );
-            for (i, (from, to, breaks)) in plants.iter().enumerate() {
-                if !breaks.contains(&entry) {
-                    continue;
-                }
-                assert_eq!(text.matches(from).count(), 1, "the plant's text `{from}`");
-                let planted = text.replacen(from, to, 1);
-                let bad = gemm_with_text(&gpu, &planted, entry, case, &wa, &wb, c_len);
-                if mismatches(&bad, &want) > 0 {
-                    caught[i].push(entry);
-                }
-            }
-        }
+        run_plants(
+            &gpu,
+            text,
+            (case, lens(case)),
+            &sets,
+            &plants,
+            &mut rng,
+            &mut caught,
+        );
     }
-    for ((_, to, breaks), caught) in plants.iter().zip(&caught) {
-        for entry in breaks.iter() {
-            assert!(caught.contains(entry), "{entry}: `{to}` not caught");
-        }
-    }
+    assert_caught(&plants, &caught);
 }
 
 /// The planted-bug case of both tests: 37×45 = op(a) 37×29 (transposed, offset 3) · op(b)
